@@ -1,0 +1,575 @@
+//! Frames: the unit of the AMQP 0-9-1 wire protocol.
+//!
+//! ```text
+//!   0      1         3             7                  size+7 size+8
+//!   +------+---------+-------------+  +------------+  +-----------+
+//!   | type | channel |    size     |  |  payload   |  | frame-end |
+//!   +------+---------+-------------+  +------------+  +-----------+
+//!    octet   short       long          size octets       0xCE
+//! ```
+//!
+//! [`decode`] reads the 7-byte header first and refuses a frame larger than the
+//! negotiated `frame_max` before it reserves any memory for it; a short buffer
+//! is "need more bytes" (`Ok(None)`), not an error.
+
+use super::method::{BasicPublish, Method};
+use super::properties::BasicProperties;
+use super::wire::{put_shortstr, Reader};
+use super::CodecError;
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The protocol header a client sends first: "AMQP", 0, then version 0-9-1.
+pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
+/// The octet every frame ends with.
+pub const FRAME_END: u8 = 0xCE;
+/// The spec's `frame-min-size`: no peer may negotiate a `frame_max` below it,
+/// and frames up to this size are accepted before tuning.
+pub const FRAME_MIN_SIZE: u32 = 4096;
+/// Bytes a frame adds around its payload: the 7-byte header and the frame end.
+pub const FRAME_OVERHEAD: u32 = 8;
+
+/// Frame type octet of a method frame.
+pub const FRAME_METHOD: u8 = 1;
+/// Frame type octet of a content header frame.
+pub const FRAME_HEADER: u8 = 2;
+/// Frame type octet of a content body frame.
+pub const FRAME_BODY: u8 = 3;
+/// Frame type octet of a heartbeat frame.
+pub const FRAME_HEARTBEAT: u8 = 8;
+
+/// A content header: the class, the total body size and the properties that
+/// follow a content-bearing method.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ContentHeader {
+    /// The class of the method the content belongs to (60 for basic).
+    pub class_id: u16,
+    /// The total size of the body frames that follow.
+    pub body_size: u64,
+    /// The message properties.
+    pub properties: BasicProperties,
+}
+
+impl ContentHeader {
+    /// Decodes a content header frame's payload.
+    ///
+    /// # Errors
+    /// A [`CodecError`] when the payload is truncated or malformed.
+    pub fn decode(payload: Bytes) -> Result<ContentHeader, CodecError> {
+        let mut r = Reader::new(payload);
+        let class_id = r.u16("content header class")?;
+        // The weight field is unused and must be zero; it is not checked.
+        let _weight = r.u16("content header weight")?;
+        let body_size = r.u64("content header body size")?;
+        let properties = BasicProperties::decode(&mut r)?;
+        Ok(ContentHeader {
+            class_id,
+            body_size,
+            properties,
+        })
+    }
+
+    /// Encodes the payload of a content header frame.
+    ///
+    /// # Errors
+    /// A [`CodecError`] when a property cannot be encoded.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
+        dst.put_u16(self.class_id);
+        dst.put_u16(0);
+        dst.put_u64(self.body_size);
+        self.properties.encode(dst)
+    }
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Frame {
+    /// A method frame.
+    Method {
+        /// The channel it came on.
+        channel: u16,
+        /// The method.
+        method: Method,
+    },
+    /// A content header frame.
+    Header {
+        /// The channel it came on.
+        channel: u16,
+        /// The header (boxed: it is much larger than the other variants).
+        header: Box<ContentHeader>,
+    },
+    /// A content body frame; the payload is a slice of the read buffer.
+    Body {
+        /// The channel it came on.
+        channel: u16,
+        /// The body bytes this frame carries.
+        payload: Bytes,
+    },
+    /// A heartbeat frame (always channel 0).
+    Heartbeat,
+}
+
+impl Frame {
+    /// The channel this frame belongs to.
+    pub fn channel(&self) -> u16 {
+        match self {
+            Frame::Method { channel, .. }
+            | Frame::Header { channel, .. }
+            | Frame::Body { channel, .. } => *channel,
+            Frame::Heartbeat => 0,
+        }
+    }
+
+    /// Appends this frame's bytes to `dst`.
+    ///
+    /// # Errors
+    /// A [`CodecError`] when a field cannot be encoded; `dst` is then left as
+    /// it was.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
+        match self {
+            Frame::Method { channel, method } => encode_method(dst, *channel, method),
+            Frame::Header { channel, header } => {
+                encode_frame(dst, FRAME_HEADER, *channel, |d| header.encode(d))
+            }
+            Frame::Body { channel, payload } => {
+                encode_body(dst, *channel, payload);
+                Ok(())
+            }
+            Frame::Heartbeat => {
+                encode_heartbeat(dst);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Decodes one frame from the front of `buf`.
+///
+/// Returns `Ok(None)` when `buf` does not yet hold a whole frame (it may then
+/// reserve room for the rest of a frame whose header it has seen, never more
+/// than `frame_max`). On success the frame's bytes are split off `buf`; body
+/// payloads and strings are slices of them, not copies.
+///
+/// # Errors
+/// A [`CodecError`] naming what is wrong; the connection must then be closed
+/// with [`CodecError::reply_code`].
+///
+/// ```
+/// use bytes::BytesMut;
+/// use puka::codec::frame::{decode, Frame};
+///
+/// let mut buf = BytesMut::from(&[8u8, 0, 0, 0, 0, 0, 0, 0xCE][..]);
+/// assert_eq!(decode(&mut buf, 4096).unwrap(), Some(Frame::Heartbeat));
+/// assert!(buf.is_empty());
+/// assert_eq!(decode(&mut buf, 4096).unwrap(), None);
+/// ```
+pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    if buf[0] == b'A' {
+        // A server that cannot speak our version answers with its own
+        // protocol header and closes the socket (spec 4.2.2).
+        if buf.len() < PROTOCOL_HEADER.len() {
+            return Ok(None);
+        }
+        let mut header = [0u8; 8];
+        header.copy_from_slice(&buf[..8]);
+        return Err(if &header[..4] == b"AMQP" {
+            CodecError::ProtocolHeader(header)
+        } else {
+            CodecError::NotAmqp(header)
+        });
+    }
+    let frame_type = buf[0];
+    if !matches!(
+        frame_type,
+        FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
+    ) {
+        return Err(CodecError::UnknownFrameType(frame_type));
+    }
+    if buf.len() < 7 {
+        return Ok(None);
+    }
+    let channel = u16::from_be_bytes([buf[1], buf[2]]);
+    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+    // "A peer MUST NOT send frames larger than the agreed-upon size. A peer
+    // that receives an oversized frame MUST signal a connection exception
+    // with reply code 501 (frame error)." Checked before any allocation.
+    let total = u64::from(size) + u64::from(FRAME_OVERHEAD);
+    if total > u64::from(frame_max) {
+        return Err(CodecError::FrameTooLarge {
+            size: total,
+            max: frame_max,
+        });
+    }
+    // Bounded by frame_max above, so it fits in usize.
+    let total = total as usize;
+    if frame_type == FRAME_HEARTBEAT && (channel != 0 || size != 0) {
+        return Err(CodecError::BadHeartbeat { channel, size });
+    }
+    if buf.len() < total {
+        buf.reserve(total - buf.len());
+        return Ok(None);
+    }
+    let end = buf[total - 1];
+    if end != FRAME_END {
+        // "If the frame-end octet is not 0xCE, the recipient MUST treat this
+        // as a fatal error" — 501 frame-error.
+        return Err(CodecError::BadFrameEnd(end));
+    }
+    let mut frame = buf.split_to(total).freeze();
+    let payload = frame.split_off(7);
+    let payload = payload.slice(..payload.len() - 1);
+    let frame = match frame_type {
+        FRAME_METHOD => Frame::Method {
+            channel,
+            method: Method::decode(payload)?,
+        },
+        FRAME_HEADER => Frame::Header {
+            channel,
+            header: Box::new(ContentHeader::decode(payload)?),
+        },
+        FRAME_BODY => Frame::Body { channel, payload },
+        _ => Frame::Heartbeat,
+    };
+    Ok(Some(frame))
+}
+
+/// Writes a frame of `frame_type` whose payload `body` writes, back-filling
+/// the size. On error `dst` is truncated back to where it was.
+fn encode_frame(
+    dst: &mut BytesMut,
+    frame_type: u8,
+    channel: u16,
+    body: impl FnOnce(&mut BytesMut) -> Result<(), CodecError>,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.put_u8(frame_type);
+    dst.put_u16(channel);
+    dst.put_u32(0);
+    if let Err(e) = body(dst) {
+        dst.truncate(start);
+        return Err(e);
+    }
+    let size = dst.len() - start - 7;
+    let Ok(size32) = u32::try_from(size) else {
+        dst.truncate(start);
+        return Err(CodecError::LongValueTooLong(size));
+    };
+    dst[start + 3..start + 7].copy_from_slice(&size32.to_be_bytes());
+    dst.put_u8(FRAME_END);
+    Ok(())
+}
+
+/// Appends a method frame.
+///
+/// # Errors
+/// A [`CodecError`] when a field cannot be encoded; `dst` is then unchanged.
+pub fn encode_method(dst: &mut BytesMut, channel: u16, method: &Method) -> Result<(), CodecError> {
+    encode_frame(dst, FRAME_METHOD, channel, |d| method.encode(d))
+}
+
+/// Appends one body frame carrying `payload` (the caller splits bodies to fit
+/// `frame_max`; see [`encode_content`]).
+pub fn encode_body(dst: &mut BytesMut, channel: u16, payload: &[u8]) {
+    dst.reserve(payload.len() + FRAME_OVERHEAD as usize);
+    dst.put_u8(FRAME_BODY);
+    dst.put_u16(channel);
+    // A payload comes from one frame's worth of a body, below frame_max.
+    dst.put_u32(payload.len() as u32);
+    dst.put_slice(payload);
+    dst.put_u8(FRAME_END);
+}
+
+/// Appends a heartbeat frame.
+pub fn encode_heartbeat(dst: &mut BytesMut) {
+    dst.put_slice(&[FRAME_HEARTBEAT, 0, 0, 0, 0, 0, 0, FRAME_END]);
+}
+
+/// Appends the content header and body frames for a message: the header,
+/// then the body split into frames of at most `frame_max` bytes each.
+///
+/// "A peer MUST NOT send frames larger than the agreed-upon size"; a body
+/// of zero bytes has no body frame at all.
+///
+/// # Errors
+/// A [`CodecError`] when a property cannot be encoded or `frame_max` is too
+/// small to carry any body; `dst` is then unchanged.
+pub fn encode_content(
+    dst: &mut BytesMut,
+    channel: u16,
+    class_id: u16,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    let header_result = encode_frame(dst, FRAME_HEADER, channel, |d| {
+        d.put_u16(class_id);
+        d.put_u16(0);
+        d.put_u64(body.len() as u64);
+        properties.encode(d)
+    });
+    header_result?;
+    if dst.len() - start > frame_max as usize {
+        dst.truncate(start);
+        return Err(CodecError::InvalidValue(
+            "content header larger than frame_max",
+        ));
+    }
+    let chunk = frame_max.saturating_sub(FRAME_OVERHEAD) as usize;
+    if chunk == 0 && !body.is_empty() {
+        dst.truncate(start);
+        return Err(CodecError::InvalidValue("frame_max too small for a body"));
+    }
+    for part in body.chunks(chunk.max(1)) {
+        encode_body(dst, channel, part);
+    }
+    Ok(())
+}
+
+/// Appends a whole `basic.publish`: method, content header and body frames,
+/// without building a [`Method`] value (the publishing hot path).
+///
+/// # Errors
+/// A [`CodecError`] when the exchange or routing key is over 255 bytes, a
+/// property cannot be encoded, or the method frame exceeds `frame_max`; `dst`
+/// is then unchanged.
+#[allow(clippy::too_many_arguments)]
+pub fn encode_basic_publish(
+    dst: &mut BytesMut,
+    channel: u16,
+    exchange: &str,
+    routing_key: &str,
+    mandatory: bool,
+    immediate: bool,
+    properties: &BasicProperties,
+    body: &[u8],
+    frame_max: u32,
+) -> Result<(), CodecError> {
+    let start = dst.len();
+    dst.reserve(64 + exchange.len() + routing_key.len() + body.len());
+    let method = encode_frame(dst, FRAME_METHOD, channel, |d| {
+        d.put_u16(BasicPublish::CLASS_ID);
+        d.put_u16(BasicPublish::METHOD_ID);
+        d.put_u16(0); // reserved-1 (ticket)
+        put_shortstr(d, exchange.as_bytes())?;
+        put_shortstr(d, routing_key.as_bytes())?;
+        d.put_u8(u8::from(mandatory) | (u8::from(immediate) << 1));
+        Ok(())
+    });
+    method?;
+    if dst.len() - start > frame_max as usize {
+        dst.truncate(start);
+        return Err(CodecError::InvalidValue("method frame larger than frame_max"));
+    }
+    if let Err(e) = encode_content(dst, channel, 60, properties, body, frame_max) {
+        dst.truncate(start);
+        return Err(e);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::method::{BasicAck, BasicDeliver, ConnectionTune};
+
+    fn one(bytes: &[u8], frame_max: u32) -> Result<Option<Frame>, CodecError> {
+        let mut buf = BytesMut::from(bytes);
+        decode(&mut buf, frame_max)
+    }
+
+    #[test]
+    fn heartbeat_vector() {
+        let mut dst = BytesMut::new();
+        encode_heartbeat(&mut dst);
+        assert_eq!(&dst[..], &[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+        assert_eq!(one(&dst, 4096), Ok(Some(Frame::Heartbeat)));
+    }
+
+    #[test]
+    fn heartbeat_on_channel_one_or_with_payload_is_rejected() {
+        assert_eq!(
+            one(&[8, 0, 1, 0, 0, 0, 0, 0xCE], 4096),
+            Err(CodecError::BadHeartbeat {
+                channel: 1,
+                size: 0
+            })
+        );
+        assert_eq!(
+            one(&[8, 0, 0, 0, 0, 0, 1, 0, 0xCE], 4096),
+            Err(CodecError::BadHeartbeat {
+                channel: 0,
+                size: 1
+            })
+        );
+    }
+
+    #[test]
+    fn basic_ack_method_frame_vector() {
+        // type 1, channel 1, size 13, class 60, method 80, delivery-tag 5,
+        // bits: multiple=1, frame-end.
+        let bytes = [
+            1, 0, 1, 0, 0, 0, 13, 0, 60, 0, 80, 0, 0, 0, 0, 0, 0, 0, 5, 1, 0xCE,
+        ];
+        let method = Method::BasicAck(BasicAck {
+            delivery_tag: 5,
+            multiple: true,
+        });
+        let mut dst = BytesMut::new();
+        encode_method(&mut dst, 1, &method).unwrap();
+        assert_eq!(&dst[..], &bytes[..]);
+        assert_eq!(
+            one(&bytes, 4096),
+            Ok(Some(Frame::Method { channel: 1, method }))
+        );
+    }
+
+    #[test]
+    fn short_buffers_need_more_bytes_at_every_length() {
+        let mut dst = BytesMut::new();
+        let tune = Method::ConnectionTune(ConnectionTune {
+            channel_max: 2047,
+            frame_max: 131072,
+            heartbeat: 60,
+        });
+        encode_method(&mut dst, 0, &tune).unwrap();
+        for n in 0..dst.len() {
+            assert_eq!(one(&dst[..n], 4096), Ok(None), "prefix of {n} bytes");
+        }
+        assert!(one(&dst, 4096).unwrap().is_some());
+    }
+
+    #[test]
+    fn oversized_frame_is_rejected_before_allocation() {
+        // Announces 4 GiB - 1: must fail on the header alone.
+        let mut buf = BytesMut::from(&[3u8, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF][..]);
+        let cap = buf.capacity();
+        assert_eq!(
+            decode(&mut buf, 4096),
+            Err(CodecError::FrameTooLarge {
+                size: 0xFFFF_FFFF + 8,
+                max: 4096
+            })
+        );
+        assert_eq!(buf.capacity(), cap);
+        // Exactly frame_max is allowed; one more is not.
+        let mut ok = vec![3u8, 0, 1];
+        ok.extend_from_slice(&(4096u32 - 8).to_be_bytes());
+        ok.resize(4095, 0);
+        ok.push(0xCE);
+        assert!(matches!(one(&ok, 4096), Ok(Some(Frame::Body { .. }))));
+        let mut big = vec![3u8, 0, 1];
+        big.extend_from_slice(&(4096u32 - 7).to_be_bytes());
+        assert_eq!(
+            one(&big, 4096),
+            Err(CodecError::FrameTooLarge {
+                size: 4097,
+                max: 4096
+            })
+        );
+    }
+
+    #[test]
+    fn bad_frame_end_and_unknown_type() {
+        assert_eq!(
+            one(&[3, 0, 1, 0, 0, 0, 1, b'x', 0x00], 4096),
+            Err(CodecError::BadFrameEnd(0))
+        );
+        assert_eq!(
+            one(&[9, 0, 0, 0, 0, 0, 0, 0xCE], 4096),
+            Err(CodecError::UnknownFrameType(9))
+        );
+    }
+
+    #[test]
+    fn protocol_header_answer_is_recognised() {
+        assert_eq!(one(b"AMQP\x00\x00\x09", 4096), Ok(None));
+        assert_eq!(
+            one(b"AMQP\x00\x00\x08\x00", 4096),
+            Err(CodecError::ProtocolHeader(*b"AMQP\x00\x00\x08\x00"))
+        );
+        assert_eq!(
+            one(b"AMQX\x01\x02\x03\x04", 4096),
+            Err(CodecError::NotAmqp(*b"AMQX\x01\x02\x03\x04"))
+        );
+    }
+
+    #[test]
+    fn body_payload_is_a_slice_of_the_read_buffer() {
+        let mut dst = BytesMut::new();
+        encode_body(&mut dst, 3, b"hello");
+        let base = dst.as_ptr() as usize;
+        let Some(Frame::Body { channel, payload }) = decode(&mut dst, 4096).unwrap() else {
+            panic!("expected a body frame");
+        };
+        assert_eq!(channel, 3);
+        assert_eq!(&payload[..], b"hello");
+        assert_eq!(payload.as_ptr() as usize, base + 7);
+    }
+
+    #[test]
+    fn publish_splits_body_to_frame_max() {
+        for size in [0usize, 1, 4087, 4088, 4089, 10_000] {
+            let body = vec![7u8; size];
+            let props = BasicProperties::default().with_content_type("text/plain");
+            let mut dst = BytesMut::new();
+            encode_basic_publish(&mut dst, 1, "", "q", true, false, &props, &body, 4096).unwrap();
+            let mut got = Vec::new();
+            let mut frames = 0;
+            while let Some(frame) = decode(&mut dst, 4096).unwrap() {
+                frames += 1;
+                match frame {
+                    Frame::Method { method, .. } => {
+                        let Method::BasicPublish(p) = method else {
+                            panic!("expected basic.publish")
+                        };
+                        assert_eq!(p.routing_key, "q");
+                        assert!(p.mandatory);
+                    }
+                    Frame::Header { header, .. } => {
+                        assert_eq!(header.body_size, size as u64);
+                        assert_eq!(header.properties, props);
+                    }
+                    Frame::Body { payload, .. } => got.extend_from_slice(&payload),
+                    Frame::Heartbeat => panic!("unexpected heartbeat"),
+                }
+            }
+            assert_eq!(got, body);
+            assert_eq!(frames, 2 + size.div_ceil(4088));
+        }
+    }
+
+    #[test]
+    fn deliver_header_body_round_trip() {
+        let mut dst = BytesMut::new();
+        let deliver = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: 9,
+            redelivered: true,
+            exchange: "ex".into(),
+            routing_key: "rk".into(),
+        });
+        encode_method(&mut dst, 2, &deliver).unwrap();
+        encode_content(&mut dst, 2, 60, &BasicProperties::default(), b"abc", 4096).unwrap();
+        let f1 = decode(&mut dst, 4096).unwrap().unwrap();
+        assert_eq!(
+            f1,
+            Frame::Method {
+                channel: 2,
+                method: deliver
+            }
+        );
+        let f2 = decode(&mut dst, 4096).unwrap().unwrap();
+        assert!(matches!(f2, Frame::Header { channel: 2, .. }));
+        let f3 = decode(&mut dst, 4096).unwrap().unwrap();
+        assert_eq!(
+            f3,
+            Frame::Body {
+                channel: 2,
+                payload: Bytes::from_static(b"abc")
+            }
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! The public error type: what a promise resolves with when it fails.
+
+use crate::codec::{reply_code, CodecError};
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// A reply from the broker that closed a channel or the connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// The AMQP reply code, e.g. 404.
+    pub code: u16,
+    /// The broker's reply text, e.g. `NOT_FOUND - no exchange 'x' in vhost '/'`.
+    pub text: String,
+    /// The class of the method that caused it (0 when none).
+    pub class_id: u16,
+    /// The method that caused it (0 when none).
+    pub method_id: u16,
+}
+
+impl Reply {
+    /// A reply with no causing method.
+    pub fn new(code: u16, text: impl Into<String>) -> Self {
+        Reply {
+            code,
+            text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }
+    }
+}
+
+impl fmt::Display for Reply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.text)?;
+        if self.class_id != 0 {
+            write!(f, " (method {}.{})", self.class_id, self.method_id)?;
+        }
+        Ok(())
+    }
+}
+
+/// Everything a promise can fail with.
+///
+/// Broker replies are mapped to a variant by reply code: the channel errors
+/// (311, 312, 313, 403, 404, 405, 406) fail only the operation that caused
+/// them; the connection errors (320, 402, 501–506, 530, 540, 541) fail every
+/// pending promise. The [`Reply`] they carry holds the broker's text and the
+/// method that caused it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// 311: the message was larger than the broker accepts.
+    #[error("content too large: {0}")]
+    ContentTooLarge(Reply),
+    /// 312: a mandatory message could not be routed to any queue.
+    #[error("no route: {0}")]
+    NoRoute(Reply),
+    /// 313: an immediate message could not be delivered to a consumer.
+    #[error("no consumers: {0}")]
+    NoConsumers(Reply),
+    /// 403: access refused (permissions, bad credentials, exclusive consumer).
+    #[error("access refused: {0}")]
+    AccessRefused(Reply),
+    /// 404: the exchange or queue does not exist.
+    #[error("not found: {0}")]
+    NotFound(Reply),
+    /// 405: the resource is locked by another connection (exclusive queue).
+    #[error("resource locked: {0}")]
+    ResourceLocked(Reply),
+    /// 406: a precondition failed (redeclare with other arguments, double ack).
+    #[error("precondition failed: {0}")]
+    PreconditionFailed(Reply),
+    /// 320: the broker or an operator closed the connection.
+    #[error("connection forced: {0}")]
+    ConnectionForced(Reply),
+    /// 402: the virtual host does not exist or may not be used.
+    #[error("invalid path: {0}")]
+    InvalidPath(Reply),
+    /// 501: the broker received a malformed frame.
+    #[error("frame error: {0}")]
+    FrameError(Reply),
+    /// 502: a frame carried illegal values.
+    #[error("syntax error: {0}")]
+    SyntaxError(Reply),
+    /// 503: an invalid sequence of frames.
+    #[error("command invalid: {0}")]
+    CommandInvalid(Reply),
+    /// 504: a channel was used that was not open.
+    #[error("channel error: {0}")]
+    ChannelError(Reply),
+    /// 505: a frame arrived where it was not expected.
+    #[error("unexpected frame: {0}")]
+    UnexpectedFrame(Reply),
+    /// 506: the broker lacked resources.
+    #[error("resource error: {0}")]
+    ResourceError(Reply),
+    /// 530: an operation the broker does not allow.
+    #[error("not allowed: {0}")]
+    NotAllowed(Reply),
+    /// 540: functionality the broker does not implement.
+    #[error("not implemented: {0}")]
+    NotImplemented(Reply),
+    /// 541: the broker hit an internal error.
+    #[error("internal error: {0}")]
+    InternalError(Reply),
+    /// A reply code that has no variant of its own.
+    #[error("server error: {0}")]
+    Server(Reply),
+    /// The broker sent bytes that break the protocol; the connection was
+    /// closed with the error's reply code.
+    #[error("protocol violation by peer: {0}")]
+    Protocol(#[from] CodecError),
+    /// The peer broke a protocol rule above the codec (e.g. content on the
+    /// wrong channel); the connection was closed with this reply.
+    #[error("protocol violation by peer: {0}")]
+    ProtocolViolation(Reply),
+    /// The socket failed or the peer went away.
+    #[error("connection broken: {0}")]
+    ConnectionBroken(Arc<io::Error>),
+    /// No bytes arrived for two heartbeat intervals.
+    #[error("heartbeat timeout: no data from the broker for {0:?}")]
+    HeartbeatTimeout(std::time::Duration),
+    /// The connection was closed by this client.
+    #[error("connection closed")]
+    ConnectionClosed,
+    /// The TCP connect or the handshake did not finish in time.
+    #[error("connection timed out")]
+    ConnectTimeout,
+    /// The broker negotiated a value the spec forbids (e.g. frame_max < 4096).
+    #[error("bad tune from broker: {0}")]
+    BadTune(&'static str),
+    /// The broker does not offer an authentication mechanism this client has.
+    #[error("no common authentication mechanism (server offers {0})")]
+    NoAuthMechanism(String),
+    /// The broker nacked a published message.
+    #[error("message nacked by the broker")]
+    Nacked,
+    /// The broker cancelled the consumer (queue deleted, node failure).
+    #[error("consumer cancelled by the broker")]
+    ConsumerCancelled,
+    /// An ack, nack or reject named a delivery tag that is not outstanding
+    /// (already acked, never delivered, or from a closed channel). Nothing
+    /// was sent.
+    #[error("unknown delivery tag {0}")]
+    UnknownDeliveryTag(u64),
+    /// An incoming message is larger than the configured maximum.
+    #[error("incoming message of {size} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// The announced body size.
+        size: u64,
+        /// The configured limit.
+        max: u64,
+    },
+    /// A value could not be encoded (e.g. a routing key over 255 bytes).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(CodecError),
+    /// The promise id is not (or no longer) known to this client.
+    #[error("unknown or already consumed promise")]
+    UnknownPromise,
+    /// `wait_timeout` returned before the promise resolved.
+    #[error("timed out waiting for the promise")]
+    Timeout,
+    /// The URL could not be parsed.
+    #[error("bad url: {0}")]
+    Url(#[from] crate::url::UrlError),
+    /// Publishing was refused because the send buffer is over its high-water
+    /// mark; drive the loop and retry.
+    #[error("send buffer full")]
+    WouldBlock,
+}
+
+impl Error {
+    /// Maps a broker reply (from `channel.close` or `connection.close`) to
+    /// the variant for its code.
+    pub fn from_reply(reply: Reply) -> Error {
+        match reply.code {
+            reply_code::CONTENT_TOO_LARGE => Error::ContentTooLarge(reply),
+            reply_code::NO_ROUTE => Error::NoRoute(reply),
+            reply_code::NO_CONSUMERS => Error::NoConsumers(reply),
+            reply_code::ACCESS_REFUSED => Error::AccessRefused(reply),
+            reply_code::NOT_FOUND => Error::NotFound(reply),
+            reply_code::RESOURCE_LOCKED => Error::ResourceLocked(reply),
+            reply_code::PRECONDITION_FAILED => Error::PreconditionFailed(reply),
+            reply_code::CONNECTION_FORCED => Error::ConnectionForced(reply),
+            reply_code::INVALID_PATH => Error::InvalidPath(reply),
+            reply_code::FRAME_ERROR => Error::FrameError(reply),
+            reply_code::SYNTAX_ERROR => Error::SyntaxError(reply),
+            reply_code::COMMAND_INVALID => Error::CommandInvalid(reply),
+            reply_code::CHANNEL_ERROR => Error::ChannelError(reply),
+            reply_code::UNEXPECTED_FRAME => Error::UnexpectedFrame(reply),
+            reply_code::RESOURCE_ERROR => Error::ResourceError(reply),
+            reply_code::NOT_ALLOWED => Error::NotAllowed(reply),
+            reply_code::NOT_IMPLEMENTED => Error::NotImplemented(reply),
+            reply_code::INTERNAL_ERROR => Error::InternalError(reply),
+            _ => Error::Server(reply),
+        }
+    }
+
+    /// The broker's reply, for errors that carry one.
+    pub fn reply(&self) -> Option<&Reply> {
+        match self {
+            Error::ContentTooLarge(r)
+            | Error::NoRoute(r)
+            | Error::NoConsumers(r)
+            | Error::AccessRefused(r)
+            | Error::NotFound(r)
+            | Error::ResourceLocked(r)
+            | Error::PreconditionFailed(r)
+            | Error::ConnectionForced(r)
+            | Error::InvalidPath(r)
+            | Error::FrameError(r)
+            | Error::SyntaxError(r)
+            | Error::CommandInvalid(r)
+            | Error::ChannelError(r)
+            | Error::UnexpectedFrame(r)
+            | Error::ResourceError(r)
+            | Error::NotAllowed(r)
+            | Error::NotImplemented(r)
+            | Error::InternalError(r)
+            | Error::Server(r)
+            | Error::ProtocolViolation(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The AMQP reply code, for errors that carry one (broker replies and
+    /// protocol violations by the peer).
+    pub fn reply_code(&self) -> Option<u16> {
+        match self {
+            Error::Protocol(e) => Some(e.reply_code()),
+            _ => self.reply().map(|r| r.code),
+        }
+    }
+
+    /// Whether this error ended the whole connection (as opposed to one
+    /// channel or one operation).
+    pub fn is_connection_error(&self) -> bool {
+        match self {
+            Error::ConnectionBroken(_)
+            | Error::HeartbeatTimeout(_)
+            | Error::ConnectionClosed
+            | Error::ConnectTimeout
+            | Error::BadTune(_)
+            | Error::NoAuthMechanism(_)
+            | Error::Protocol(_)
+            | Error::ProtocolViolation(_) => true,
+            _ => self.reply_code().is_some_and(|c| c == 320 || c == 402 || c >= 500),
+        }
+    }
+
+    pub(crate) fn io(e: io::Error) -> Error {
+        Error::ConnectionBroken(Arc::new(e))
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::io(e)
+    }
+}

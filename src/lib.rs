@@ -1,0 +1,29 @@
+//! # puka
+//!
+//! A single-threaded AMQP 0-9-1 client for RabbitMQ, in the style of Python's
+//! [puka](https://github.com/majek/puka): every operation returns a promise at
+//! once, and the user chooses how to drive the connection — block on one promise
+//! with `wait`, run callbacks from a loop, or plug the socket into an existing
+//! `mio` reactor. There are no hidden threads and no async runtime.
+//!
+//! The crate is layered, each layer knowing only the one below it:
+//!
+//! ```text
+//!   Client      socket, promises, callbacks, wait / run_loop      (src/client)
+//!     │
+//!   protocol    handshake, channels, content assembly, confirms,  (src/protocol)
+//!     │         heartbeats — bytes and `now` in, bytes and events out
+//!   codec       bytes ⇄ frames, methods, properties, field tables (src/codec)
+//! ```
+#![deny(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod error;
+pub mod protocol;
+pub mod url;
+
+pub use codec::{BasicProperties, FieldTable, FieldValue, ShortString};
+pub use error::{Error, Reply};
+pub use protocol::{Delivery, Returned};

@@ -1,0 +1,181 @@
+//! One AMQP channel as the connection sees it: its role in the pool, the
+//! replies it waits for, and the content it is assembling.
+
+use super::Tag;
+use crate::codec::method::{BasicDeliver, BasicGetOk, BasicReturn};
+use crate::codec::{BasicProperties, ShortString};
+use crate::error::Reply;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// What a channel is used for.
+#[derive(Debug)]
+pub(super) enum Role {
+    /// Synchronous operations; idle between them.
+    Pool,
+    /// The connection's publish channel.
+    Publish,
+    /// A consume operation's channel.
+    Consumer(Consumer),
+}
+
+#[derive(Debug)]
+pub(super) struct Consumer {
+    /// The consume operation's tag.
+    pub tag: Tag,
+    pub no_ack: bool,
+    /// Consumer tags confirmed by `basic.consume-ok` and not cancelled.
+    pub tags: Vec<ShortString>,
+    pub pending_consume_oks: usize,
+    /// The user's cancel operation, while it runs.
+    pub cancelling: Option<Tag>,
+    /// No more deliveries will be reported for this consumer.
+    pub ended: bool,
+}
+
+impl Consumer {
+    pub fn new(tag: Tag, no_ack: bool) -> Self {
+        Consumer {
+            tag,
+            no_ack,
+            tags: Vec::new(),
+            pending_consume_oks: 0,
+            cancelling: None,
+            ended: false,
+        }
+    }
+}
+
+/// A reply the channel waits for, in the order the requests were sent.
+#[derive(Debug)]
+pub(super) enum Expect {
+    OpenOk,
+    ConfirmSelectOk,
+    CloseOk,
+    ConsumeOk,
+    CancelOk,
+    Qos(Option<Tag>),
+    Get { tag: Tag, no_ack: bool },
+    /// A request answered by one method of `class`/`method`.
+    Op { tag: Tag, class: u16, method: u16 },
+}
+
+impl Expect {
+    /// The user operation waiting on this reply, if any.
+    pub fn tag(&self) -> Option<Tag> {
+        match self {
+            Expect::Qos(t) => *t,
+            Expect::Get { tag, .. } | Expect::Op { tag, .. } => Some(*tag),
+            _ => None,
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Expect::OpenOk => "channel.open-ok",
+            Expect::ConfirmSelectOk => "confirm.select-ok",
+            Expect::CloseOk => "channel.close-ok",
+            Expect::ConsumeOk => "basic.consume-ok",
+            Expect::CancelOk => "basic.cancel-ok",
+            Expect::Qos(_) => "basic.qos-ok",
+            Expect::Get { .. } => "basic.get-ok or basic.get-empty",
+            Expect::Op { .. } => "a method reply",
+        }
+    }
+}
+
+/// A published message not yet confirmed.
+#[derive(Debug)]
+pub(super) struct Unconfirmed {
+    pub seq: u64,
+    pub tag: Tag,
+    pub returned: Option<Reply>,
+}
+
+/// A body being assembled from frames.
+#[derive(Debug, Default)]
+pub(super) enum Body {
+    #[default]
+    Empty,
+    /// One frame: a slice of the read buffer, not copied.
+    One(Bytes),
+    /// Several frames joined.
+    Many(BytesMut),
+}
+
+#[derive(Debug)]
+pub(super) enum IncomingKind {
+    Deliver(BasicDeliver),
+    GetOk { tag: Tag, no_ack: bool, ok: BasicGetOk },
+    Return(BasicReturn),
+}
+
+/// Content being received: method, then header, then body frames.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub kind: IncomingKind,
+    pub header: Option<BasicProperties>,
+    pub remaining: u64,
+    pub body: Body,
+}
+
+impl Incoming {
+    pub fn new(kind: IncomingKind) -> Self {
+        Incoming {
+            kind,
+            header: None,
+            remaining: 0,
+            body: Body::Empty,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Channel {
+    pub id: u16,
+    /// Distinguishes this channel from earlier ones with the same id.
+    pub epoch: u32,
+    pub role: Role,
+    pub expect: VecDeque<Expect>,
+    /// We sent `channel.close` and wait for `close-ok`.
+    pub closing: bool,
+    pub incoming: Option<Incoming>,
+    /// Delivery tags received and not yet settled, ascending.
+    pub unacked: VecDeque<u64>,
+    /// Publisher confirms: last sequence number used.
+    pub next_seq: u64,
+    pub unconfirmed: VecDeque<Unconfirmed>,
+    /// A `basic.return` waiting for the ack of the same message.
+    pub pending_return: Option<Reply>,
+}
+
+impl Channel {
+    pub fn new(id: u16, epoch: u32, role: Role) -> Self {
+        Channel {
+            id,
+            epoch,
+            role,
+            expect: VecDeque::new(),
+            closing: false,
+            incoming: None,
+            unacked: VecDeque::new(),
+            next_seq: 0,
+            unconfirmed: VecDeque::new(),
+            pending_return: None,
+        }
+    }
+
+    /// Marks `tag` (and with `multiple` every earlier tag) settled; false
+    /// when `tag` is not outstanding.
+    pub fn settle(&mut self, tag: u64, multiple: bool) -> bool {
+        let Ok(i) = self.unacked.binary_search(&tag) else {
+            return false;
+        };
+        if multiple {
+            self.unacked.drain(..=i);
+        } else {
+            self.unacked.remove(i);
+        }
+        true
+    }
+}

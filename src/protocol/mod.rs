@@ -1,0 +1,1809 @@
+//! The sans-IO protocol state machine.
+//!
+//! [`Connection`] owns no socket and reads no clock. The caller feeds it
+//! bytes ([`Connection::read_from`] then [`Connection::handle_input`]) and the
+//! current time ([`Connection::handle_timeout`]); it queues frames to send
+//! ([`Connection::write_to`], [`Connection::wants_write`]) and events for the
+//! caller ([`Connection::poll_event`]). Every user operation carries an opaque
+//! [`Tag`] chosen by the caller, and comes back as exactly one
+//! [`Event::Complete`] for that tag (consumers also yield
+//! [`Event::Delivery`] many times before it).
+//!
+//! The order of calls, for one turn of an event loop:
+//!
+//! ```text
+//!   readable  -> read_from(sock) until WouldBlock -> handle_input(now)
+//!   timer     -> handle_timeout(now)
+//!   always    -> poll_event() until None; write_to(sock) while wants_write()
+//!   sleep at most until poll_timeout()
+//! ```
+//!
+//! Channels are pooled and hidden, as in puka: each synchronous operation
+//! takes an idle channel (opening one when none is idle) and returns it when
+//! its reply arrives; each consumer owns a channel; publishes share one
+//! publish channel, in confirm mode when the broker supports it.
+
+mod channel;
+mod delivery;
+pub mod negotiate;
+
+pub use delivery::{ChannelRef, Delivery, Returned};
+
+use crate::codec::frame::{self, encode_method, Frame, FRAME_MIN_SIZE};
+use crate::codec::method::*;
+use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
+use crate::error::{Error, Reply};
+use bytes::{Bytes, BytesMut};
+use channel::{Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, Unconfirmed};
+use negotiate::Tuned;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// An opaque token the caller attaches to an operation; it comes back in the
+/// events for that operation.
+pub type Tag = u64;
+
+/// Whether publishes use publisher confirms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Confirms {
+    /// On when the broker advertises `publisher_confirms` (the default).
+    #[default]
+    Auto,
+    /// Always on.
+    On,
+    /// Off: a publish resolves once its frames are handed to the socket.
+    Off,
+}
+
+/// The SASL mechanism used to authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mechanism {
+    /// User name and password.
+    #[default]
+    Plain,
+    /// The identity of the TLS client certificate.
+    External,
+}
+
+/// What the connection is asked to negotiate.
+#[derive(Clone)]
+pub struct Config {
+    /// User name for PLAIN.
+    pub username: String,
+    /// Password for PLAIN (never printed by `Debug`).
+    pub password: String,
+    /// Virtual host to open.
+    pub vhost: String,
+    /// Wished heartbeat in seconds; `None` accepts the broker's.
+    pub heartbeat: Option<u16>,
+    /// Wished largest frame; `None` uses 131072.
+    pub frame_max: Option<u32>,
+    /// Wished highest channel number; `None` uses 2047.
+    pub channel_max: Option<u16>,
+    /// Extra `client_properties` entries (e.g. `connection_name`).
+    pub client_properties: FieldTable,
+    /// Publisher confirms policy.
+    pub confirms: Confirms,
+    /// Largest incoming message body accepted; a larger one closes the
+    /// connection with [`Error::MessageTooLarge`].
+    pub max_message_size: u64,
+    /// How long the handshake may take, from [`Connection::new`].
+    pub connect_timeout: Option<Duration>,
+    /// Authentication mechanism.
+    pub mechanism: Mechanism,
+}
+
+/// The default limit on an incoming message body: 64 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 64 << 20;
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            username: "guest".into(),
+            password: "guest".into(),
+            vhost: "/".into(),
+            heartbeat: None,
+            frame_max: None,
+            channel_max: None,
+            client_properties: FieldTable::new(),
+            confirms: Confirms::Auto,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            connect_timeout: Some(Duration::from_secs(30)),
+            mechanism: Mechanism::Plain,
+        }
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("username", &self.username)
+            .field("password", &"***")
+            .field("vhost", &self.vhost)
+            .field("heartbeat", &self.heartbeat)
+            .field("frame_max", &self.frame_max)
+            .field("channel_max", &self.channel_max)
+            .field("confirms", &self.confirms)
+            .field("max_message_size", &self.max_message_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("mechanism", &self.mechanism)
+            .finish()
+    }
+}
+
+/// What a completed operation produced.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The operation succeeded and has nothing to report.
+    Done,
+    /// `queue.declare-ok`.
+    QueueDeclared(QueueDeclareOk),
+    /// A message count: `queue.purge-ok` or `queue.delete-ok`.
+    MessageCount(u32),
+    /// `basic.get`: a message, or `None` when the queue was empty.
+    Get(Option<Delivery>),
+}
+
+/// What the connection reports to its caller.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum Event {
+    /// An operation finished; its tag will not be seen again (except a
+    /// consumer's, which ends with this).
+    Complete {
+        /// The operation's tag.
+        tag: Tag,
+        /// Its result.
+        result: Result<Outcome, Error>,
+    },
+    /// A consumer received a message.
+    Delivery {
+        /// The consume operation's tag.
+        tag: Tag,
+        /// The message.
+        delivery: Box<Delivery>,
+    },
+    /// A consumer was cancelled by the user; no more deliveries come for it.
+    ConsumerEnded {
+        /// The consume operation's tag.
+        tag: Tag,
+    },
+    /// A mandatory message came back while confirms are off.
+    Returned(Box<Returned>),
+    /// The broker blocked publishing (`connection.blocked`), with its reason.
+    Blocked(String),
+    /// The broker lifted the block (`connection.unblocked`).
+    Unblocked,
+    /// The connection is finished; every pending operation has been failed.
+    Closed(Error),
+}
+
+/// One queue of a consume operation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumeQueue {
+    /// The queue to consume from.
+    pub queue: ShortString,
+    /// The consumer tag; empty lets the broker choose one.
+    pub consumer_tag: ShortString,
+    /// Don't deliver messages published on this connection.
+    pub no_local: bool,
+    /// Request exclusive access to the queue.
+    pub exclusive: bool,
+    /// Consumer arguments (e.g. `x-priority`).
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    AwaitStart,
+    AwaitSecureOrTune,
+    AwaitOpenOk,
+    Open,
+    /// We sent `connection.close` and wait for `close-ok`.
+    Closing,
+    Closed,
+}
+
+const READ_CHUNK: usize = 64 * 1024;
+const CLASS_BASIC: u16 = 60;
+
+/// The AMQP 0-9-1 client protocol state machine. See the module docs.
+#[derive(Debug)]
+pub struct Connection {
+    config: Config,
+    state: State,
+    tuned: Tuned,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    /// Channel frames queued before `connection.open-ok`.
+    deferred: BytesMut,
+    deferred_marks: Vec<(usize, Tag)>,
+    written_total: u64,
+    /// Non-confirmed publishes, resolved when the socket has taken their bytes.
+    flush_marks: VecDeque<(u64, Tag)>,
+    events: VecDeque<Event>,
+    channels: Vec<Option<Channel>>,
+    free_ids: Vec<u16>,
+    idle: Vec<u16>,
+    publish_channel: Option<u16>,
+    tx_mode: bool,
+    epochs: u32,
+    connect_tag: Option<Tag>,
+    close_tag: Option<Tag>,
+    server_properties: FieldTable,
+    confirms: bool,
+    dead: Option<Error>,
+    // Timers.
+    got_input: bool,
+    last_recv: Instant,
+    next_heartbeat: Option<Instant>,
+    sent_since_heartbeat: bool,
+    handshake_deadline: Option<Instant>,
+    close_deadline: Option<Instant>,
+    blocked: bool,
+}
+
+impl Connection {
+    /// Starts a connection: queues the protocol header; `connect_tag`
+    /// completes when `connection.open-ok` arrives.
+    pub fn new(config: Config, connect_tag: Tag, now: Instant) -> Connection {
+        let mut write_buf = BytesMut::with_capacity(READ_CHUNK);
+        write_buf.extend_from_slice(&frame::PROTOCOL_HEADER);
+        let handshake_deadline = config.connect_timeout.map(|t| now + t);
+        Connection {
+            config,
+            state: State::AwaitStart,
+            tuned: Tuned {
+                channel_max: negotiate::DEFAULT_CHANNEL_MAX,
+                frame_max: FRAME_MIN_SIZE,
+                heartbeat: 0,
+            },
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf,
+            deferred: BytesMut::new(),
+            deferred_marks: Vec::new(),
+            written_total: 0,
+            flush_marks: VecDeque::new(),
+            events: VecDeque::new(),
+            channels: Vec::new(),
+            free_ids: Vec::new(),
+            idle: Vec::new(),
+            publish_channel: None,
+            tx_mode: false,
+            epochs: 0,
+            connect_tag: Some(connect_tag),
+            close_tag: None,
+            server_properties: FieldTable::new(),
+            confirms: false,
+            dead: None,
+            got_input: false,
+            last_recv: now,
+            next_heartbeat: None,
+            sent_since_heartbeat: false,
+            handshake_deadline,
+            close_deadline: None,
+            blocked: false,
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Getters.
+
+    /// Whether the handshake finished and the connection is usable.
+    pub fn is_open(&self) -> bool {
+        self.state == State::Open
+    }
+
+    /// Whether the connection is finished (closed or failed).
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The error that ended the connection, if it has ended.
+    pub fn error(&self) -> Option<&Error> {
+        self.dead.as_ref()
+    }
+
+    /// The negotiated limits (before tuning: the spec's minimums).
+    pub fn tuned(&self) -> Tuned {
+        self.tuned
+    }
+
+    /// The broker's `server_properties` from `connection.start`.
+    pub fn server_properties(&self) -> &FieldTable {
+        &self.server_properties
+    }
+
+    /// Whether publishes are confirmed by the broker.
+    pub fn confirms_enabled(&self) -> bool {
+        self.confirms
+    }
+
+    /// Whether the broker has blocked publishing.
+    pub fn is_blocked(&self) -> bool {
+        self.blocked
+    }
+
+    /// Bytes queued for the socket and not yet written.
+    pub fn pending_write_bytes(&self) -> usize {
+        self.write_buf.len() + self.deferred.len()
+    }
+
+    /// Number of channels currently open or opening.
+    pub fn open_channels(&self) -> usize {
+        self.channels.iter().filter(|c| c.is_some()).count()
+    }
+
+    // ------------------------------------------------------------------
+    // Input.
+
+    /// Reads once from `r` into the read buffer. Returns what `read` returned
+    /// (0 means the peer closed; call [`Connection::handle_eof`]).
+    ///
+    /// # Errors
+    /// Whatever `r.read` returns, including `WouldBlock`.
+    pub fn read_from(&mut self, r: &mut dyn Read) -> io::Result<usize> {
+        let len = self.read_buf.len();
+        if self.read_buf.capacity() - len < READ_CHUNK / 4 {
+            self.read_buf.reserve(READ_CHUNK);
+        }
+        let cap = self.read_buf.capacity();
+        self.read_buf.resize(cap, 0);
+        let result = r.read(&mut self.read_buf[len..]);
+        let n = *result.as_ref().unwrap_or(&0);
+        self.read_buf.truncate(len + n);
+        if n > 0 {
+            self.got_input = true;
+        }
+        result
+    }
+
+    /// Appends received bytes (for callers that read elsewhere, and tests).
+    pub fn handle_bytes(&mut self, data: &[u8]) {
+        if !data.is_empty() {
+            self.read_buf.extend_from_slice(data);
+            self.got_input = true;
+        }
+    }
+
+    /// Decodes and handles every complete frame in the read buffer.
+    pub fn handle_input(&mut self, now: Instant) {
+        if self.got_input {
+            self.got_input = false;
+            self.last_recv = now;
+        }
+        while self.state != State::Closed {
+            let frame_max = self.tuned.frame_max;
+            match frame::decode(&mut self.read_buf, frame_max) {
+                Ok(Some(f)) => self.handle_frame(f),
+                Ok(None) => break,
+                Err(e) => {
+                    self.read_buf.clear();
+                    if self.state == State::Closing {
+                        // Garbage after our close: give up waiting for close-ok.
+                        self.finish(Error::Protocol(e));
+                    } else {
+                        let code = e.reply_code();
+                        self.violation(code, e.to_string(), Error::Protocol(e));
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The peer closed its side (a read returned 0).
+    pub fn handle_eof(&mut self) {
+        self.handle_io_error(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed by peer",
+        ));
+    }
+
+    /// The socket failed: every pending operation fails with
+    /// [`Error::ConnectionBroken`].
+    pub fn handle_io_error(&mut self, e: io::Error) {
+        if self.state == State::Closing && self.close_tag.is_some() && self.dead.is_none() {
+            // The broker may drop the socket right after close-ok.
+            self.finish(Error::ConnectionClosed);
+            return;
+        }
+        if self.state == State::AwaitSecureOrTune && e.kind() == io::ErrorKind::UnexpectedEof {
+            // Brokers without authentication_failure_close drop the socket
+            // after a bad login.
+            self.finish(Error::AccessRefused(Reply::new(
+                reply_code::ACCESS_REFUSED,
+                "connection closed during authentication (bad credentials?)",
+            )));
+            return;
+        }
+        self.finish(Error::io(e));
+    }
+
+    /// When [`Connection::handle_timeout`] next needs to be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let mut t = self.handshake_deadline;
+        let mut earliest = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t: Instant| t.min(x)));
+            }
+        };
+        earliest(self.close_deadline);
+        if self.tuned.heartbeat > 0 && matches!(self.state, State::Open | State::Closing) {
+            earliest(self.next_heartbeat);
+            earliest(Some(self.last_recv + self.dead_after()));
+        }
+        t
+    }
+
+    fn dead_after(&self) -> Duration {
+        Duration::from_secs(u64::from(self.tuned.heartbeat) * 2)
+    }
+
+    /// Fires the timers due at `now`: heartbeats to send, a peer silent for
+    /// two heartbeat intervals, a handshake or close that took too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.got_input {
+            self.got_input = false;
+            self.last_recv = now;
+        }
+        if self.handshake_deadline.is_some_and(|d| now >= d) {
+            self.finish(Error::ConnectTimeout);
+            return;
+        }
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            let e = if self.close_tag.is_some() {
+                Error::ConnectionClosed
+            } else {
+                self.dead.clone().unwrap_or(Error::ConnectionClosed)
+            };
+            self.finish(e);
+            return;
+        }
+        if self.tuned.heartbeat == 0 || !matches!(self.state, State::Open | State::Closing) {
+            return;
+        }
+        if now >= self.last_recv + self.dead_after() {
+            self.finish(Error::HeartbeatTimeout(self.dead_after()));
+            return;
+        }
+        let interval = Duration::from_millis(u64::from(self.tuned.heartbeat) * 500);
+        match self.next_heartbeat {
+            Some(t) if now < t => {}
+            _ => {
+                if !self.sent_since_heartbeat {
+                    frame::encode_heartbeat(&mut self.write_buf);
+                }
+                self.sent_since_heartbeat = false;
+                self.next_heartbeat = Some(now + interval);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Output.
+
+    /// Whether frames are waiting for the socket.
+    pub fn wants_write(&self) -> bool {
+        !self.write_buf.is_empty()
+    }
+
+    /// Writes queued frames to `w` until it would block or the queue is
+    /// empty. Publishes without confirms complete once their bytes are taken.
+    ///
+    /// # Errors
+    /// The first error `w.write` returns other than `WouldBlock` and
+    /// `Interrupted`.
+    pub fn write_to(&mut self, w: &mut dyn Write) -> io::Result<usize> {
+        let mut total = 0;
+        while !self.write_buf.is_empty() {
+            match w.write(&self.write_buf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    let _ = self.write_buf.split_to(n);
+                    total += n;
+                    self.written_total += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        if self.write_buf.is_empty() && self.write_buf.capacity() > 4 * READ_CHUNK {
+            // Give back a buffer a burst grew.
+            self.write_buf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        while let Some(&(pos, tag)) = self.flush_marks.front() {
+            if pos > self.written_total {
+                break;
+            }
+            self.flush_marks.pop_front();
+            self.complete(tag, Ok(Outcome::Done));
+        }
+        Ok(total)
+    }
+
+    /// Takes every queued byte (for tests and callers that write elsewhere);
+    /// counts as written.
+    pub fn take_output(&mut self) -> Bytes {
+        let mut out = Vec::new();
+        let _ = self.write_to(&mut out);
+        Bytes::from(out)
+    }
+
+    /// The next event for the caller.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    // ------------------------------------------------------------------
+    // Commands.
+
+    /// Runs a synchronous exchange or queue method on a pooled channel:
+    /// `exchange.declare/delete/bind/unbind`, `queue.declare/bind/unbind/
+    /// purge/delete`. `tag` completes with the reply.
+    pub fn rpc(&mut self, tag: Tag, method: Method) {
+        if self.refuse(tag) {
+            return;
+        }
+        let reply = match &method {
+            Method::ExchangeDeclare(_) => ExchangeDeclareOk::METHOD_ID,
+            Method::ExchangeDelete(_) => ExchangeDeleteOk::METHOD_ID,
+            Method::ExchangeBind(_) => ExchangeBindOk::METHOD_ID,
+            Method::ExchangeUnbind(_) => ExchangeUnbindOk::METHOD_ID,
+            Method::QueueDeclare(_) => QueueDeclareOk::METHOD_ID,
+            Method::QueueBind(_) => QueueBindOk::METHOD_ID,
+            Method::QueueUnbind(_) => QueueUnbindOk::METHOD_ID,
+            Method::QueuePurge(_) => QueuePurgeOk::METHOD_ID,
+            Method::QueueDelete(_) => QueueDeleteOk::METHOD_ID,
+            _ => {
+                self.complete(
+                    tag,
+                    Err(Error::InvalidArgument(CodecError::InvalidValue(
+                        "not a pooled-channel method",
+                    ))),
+                );
+                return;
+            }
+        };
+        let class = method.class_id();
+        let Some(ch) = self.take_pooled_channel() else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        if self.send_method(ch, &method).is_err() {
+            self.release_on_encode_error(ch, tag);
+            return;
+        }
+        self.chan(ch).expect.push_back(Expect::Op {
+            tag,
+            class,
+            method: reply,
+        });
+    }
+
+    /// `basic.get` on a pooled channel; completes with [`Outcome::Get`].
+    pub fn basic_get(&mut self, tag: Tag, queue: &str, no_ack: bool) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.take_pooled_channel() else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        let m = Method::BasicGet(BasicGet {
+            queue: queue.into(),
+            no_ack,
+        });
+        if self.send_method(ch, &m).is_err() {
+            self.release_on_encode_error(ch, tag);
+            return;
+        }
+        self.chan(ch).expect.push_back(Expect::Get { tag, no_ack });
+    }
+
+    /// Publishes a message on the publish channel. With confirms, `tag`
+    /// completes on the broker's ack (or fails on a nack, or with
+    /// [`Error::NoRoute`] for a returned mandatory message); without, once
+    /// the frames are handed to the socket.
+    #[allow(clippy::too_many_arguments)]
+    pub fn publish(
+        &mut self,
+        tag: Tag,
+        exchange: &str,
+        routing_key: &str,
+        mandatory: bool,
+        immediate: bool,
+        properties: &BasicProperties,
+        body: &[u8],
+    ) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.publish_channel() else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        let open = self.state == State::Open;
+        let frame_max = self.tuned.frame_max;
+        let out = if open {
+            &mut self.write_buf
+        } else {
+            &mut self.deferred
+        };
+        if let Err(e) = frame::encode_basic_publish(
+            out,
+            ch,
+            exchange,
+            routing_key,
+            mandatory,
+            immediate,
+            properties,
+            body,
+            frame_max,
+        ) {
+            self.complete(tag, Err(Error::InvalidArgument(e)));
+            return;
+        }
+        self.sent_since_heartbeat = true;
+        let confirms = self.confirms && !self.tx_mode;
+        if confirms {
+            let c = self.chan(ch);
+            c.next_seq += 1;
+            let seq = c.next_seq;
+            c.unconfirmed.push_back(Unconfirmed {
+                seq,
+                tag,
+                returned: None,
+            });
+        } else if open {
+            let pos = self.written_total + self.write_buf.len() as u64;
+            self.flush_marks.push_back((pos, tag));
+        } else {
+            self.deferred_marks.push((self.deferred.len(), tag));
+        }
+    }
+
+    /// Starts a consumer over one or more queues on a channel of its own.
+    /// Deliveries come as [`Event::Delivery`] with `tag`; the consumer ends
+    /// with an [`Event::Complete`] carrying an error (the broker cancelled
+    /// it, or its channel or the connection closed) or with
+    /// [`Event::ConsumerEnded`] after [`Connection::cancel`].
+    pub fn consume(
+        &mut self,
+        tag: Tag,
+        queues: Vec<ConsumeQueue>,
+        no_ack: bool,
+        prefetch_count: u16,
+    ) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.open_channel(Role::Consumer(Consumer::new(tag, no_ack))) else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        if prefetch_count > 0 {
+            let m = Method::BasicQos(BasicQos {
+                prefetch_size: 0,
+                prefetch_count,
+                global: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::Qos(None));
+        }
+        for q in queues {
+            let m = Method::BasicConsume(BasicConsume {
+                queue: q.queue,
+                consumer_tag: q.consumer_tag,
+                no_local: q.no_local,
+                no_ack,
+                exclusive: q.exclusive,
+                no_wait: false,
+                arguments: q.arguments,
+            });
+            if let Err(e) = self.send_method(ch, &m) {
+                self.fail_channel(ch, Error::InvalidArgument(e));
+                return;
+            }
+            let c = self.chan(ch);
+            c.expect.push_back(Expect::ConsumeOk);
+            if let Role::Consumer(k) = &mut c.role {
+                k.pending_consume_oks += 1;
+            }
+        }
+    }
+
+    /// Cancels the consumer started by `consume_tag`; `tag` completes when
+    /// the broker confirms, and the consumer then ends with
+    /// [`Event::ConsumerEnded`].
+    pub fn cancel(&mut self, tag: Tag, consume_tag: Tag) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.consumer_channel(consume_tag) else {
+            self.complete(tag, Err(Error::UnknownPromise));
+            return;
+        };
+        let tags = match &mut self.chan(ch).role {
+            Role::Consumer(c) => {
+                c.cancelling = Some(tag);
+                c.tags.clone()
+            }
+            _ => Vec::new(),
+        };
+        // Consumers whose consume-ok has not arrived yet are cancelled when
+        // it does (see on_consume_ok).
+        for ctag in tags {
+            let m = Method::BasicCancel(BasicCancel {
+                consumer_tag: ctag,
+                no_wait: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::CancelOk);
+        }
+        self.maybe_end_consumer(ch);
+    }
+
+    /// `basic.qos` on the channel of the consumer started by `consume_tag`.
+    pub fn qos(
+        &mut self,
+        tag: Tag,
+        consume_tag: Tag,
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    ) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.consumer_channel(consume_tag) else {
+            self.complete(tag, Err(Error::UnknownPromise));
+            return;
+        };
+        let m = Method::BasicQos(BasicQos {
+            prefetch_size,
+            prefetch_count,
+            global,
+        });
+        let _ = self.send_method(ch, &m);
+        self.chan(ch).expect.push_back(Expect::Qos(Some(tag)));
+    }
+
+    /// `basic.recover` on the channel of the consumer started by
+    /// `consume_tag`: the broker redelivers its unacknowledged messages.
+    pub fn recover(&mut self, tag: Tag, consume_tag: Tag, requeue: bool) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.consumer_channel(consume_tag) else {
+            self.complete(tag, Err(Error::UnknownPromise));
+            return;
+        };
+        let m = Method::BasicRecover(BasicRecover { requeue });
+        let _ = self.send_method(ch, &m);
+        let c = self.chan(ch);
+        c.unacked.clear();
+        c.expect.push_back(Expect::Op {
+            tag,
+            class: CLASS_BASIC,
+            method: BasicRecoverOk::METHOD_ID,
+        });
+    }
+
+    /// Acknowledges a delivery (and, with `multiple`, every earlier one on
+    /// its channel).
+    ///
+    /// # Errors
+    /// [`Error::UnknownDeliveryTag`] when the delivery is not outstanding
+    /// (already settled, no-ack, or its channel is gone); nothing is sent.
+    pub fn ack(&mut self, delivery: &Delivery, multiple: bool) -> Result<(), Error> {
+        self.settle(delivery, multiple, |delivery_tag| {
+            Method::BasicAck(BasicAck {
+                delivery_tag,
+                multiple,
+            })
+        })
+    }
+
+    /// Rejects a delivery (and, with `multiple`, every earlier one), putting
+    /// it back in the queue when `requeue`.
+    ///
+    /// # Errors
+    /// As [`Connection::ack`].
+    pub fn nack(&mut self, delivery: &Delivery, multiple: bool, requeue: bool) -> Result<(), Error> {
+        self.settle(delivery, multiple, |delivery_tag| {
+            Method::BasicNack(BasicNack {
+                delivery_tag,
+                multiple,
+                requeue,
+            })
+        })
+    }
+
+    /// Rejects one delivery, putting it back in the queue when `requeue`.
+    ///
+    /// # Errors
+    /// As [`Connection::ack`].
+    pub fn reject(&mut self, delivery: &Delivery, requeue: bool) -> Result<(), Error> {
+        self.settle(delivery, false, |delivery_tag| {
+            Method::BasicReject(BasicReject {
+                delivery_tag,
+                requeue,
+            })
+        })
+    }
+
+    /// `tx.select` on the publish channel. Publishes are then transactional
+    /// (and not confirmed) until the connection ends; the broker refuses it
+    /// on a channel already in confirm mode, so use it with
+    /// [`Confirms::Off`].
+    pub fn tx_select(&mut self, tag: Tag) {
+        self.tx(tag, Method::TxSelect(TxSelect {}), TxSelectOk::METHOD_ID);
+        self.tx_mode = true;
+    }
+
+    /// `tx.commit` on the publish channel.
+    pub fn tx_commit(&mut self, tag: Tag) {
+        self.tx(tag, Method::TxCommit(TxCommit {}), TxCommitOk::METHOD_ID);
+    }
+
+    /// `tx.rollback` on the publish channel.
+    pub fn tx_rollback(&mut self, tag: Tag) {
+        self.tx(tag, Method::TxRollback(TxRollback {}), TxRollbackOk::METHOD_ID);
+    }
+
+    fn tx(&mut self, tag: Tag, method: Method, reply: u16) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.publish_channel() else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        let _ = self.send_method(ch, &method);
+        self.chan(ch).expect.push_back(Expect::Op {
+            tag,
+            class: TxSelect::CLASS_ID,
+            method: reply,
+        });
+    }
+
+    /// Closes the connection gracefully: `connection.close`, then `tag`
+    /// completes on `close-ok` (or when `timeout` passes). Operations still
+    /// pending then fail with [`Error::ConnectionClosed`].
+    pub fn close(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        match self.state {
+            State::Closed => {
+                let result = match &self.dead {
+                    Some(Error::ConnectionClosed) | None => Ok(Outcome::Done),
+                    Some(e) => Err(e.clone()),
+                };
+                self.complete(tag, result);
+            }
+            State::Closing => {
+                if self.close_tag.is_none() {
+                    self.close_tag = Some(tag);
+                } else {
+                    self.complete(tag, Ok(Outcome::Done));
+                }
+            }
+            State::AwaitStart => {
+                // Nothing negotiated yet: just drop the socket.
+                self.close_tag = Some(tag);
+                self.finish(Error::ConnectionClosed);
+            }
+            _ => {
+                self.close_tag = Some(tag);
+                self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+                self.close_deadline = Some(now + timeout);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Internals: channels.
+
+    fn chan(&mut self, id: u16) -> &mut Channel {
+        self.channels[usize::from(id)]
+            .as_mut()
+            .expect("channel id from a live channel")
+    }
+
+    fn chan_opt(&mut self, id: u16) -> Option<&mut Channel> {
+        self.channels.get_mut(usize::from(id)).and_then(|c| c.as_mut())
+    }
+
+    fn refuse(&mut self, tag: Tag) -> bool {
+        let err = match self.state {
+            State::Closed => self.dead.clone().unwrap_or(Error::ConnectionClosed),
+            State::Closing => Error::ConnectionClosed,
+            _ => return false,
+        };
+        self.complete(tag, Err(err));
+        true
+    }
+
+    fn no_channel_error(&self) -> Error {
+        Error::ResourceError(Reply::new(
+            reply_code::RESOURCE_ERROR,
+            format!("all {} channels are in use", self.tuned.channel_max),
+        ))
+    }
+
+    fn out(&mut self) -> &mut BytesMut {
+        self.sent_since_heartbeat = true;
+        if self.state == State::Open || self.state == State::Closing {
+            &mut self.write_buf
+        } else {
+            &mut self.deferred
+        }
+    }
+
+    fn send_method(&mut self, ch: u16, method: &Method) -> Result<(), CodecError> {
+        encode_method(self.out(), ch, method)
+    }
+
+    fn allocate_id(&mut self) -> Option<u16> {
+        if let Some(id) = self.free_ids.pop() {
+            return Some(id);
+        }
+        let next = self.channels.len().max(1);
+        if next > usize::from(self.tuned.channel_max) {
+            return None;
+        }
+        self.channels.resize_with(next + 1, || None);
+        Some(next as u16)
+    }
+
+    fn open_channel(&mut self, role: Role) -> Option<u16> {
+        let id = self.allocate_id()?;
+        self.epochs = self.epochs.wrapping_add(1);
+        self.channels[usize::from(id)] = Some(Channel::new(id, self.epochs, role));
+        let _ = self.send_method(id, &Method::ChannelOpen(ChannelOpen {}));
+        self.chan(id).expect.push_back(Expect::OpenOk);
+        Some(id)
+    }
+
+    fn take_pooled_channel(&mut self) -> Option<u16> {
+        if let Some(id) = self.idle.pop() {
+            return Some(id);
+        }
+        self.open_channel(Role::Pool)
+    }
+
+    fn publish_channel(&mut self) -> Option<u16> {
+        if let Some(id) = self.publish_channel {
+            return Some(id);
+        }
+        let id = self.open_channel(Role::Publish)?;
+        self.publish_channel = Some(id);
+        let want = match self.config.confirms {
+            Confirms::Off => false,
+            Confirms::On => true,
+            // Before connection.start we cannot know; ask anyway, as
+            // RabbitMQ always supports it.
+            Confirms::Auto => self.state == State::AwaitStart || self.confirms,
+        };
+        self.confirms = want;
+        if want && !self.tx_mode {
+            let _ = self.send_method(id, &Method::ConfirmSelect(ConfirmSelect { no_wait: false }));
+            self.chan(id).expect.push_back(Expect::ConfirmSelectOk);
+        }
+        Some(id)
+    }
+
+    fn consumer_channel(&self, consume_tag: Tag) -> Option<u16> {
+        self.channels.iter().flatten().find_map(|c| match &c.role {
+            Role::Consumer(k) if k.tag == consume_tag && !c.closing => Some(c.id),
+            _ => None,
+        })
+    }
+
+    fn release_on_encode_error(&mut self, ch: u16, tag: Tag) {
+        self.complete(
+            tag,
+            Err(Error::InvalidArgument(CodecError::InvalidValue(
+                "argument cannot be encoded",
+            ))),
+        );
+        self.maybe_idle(ch);
+    }
+
+    fn maybe_idle(&mut self, ch: u16) {
+        if let Some(c) = self.chan_opt(ch) {
+            if matches!(c.role, Role::Pool) && c.expect.is_empty() && !c.closing {
+                self.idle.push(ch);
+            }
+        }
+    }
+
+    fn settle(
+        &mut self,
+        delivery: &Delivery,
+        multiple: bool,
+        method: impl FnOnce(u64) -> Method,
+    ) -> Result<(), Error> {
+        if self.state != State::Open {
+            return Err(self.dead.clone().unwrap_or(Error::ConnectionClosed));
+        }
+        let tag = delivery.delivery_tag;
+        let Some(cref) = delivery.channel else {
+            return Err(Error::UnknownDeliveryTag(tag));
+        };
+        let Some(c) = self.chan_opt(cref.id) else {
+            return Err(Error::UnknownDeliveryTag(tag));
+        };
+        if c.epoch != cref.epoch || c.closing || !c.settle(tag, multiple) {
+            return Err(Error::UnknownDeliveryTag(tag));
+        }
+        let _ = self.send_method(cref.id, &method(tag));
+        self.maybe_close_drained_consumer(cref.id);
+        Ok(())
+    }
+
+    /// Fails everything waiting on a channel and forgets it (the channel
+    /// was closed by the broker or could not be used).
+    fn fail_channel(&mut self, ch: u16, err: Error) {
+        let Some(c) = self.channels.get_mut(usize::from(ch)).and_then(Option::take) else {
+            return;
+        };
+        self.idle.retain(|&i| i != ch);
+        if self.publish_channel == Some(ch) {
+            self.publish_channel = None;
+        }
+        self.free_ids.push(ch);
+        let mut first = true;
+        for e in c.expect {
+            if let Some(tag) = e.tag() {
+                // The first pending request caused the close; later ones
+                // were pipelined behind it and fail with the same error.
+                let _ = first;
+                self.complete(tag, Err(err.clone()));
+            }
+            first = false;
+        }
+        if let Some(Incoming {
+            kind: IncomingKind::GetOk { tag, .. },
+            ..
+        }) = c.incoming
+        {
+            self.complete(tag, Err(err.clone()));
+        }
+        for u in c.unconfirmed {
+            self.complete(u.tag, Err(err.clone()));
+        }
+        if let Role::Consumer(k) = c.role {
+            if let Some(t) = k.cancelling {
+                self.complete(t, Err(err.clone()));
+            }
+            if !k.ended {
+                self.complete(k.tag, Err(err));
+            }
+        }
+    }
+
+    fn close_channel(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        if c.closing {
+            return;
+        }
+        c.closing = true;
+        let m = Method::ChannelClose(ChannelClose {
+            reply_code: reply_code::REPLY_SUCCESS,
+            reply_text: ShortString::from_static("done"),
+            class_id: 0,
+            method_id: 0,
+        });
+        let _ = self.send_method(ch, &m);
+        self.chan(ch).expect.push_back(Expect::CloseOk);
+    }
+
+    fn maybe_end_consumer(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        let Role::Consumer(k) = &mut c.role else {
+            return;
+        };
+        if k.cancelling.is_none() || !k.tags.is_empty() || k.pending_consume_oks > 0 || k.ended {
+            return;
+        }
+        let cancel_tag = k.cancelling.take();
+        k.ended = true;
+        let tag = k.tag;
+        if let Some(t) = cancel_tag {
+            self.complete(t, Ok(Outcome::Done));
+        }
+        self.events.push_back(Event::ConsumerEnded { tag });
+        self.maybe_close_drained_consumer(ch);
+    }
+
+    /// A consumer channel whose consumers are all gone is closed once its
+    /// last unacked delivery is settled (closing earlier would requeue them).
+    fn maybe_close_drained_consumer(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        if let Role::Consumer(k) = &c.role {
+            if k.ended && c.unacked.is_empty() && c.expect.is_empty() {
+                self.close_channel(ch);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Internals: completion and connection end.
+
+    fn complete(&mut self, tag: Tag, result: Result<Outcome, Error>) {
+        self.events.push_back(Event::Complete { tag, result });
+    }
+
+    fn send_connection_close(&mut self, code: u16, text: &str, class_id: u16, method_id: u16) {
+        let m = Method::ConnectionClose(ConnectionClose {
+            reply_code: code,
+            reply_text: ShortString::from(text.get(..255).unwrap_or(text)),
+            class_id,
+            method_id,
+        });
+        self.state = State::Closing;
+        let _ = encode_method(&mut self.write_buf, 0, &m);
+    }
+
+    /// The peer broke the protocol: close the connection with `code` and
+    /// fail everything with `err` now (not waiting for close-ok).
+    fn violation(&mut self, code: u16, text: String, err: Error) {
+        if matches!(self.state, State::Closing | State::Closed) {
+            self.finish(err);
+            return;
+        }
+        self.send_connection_close(code, &text, 0, 0);
+        self.fail_all(err.clone());
+        self.dead = Some(err);
+        // Wait briefly for close-ok so the close reaches the peer; the
+        // caller's flush sends it.
+        self.close_deadline = Some(self.last_recv + Duration::from_secs(1));
+    }
+
+    fn fail_all(&mut self, err: Error) {
+        if let Some(t) = self.connect_tag.take() {
+            self.complete(t, Err(err.clone()));
+        }
+        for id in 0..self.channels.len() {
+            self.fail_channel(id as u16, err.clone());
+        }
+        self.idle.clear();
+        self.publish_channel = None;
+        for (_, tag) in std::mem::take(&mut self.flush_marks) {
+            self.complete(tag, Err(err.clone()));
+        }
+        for (_, tag) in std::mem::take(&mut self.deferred_marks) {
+            self.complete(tag, Err(err.clone()));
+        }
+        self.deferred.clear();
+    }
+
+    /// The connection is over: fail everything with `err`, complete a
+    /// pending close, and report [`Event::Closed`].
+    fn finish(&mut self, err: Error) {
+        if self.state == State::Closed {
+            return;
+        }
+        let err = self.dead.clone().unwrap_or(err);
+        self.state = State::Closed;
+        self.fail_all(err.clone());
+        if let Some(t) = self.close_tag.take() {
+            let r = match err {
+                Error::ConnectionClosed => Ok(Outcome::Done),
+                ref e => Err(e.clone()),
+            };
+            self.complete(t, r);
+        }
+        self.dead = Some(err.clone());
+        self.read_buf.clear();
+        self.events.push_back(Event::Closed(err));
+    }
+
+    // ------------------------------------------------------------------
+    // Internals: frames.
+
+    fn handle_frame(&mut self, f: Frame) {
+        match f {
+            Frame::Heartbeat => {}
+            Frame::Method { channel: 0, method } => self.handle_connection_method(method),
+            Frame::Method { channel, method } => self.handle_channel_method(channel, method),
+            Frame::Header { channel, header } => self.handle_header(channel, header),
+            Frame::Body { channel, payload } => self.handle_body(channel, payload),
+        }
+    }
+
+    fn unexpected(&mut self, what: &str) {
+        self.violation(
+            reply_code::UNEXPECTED_FRAME,
+            format!("UNEXPECTED_FRAME - {what}"),
+            Error::ProtocolViolation(Reply::new(reply_code::UNEXPECTED_FRAME, what)),
+        );
+    }
+
+    fn command_invalid(&mut self, what: String) {
+        self.violation(
+            reply_code::COMMAND_INVALID,
+            format!("COMMAND_INVALID - {what}"),
+            Error::ProtocolViolation(Reply::new(reply_code::COMMAND_INVALID, what)),
+        );
+    }
+
+    fn handle_connection_method(&mut self, method: Method) {
+        match (self.state, method) {
+            (State::AwaitStart, Method::ConnectionStart(start)) => self.on_start(start),
+            (State::AwaitSecureOrTune, Method::ConnectionTune(tune)) => self.on_tune(tune),
+            (State::AwaitSecureOrTune, Method::ConnectionSecure(_)) => {
+                // PLAIN and EXTERNAL need no challenge.
+                self.violation(
+                    reply_code::NOT_IMPLEMENTED,
+                    "NOT_IMPLEMENTED - unexpected connection.secure".into(),
+                    Error::NoAuthMechanism("a challenge-response exchange".into()),
+                );
+            }
+            (State::AwaitOpenOk, Method::ConnectionOpenOk(_)) => self.on_open_ok(),
+            (_, Method::ConnectionClose(c)) => {
+                let _ = encode_method(
+                    &mut self.write_buf,
+                    0,
+                    &Method::ConnectionCloseOk(ConnectionCloseOk {}),
+                );
+                let reply = Reply {
+                    code: c.reply_code,
+                    text: c.reply_text.to_string(),
+                    class_id: c.class_id,
+                    method_id: c.method_id,
+                };
+                let err = if self.close_tag.is_some() && self.state == State::Closing {
+                    Error::ConnectionClosed
+                } else {
+                    Error::from_reply(reply)
+                };
+                self.finish(err);
+            }
+            (State::Closing, Method::ConnectionCloseOk(_)) => {
+                let e = self.dead.clone().unwrap_or(Error::ConnectionClosed);
+                self.finish(e);
+            }
+            (State::Closing, _) => {}
+            (_, Method::ConnectionBlocked(b)) => {
+                self.blocked = true;
+                self.events.push_back(Event::Blocked(b.reason.to_string()));
+            }
+            (_, Method::ConnectionUnblocked(_)) => {
+                self.blocked = false;
+                self.events.push_back(Event::Unblocked);
+            }
+            (_, Method::ConnectionUpdateSecretOk(_)) => {}
+            (_, m) => self.command_invalid(format!("{} on channel 0", m.name())),
+        }
+    }
+
+    fn on_start(&mut self, start: ConnectionStart) {
+        // "If the server cannot support the protocol specified in the
+        // protocol header, it MUST respond with a valid protocol header and
+        // then close the socket" — and a client seeing another version in
+        // connection.start must not go on.
+        if (start.version_major, start.version_minor) != (0, 9) {
+            self.violation(
+                reply_code::NOT_IMPLEMENTED,
+                "NOT_IMPLEMENTED - version".into(),
+                Error::Protocol(CodecError::InvalidValue("server offered another AMQP version")),
+            );
+            return;
+        }
+        let mechanism = match self.config.mechanism {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::External => "EXTERNAL",
+        };
+        if !negotiate::offers(&start.mechanisms, mechanism) {
+            let offered = String::from_utf8_lossy(&start.mechanisms).into_owned();
+            self.finish(Error::NoAuthMechanism(offered));
+            return;
+        }
+        let server_confirms = start
+            .server_properties
+            .get("capabilities")
+            .and_then(|c| c.as_table())
+            .and_then(|c| c.get("publisher_confirms"))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        self.confirms = match self.config.confirms {
+            Confirms::Off => false,
+            Confirms::On => true,
+            Confirms::Auto => server_confirms,
+        };
+        if !self.confirms {
+            // A publish channel opened before we knew asked for confirms
+            // (see publish_channel); it stays in confirm mode, which is
+            // harmless, but this keeps later channels plain.
+            if let Some(ch) = self.publish_channel {
+                if self.chan(ch).expect.iter().any(|e| matches!(e, Expect::ConfirmSelectOk)) {
+                    self.confirms = true;
+                }
+            }
+        }
+        self.server_properties = start.server_properties;
+        let response = match self.config.mechanism {
+            Mechanism::Plain => {
+                negotiate::plain_response(&self.config.username, &self.config.password)
+            }
+            Mechanism::External => Vec::new(),
+        };
+        let m = Method::ConnectionStartOk(ConnectionStartOk {
+            client_properties: negotiate::client_properties(&self.config.client_properties),
+            mechanism: ShortString::from_static(mechanism),
+            response: Bytes::from(response),
+            locale: ShortString::from_static("en_US"),
+        });
+        let _ = encode_method(&mut self.write_buf, 0, &m);
+        self.state = State::AwaitSecureOrTune;
+    }
+
+    fn on_tune(&mut self, tune: ConnectionTune) {
+        let tuned = match negotiate::tune(
+            tune.channel_max,
+            tune.frame_max,
+            tune.heartbeat,
+            self.config.channel_max,
+            self.config.frame_max,
+            self.config.heartbeat,
+        ) {
+            Ok(t) => t,
+            Err(e) => {
+                self.violation(reply_code::SYNTAX_ERROR, e.to_string(), e);
+                return;
+            }
+        };
+        let ok = Method::ConnectionTuneOk(ConnectionTuneOk {
+            channel_max: tuned.channel_max,
+            frame_max: tuned.frame_max,
+            heartbeat: tuned.heartbeat,
+        });
+        let _ = encode_method(&mut self.write_buf, 0, &ok);
+        let open = Method::ConnectionOpen(ConnectionOpen {
+            virtual_host: ShortString::from(self.config.vhost.as_str()),
+        });
+        if let Err(e) = encode_method(&mut self.write_buf, 0, &open) {
+            self.finish(Error::InvalidArgument(e));
+            return;
+        }
+        self.tuned = tuned;
+        self.state = State::AwaitOpenOk;
+    }
+
+    fn on_open_ok(&mut self) {
+        self.state = State::Open;
+        self.handshake_deadline = None;
+        self.next_heartbeat = None;
+        if let Some(t) = self.connect_tag.take() {
+            self.complete(t, Ok(Outcome::Done));
+        }
+        // Channel work queued during the handshake goes out now.
+        let base = self.written_total + self.write_buf.len() as u64;
+        for (pos, tag) in std::mem::take(&mut self.deferred_marks) {
+            self.flush_marks.push_back((base + pos as u64, tag));
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        self.write_buf.extend_from_slice(&deferred);
+    }
+
+    fn handle_channel_method(&mut self, ch: u16, method: Method) {
+        if matches!(self.state, State::Closing) {
+            return;
+        }
+        if self.state != State::Open {
+            self.command_invalid(format!("{} before connection.open-ok", method.name()));
+            return;
+        }
+        let Some(c) = self.chan_opt(ch) else {
+            // "channel-error: The client attempted to work with a channel
+            // that had not been correctly opened."
+            let text = format!("{} on unknown channel {ch}", method.name());
+            self.violation(
+                reply_code::CHANNEL_ERROR,
+                format!("CHANNEL_ERROR - {text}"),
+                Error::ProtocolViolation(Reply::new(reply_code::CHANNEL_ERROR, text)),
+            );
+            return;
+        };
+        if c.incoming.is_some() {
+            self.unexpected("method frame in the middle of content");
+            return;
+        }
+        if c.closing {
+            // After sending channel.close, "the peer MUST discard all frames
+            // on the channel" except close and close-ok.
+            match method {
+                Method::ChannelCloseOk(_) | Method::ChannelClose(_) => {
+                    if let Method::ChannelClose(_) = method {
+                        let _ = self.send_method(ch, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                    }
+                    if let Some(c) = self.channels.get_mut(usize::from(ch)).and_then(Option::take)
+                    {
+                        // Nothing can be pending on a channel we closed
+                        // ourselves but publishes: fail them.
+                        let err = Error::ChannelError(Reply::new(
+                            reply_code::CHANNEL_ERROR,
+                            "channel closed",
+                        ));
+                        for u in c.unconfirmed {
+                            self.complete(u.tag, Err(err.clone()));
+                        }
+                        self.free_ids.push(ch);
+                    }
+                }
+                _ => {}
+            }
+            return;
+        }
+        match method {
+            Method::BasicDeliver(d) => {
+                let c = self.chan(ch);
+                if !matches!(c.role, Role::Consumer(_)) {
+                    self.unexpected("basic.deliver on a channel without a consumer");
+                    return;
+                }
+                c.incoming = Some(Incoming::new(IncomingKind::Deliver(d)));
+            }
+            Method::BasicReturn(r) => {
+                self.chan(ch).incoming = Some(Incoming::new(IncomingKind::Return(r)));
+            }
+            Method::BasicAck(a) => self.on_confirm(ch, a.delivery_tag, a.multiple, true),
+            Method::BasicNack(n) => self.on_confirm(ch, n.delivery_tag, n.multiple, false),
+            Method::BasicCancel(cancel) => self.on_server_cancel(ch, cancel),
+            Method::ChannelClose(close) => {
+                let _ = self.send_method(ch, &Method::ChannelCloseOk(ChannelCloseOk {}));
+                let reply = Reply {
+                    code: close.reply_code,
+                    text: close.reply_text.to_string(),
+                    class_id: close.class_id,
+                    method_id: close.method_id,
+                };
+                self.fail_channel(ch, Error::from_reply(reply));
+            }
+            Method::ChannelFlow(f) => {
+                let _ = self.send_method(
+                    ch,
+                    &Method::ChannelFlowOk(ChannelFlowOk { active: f.active }),
+                );
+            }
+            other => self.on_reply(ch, other),
+        }
+    }
+
+    /// A reply to the request at the head of the channel's queue.
+    fn on_reply(&mut self, ch: u16, method: Method) {
+        let Some(expect) = self.chan(ch).expect.pop_front() else {
+            self.command_invalid(format!("unsolicited {} on channel {ch}", method.name()));
+            return;
+        };
+        match (expect, method) {
+            (Expect::OpenOk, Method::ChannelOpenOk(_)) => {}
+            (Expect::ConfirmSelectOk, Method::ConfirmSelectOk(_)) => {}
+            (Expect::Qos(tag), Method::BasicQosOk(_)) => {
+                if let Some(t) = tag {
+                    self.complete(t, Ok(Outcome::Done));
+                }
+            }
+            (Expect::ConsumeOk, Method::BasicConsumeOk(ok)) => self.on_consume_ok(ch, ok),
+            (Expect::CancelOk, Method::BasicCancelOk(ok)) => {
+                if let Role::Consumer(k) = &mut self.chan(ch).role {
+                    k.tags.retain(|t| *t != ok.consumer_tag);
+                }
+                self.maybe_end_consumer(ch);
+                self.maybe_close_drained_consumer(ch);
+            }
+            (Expect::Get { tag, no_ack }, Method::BasicGetOk(ok)) => {
+                self.chan(ch).incoming =
+                    Some(Incoming::new(IncomingKind::GetOk { tag, no_ack, ok }));
+                // The channel returns to the pool when the content is in.
+                return;
+            }
+            (Expect::Get { tag, .. }, Method::BasicGetEmpty(_)) => {
+                self.complete(tag, Ok(Outcome::Get(None)));
+            }
+            (Expect::Op { tag, class, method }, m)
+                if m.class_id() == class && m.method_id() == method =>
+            {
+                let outcome = match m {
+                    Method::QueueDeclareOk(ok) => Outcome::QueueDeclared(ok),
+                    Method::QueuePurgeOk(ok) => Outcome::MessageCount(ok.message_count),
+                    Method::QueueDeleteOk(ok) => Outcome::MessageCount(ok.message_count),
+                    _ => Outcome::Done,
+                };
+                self.complete(tag, Ok(outcome));
+            }
+            (expect, m) => {
+                let text = format!("{} while waiting for {}", m.name(), expect.name());
+                if let Some(tag) = expect.tag() {
+                    self.chan(ch).expect.push_front(expect);
+                    let _ = tag;
+                }
+                self.command_invalid(text);
+                return;
+            }
+        }
+        self.maybe_idle(ch);
+    }
+
+    fn on_consume_ok(&mut self, ch: u16, ok: BasicConsumeOk) {
+        let cancel = {
+            let c = self.chan(ch);
+            let Role::Consumer(k) = &mut c.role else {
+                return;
+            };
+            k.pending_consume_oks = k.pending_consume_oks.saturating_sub(1);
+            if k.cancelling.is_some() {
+                true
+            } else {
+                k.tags.push(ok.consumer_tag.clone());
+                false
+            }
+        };
+        if cancel {
+            // The user cancelled before this consumer was confirmed.
+            if let Role::Consumer(k) = &mut self.chan(ch).role {
+                k.tags.push(ok.consumer_tag.clone());
+            }
+            let m = Method::BasicCancel(BasicCancel {
+                consumer_tag: ok.consumer_tag,
+                no_wait: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::CancelOk);
+        }
+    }
+
+    fn on_server_cancel(&mut self, ch: u16, cancel: BasicCancel) {
+        if !cancel.no_wait {
+            let m = Method::BasicCancelOk(BasicCancelOk {
+                consumer_tag: cancel.consumer_tag.clone(),
+            });
+            let _ = self.send_method(ch, &m);
+        }
+        let c = self.chan(ch);
+        let Role::Consumer(k) = &mut c.role else {
+            return;
+        };
+        k.tags.retain(|t| *t != cancel.consumer_tag);
+        if k.tags.is_empty() && k.pending_consume_oks == 0 && !k.ended {
+            k.ended = true;
+            let tag = k.tag;
+            let cancelling = k.cancelling.take();
+            if let Some(t) = cancelling {
+                self.complete(t, Ok(Outcome::Done));
+            }
+            self.complete(tag, Err(Error::ConsumerCancelled));
+            self.maybe_close_drained_consumer(ch);
+        }
+    }
+
+    fn on_confirm(&mut self, ch: u16, delivery_tag: u64, multiple: bool, ack: bool) {
+        let c = self.chan(ch);
+        if !matches!(c.role, Role::Publish) {
+            self.command_invalid("basic.ack from the broker on a non-publish channel".into());
+            return;
+        }
+        let mut done = Vec::new();
+        let returned = c.pending_return.take();
+        if multiple {
+            while let Some(u) = c.unconfirmed.front() {
+                if u.seq > delivery_tag {
+                    break;
+                }
+                done.extend(c.unconfirmed.pop_front());
+            }
+        } else if let Ok(i) = c.unconfirmed.binary_search_by_key(&delivery_tag, |u| u.seq) {
+            done.extend(c.unconfirmed.remove(i));
+        }
+        for mut u in done {
+            if u.seq == delivery_tag && returned.is_some() {
+                u.returned = returned.clone();
+            }
+            let result = match (ack, u.returned) {
+                (true, None) => Ok(Outcome::Done),
+                (true, Some(reply)) => Err(Error::from_reply(reply)),
+                (false, _) => Err(Error::Nacked),
+            };
+            self.complete(u.tag, result);
+        }
+    }
+
+    fn handle_header(&mut self, ch: u16, header: Box<frame::ContentHeader>) {
+        if self.state != State::Open {
+            if self.state != State::Closing {
+                self.unexpected("content header before the connection is open");
+            }
+            return;
+        }
+        if ch == 0 {
+            self.unexpected("content header on channel 0");
+            return;
+        }
+        let max = self.config.max_message_size;
+        let Some(c) = self.chan_opt(ch) else {
+            self.unexpected("content header on a channel that is not open");
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let Some(inc) = c.incoming.as_mut() else {
+            self.unexpected("content header without a content method");
+            return;
+        };
+        if inc.header.is_some() {
+            self.unexpected("second content header");
+            return;
+        }
+        if header.class_id != CLASS_BASIC {
+            self.unexpected("content header class differs from its method's");
+            return;
+        }
+        if header.body_size > max {
+            let size = header.body_size;
+            self.violation(
+                reply_code::CONTENT_TOO_LARGE,
+                format!("CONTENT_TOO_LARGE - message of {size} bytes exceeds {max}"),
+                Error::MessageTooLarge { size, max },
+            );
+            return;
+        }
+        inc.remaining = header.body_size;
+        inc.header = Some(header.properties);
+        if inc.remaining == 0 {
+            self.content_complete(ch);
+        }
+    }
+
+    fn handle_body(&mut self, ch: u16, payload: Bytes) {
+        if self.state != State::Open {
+            if self.state != State::Closing {
+                self.unexpected("content body before the connection is open");
+            }
+            return;
+        }
+        if ch == 0 {
+            self.unexpected("content body on channel 0");
+            return;
+        }
+        let Some(c) = self.chan_opt(ch) else {
+            self.unexpected("content body on a channel that is not open");
+            return;
+        };
+        if c.closing {
+            return;
+        }
+        let Some(inc) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
+            self.unexpected("content body without a content header");
+            return;
+        };
+        let len = payload.len() as u64;
+        if len > inc.remaining {
+            self.unexpected("content body longer than the header's body size");
+            return;
+        }
+        inc.remaining -= len;
+        inc.body.push(payload);
+        if inc.remaining == 0 {
+            self.content_complete(ch);
+        }
+    }
+
+    fn content_complete(&mut self, ch: u16) {
+        let confirming = self.confirms && !self.tx_mode;
+        let c = self.chan(ch);
+        let Some(inc) = c.incoming.take() else { return };
+        let cref = ChannelRef {
+            id: ch,
+            epoch: c.epoch,
+        };
+        let properties = inc.header.unwrap_or_default();
+        let body = inc.body.into_bytes();
+        match inc.kind {
+            IncomingKind::Deliver(d) => {
+                let Role::Consumer(k) = &c.role else { return };
+                let (tag, no_ack) = (k.tag, k.no_ack);
+                if !no_ack {
+                    c.unacked.push_back(d.delivery_tag);
+                }
+                let delivery = Delivery {
+                    delivery_tag: d.delivery_tag,
+                    redelivered: d.redelivered,
+                    exchange: d.exchange,
+                    routing_key: d.routing_key,
+                    consumer_tag: d.consumer_tag,
+                    message_count: None,
+                    properties,
+                    body,
+                    channel: (!no_ack).then_some(cref),
+                };
+                self.events.push_back(Event::Delivery {
+                    tag,
+                    delivery: Box::new(delivery),
+                });
+            }
+            IncomingKind::GetOk { tag, no_ack, ok } => {
+                if !no_ack {
+                    c.unacked.push_back(ok.delivery_tag);
+                }
+                let delivery = Delivery {
+                    delivery_tag: ok.delivery_tag,
+                    redelivered: ok.redelivered,
+                    exchange: ok.exchange,
+                    routing_key: ok.routing_key,
+                    consumer_tag: ShortString::new(),
+                    message_count: Some(ok.message_count),
+                    properties,
+                    body,
+                    channel: (!no_ack).then_some(cref),
+                };
+                self.complete(tag, Ok(Outcome::Get(Some(delivery))));
+                self.maybe_idle(ch);
+            }
+            IncomingKind::Return(r) => {
+                let reply = Reply::new(r.reply_code, r.reply_text.to_string());
+                if matches!(c.role, Role::Publish) && confirming {
+                    // RabbitMQ sends basic.return right before the basic.ack
+                    // of the same message (and the ack's tag names it).
+                    c.pending_return = Some(reply);
+                } else {
+                    let message = Delivery {
+                        delivery_tag: 0,
+                        redelivered: false,
+                        exchange: r.exchange,
+                        routing_key: r.routing_key,
+                        consumer_tag: ShortString::new(),
+                        message_count: None,
+                        properties,
+                        body,
+                        channel: None,
+                    };
+                    self.events.push_back(Event::Returned(Box::new(Returned {
+                        reply_code: r.reply_code,
+                        reply_text: r.reply_text,
+                        message,
+                    })));
+                }
+            }
+        }
+    }
+}
+
+impl Body {
+    fn push(&mut self, part: Bytes) {
+        match std::mem::take(self) {
+            Body::Empty => *self = Body::One(part),
+            Body::One(first) => {
+                let mut joined = BytesMut::with_capacity(first.len() + part.len());
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&part);
+                *self = Body::Many(joined);
+            }
+            Body::Many(mut joined) => {
+                joined.extend_from_slice(&part);
+                *self = Body::Many(joined);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Body::Empty => Bytes::new(),
+            Body::One(b) => b,
+            Body::Many(b) => b.freeze(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

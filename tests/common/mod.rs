@@ -1,0 +1,127 @@
+//! Helpers shared by the integration tests. Each test file does `mod common;`.
+//!
+//! Only `std` is used here, so that these helpers never depend on the crate
+//! under test or on extra dev-dependencies.
+#![allow(dead_code)] // not every test file uses every helper
+
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The broker URL used by default when `AMQP_URL` is not set.
+pub const DEFAULT_AMQP_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// The broker to test against: `AMQP_URL`, or [`DEFAULT_AMQP_URL`].
+pub fn amqp_url() -> String {
+    match std::env::var("AMQP_URL") {
+        Ok(url) if !url.trim().is_empty() => url.trim().to_string(),
+        _ => DEFAULT_AMQP_URL.to_string(),
+    }
+}
+
+/// `(host, port)` of an `amqp://[user:pass@]host[:port][/vhost]` URL.
+/// A deliberately simple parse: enough to find the broker's address.
+/// The port defaults to 5672 (5671 for `amqps://`).
+pub fn host_port(url: &str) -> (String, u16) {
+    let default_port = if url.starts_with("amqps://") {
+        5671
+    } else {
+        5672
+    };
+    let rest = url.split_once("//").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        // [::1]:5672
+        match v6.split_once(']') {
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => (v6, None),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    let host = if host.is_empty() { "localhost" } else { host };
+    let port = port
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse()
+                .unwrap_or_else(|_| panic!("bad port {p:?} in AMQP_URL {url:?}"))
+        })
+        .unwrap_or(default_port);
+    (host.to_string(), port)
+}
+
+/// Panics with one clear line unless something accepts TCP connections at the
+/// broker address from [`amqp_url`]. Tests never skip silently.
+pub fn require_broker() {
+    let (host, port) = host_port(&amqp_url());
+    let addrs: Vec<SocketAddr> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let reachable = addrs
+        .iter()
+        .any(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).is_ok());
+    if !reachable {
+        panic!("no AMQP broker at {host}:{port} (set AMQP_URL, or run: bash scripts/broker)");
+    }
+}
+
+/// A name no other test (in this process or another) uses at the same time,
+/// for queues and exchanges: `{prefix}-{pid}-{counter}-{nanos}`.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{n}-{nanos}", std::process::id())
+}
+
+/// Runs `rabbitmqctl ARGS...` (under `timeout 60`) and returns its stdout;
+/// panics with its stderr if it fails.
+///
+/// The command is `$RABBITMQCTL` if set (split on whitespace, e.g.
+/// `docker exec rabbit rabbitmqctl`), else `rabbitmqctl`, through `sudo -n`
+/// when not running as root (Debian's wrapper only lets root or the
+/// `rabbitmq` user run it).
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let mut cmd: Vec<String> = match std::env::var("RABBITMQCTL") {
+        Ok(s) if !s.trim().is_empty() => s.split_whitespace().map(String::from).collect(),
+        _ if is_root() => vec!["rabbitmqctl".into()],
+        _ => vec!["sudo".into(), "-n".into(), "rabbitmqctl".into()],
+    };
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let shown = cmd.join(" ");
+    let out = Command::new("timeout")
+        .arg("60")
+        .args(&cmd)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `timeout 60 {shown}`: {e}"));
+    if !out.status.success() {
+        panic!(
+            "`{shown}` failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether this process runs as root (Linux: real uid in /proc/self/status).
+/// Where that file does not exist, assume root so no `sudo` is added.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|l| l.split_whitespace().next().map(|uid| uid == "0"))
+        })
+        .unwrap_or(true)
+}
