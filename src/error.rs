@@ -245,7 +245,9 @@ impl Error {
             | Error::NoAuthMechanism(_)
             | Error::Protocol(_)
             | Error::ProtocolViolation(_) => true,
-            _ => self.reply_code().is_some_and(|c| c == 320 || c == 402 || c >= 500),
+            _ => self
+                .reply_code()
+                .is_some_and(|c| c == 320 || c == 402 || c >= 500),
         }
     }
 

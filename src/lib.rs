@@ -19,11 +19,20 @@
 #![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+mod client;
 pub mod codec;
 pub mod error;
 pub mod protocol;
 pub mod url;
 
-pub use codec::{BasicProperties, FieldTable, FieldValue, ShortString};
+pub use client::{
+    Client, ConnectionEvent, Consume, Options, Promise, PromiseId, RawResult, Resolve,
+};
+pub use codec::method::{
+    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueueUnbind,
+};
+pub use codec::{BasicProperties, FieldArray, FieldTable, FieldValue, ShortString, Timestamp};
 pub use error::{Error, Reply};
+pub use protocol::Confirms;
 pub use protocol::{Delivery, Returned};

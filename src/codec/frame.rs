@@ -361,7 +361,9 @@ pub fn encode_basic_publish(
     method?;
     if dst.len() - start > frame_max as usize {
         dst.truncate(start);
-        return Err(CodecError::InvalidValue("method frame larger than frame_max"));
+        return Err(CodecError::InvalidValue(
+            "method frame larger than frame_max",
+        ));
     }
     if let Err(e) = encode_content(dst, channel, 60, properties, body, frame_max) {
         dst.truncate(start);

@@ -55,9 +55,16 @@ pub(super) enum Expect {
     ConsumeOk,
     CancelOk,
     Qos(Option<Tag>),
-    Get { tag: Tag, no_ack: bool },
+    Get {
+        tag: Tag,
+        no_ack: bool,
+    },
     /// A request answered by one method of `class`/`method`.
-    Op { tag: Tag, class: u16, method: u16 },
+    Op {
+        tag: Tag,
+        class: u16,
+        method: u16,
+    },
 }
 
 impl Expect {
@@ -106,7 +113,11 @@ pub(super) enum Body {
 #[derive(Debug)]
 pub(super) enum IncomingKind {
     Deliver(BasicDeliver),
-    GetOk { tag: Tag, no_ack: bool, ok: BasicGetOk },
+    GetOk {
+        tag: Tag,
+        no_ack: bool,
+        ok: BasicGetOk,
+    },
     Return(BasicReturn),
 }
 

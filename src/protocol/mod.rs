@@ -143,7 +143,7 @@ pub enum Outcome {
     /// A message count: `queue.purge-ok` or `queue.delete-ok`.
     MessageCount(u32),
     /// `basic.get`: a message, or `None` when the queue was empty.
-    Get(Option<Delivery>),
+    Get(Option<Box<Delivery>>),
 }
 
 /// What the connection reports to its caller.
@@ -819,7 +819,12 @@ impl Connection {
     ///
     /// # Errors
     /// As [`Connection::ack`].
-    pub fn nack(&mut self, delivery: &Delivery, multiple: bool, requeue: bool) -> Result<(), Error> {
+    pub fn nack(
+        &mut self,
+        delivery: &Delivery,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), Error> {
         self.settle(delivery, multiple, |delivery_tag| {
             Method::BasicNack(BasicNack {
                 delivery_tag,
@@ -858,7 +863,11 @@ impl Connection {
 
     /// `tx.rollback` on the publish channel.
     pub fn tx_rollback(&mut self, tag: Tag) {
-        self.tx(tag, Method::TxRollback(TxRollback {}), TxRollbackOk::METHOD_ID);
+        self.tx(
+            tag,
+            Method::TxRollback(TxRollback {}),
+            TxRollbackOk::METHOD_ID,
+        );
     }
 
     fn tx(&mut self, tag: Tag, method: Method, reply: u16) {
@@ -919,7 +928,9 @@ impl Connection {
     }
 
     fn chan_opt(&mut self, id: u16) -> Option<&mut Channel> {
-        self.channels.get_mut(usize::from(id)).and_then(|c| c.as_mut())
+        self.channels
+            .get_mut(usize::from(id))
+            .and_then(|c| c.as_mut())
     }
 
     fn refuse(&mut self, tag: Tag) -> bool {
@@ -1053,7 +1064,11 @@ impl Connection {
     /// Fails everything waiting on a channel and forgets it (the channel
     /// was closed by the broker or could not be used).
     fn fail_channel(&mut self, ch: u16, err: Error) {
-        let Some(c) = self.channels.get_mut(usize::from(ch)).and_then(Option::take) else {
+        let Some(c) = self
+            .channels
+            .get_mut(usize::from(ch))
+            .and_then(Option::take)
+        else {
             return;
         };
         self.idle.retain(|&i| i != ch);
@@ -1296,7 +1311,9 @@ impl Connection {
             self.violation(
                 reply_code::NOT_IMPLEMENTED,
                 "NOT_IMPLEMENTED - version".into(),
-                Error::Protocol(CodecError::InvalidValue("server offered another AMQP version")),
+                Error::Protocol(CodecError::InvalidValue(
+                    "server offered another AMQP version",
+                )),
             );
             return;
         }
@@ -1326,7 +1343,12 @@ impl Connection {
             // (see publish_channel); it stays in confirm mode, which is
             // harmless, but this keeps later channels plain.
             if let Some(ch) = self.publish_channel {
-                if self.chan(ch).expect.iter().any(|e| matches!(e, Expect::ConfirmSelectOk)) {
+                if self
+                    .chan(ch)
+                    .expect
+                    .iter()
+                    .any(|e| matches!(e, Expect::ConfirmSelectOk))
+                {
                     self.confirms = true;
                 }
             }
@@ -1427,7 +1449,10 @@ impl Connection {
                     if let Method::ChannelClose(_) = method {
                         let _ = self.send_method(ch, &Method::ChannelCloseOk(ChannelCloseOk {}));
                     }
-                    if let Some(c) = self.channels.get_mut(usize::from(ch)).and_then(Option::take)
+                    if let Some(c) = self
+                        .channels
+                        .get_mut(usize::from(ch))
+                        .and_then(Option::take)
                     {
                         // Nothing can be pending on a channel we closed
                         // ourselves but publishes: fail them.
@@ -1747,7 +1772,7 @@ impl Connection {
                     body,
                     channel: (!no_ack).then_some(cref),
                 };
-                self.complete(tag, Ok(Outcome::Get(Some(delivery))));
+                self.complete(tag, Ok(Outcome::Get(Some(Box::new(delivery)))));
                 self.maybe_idle(ch);
             }
             IncomingKind::Return(r) => {

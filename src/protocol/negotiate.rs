@@ -90,7 +90,10 @@ pub fn client_properties(user: &FieldTable) -> FieldTable {
         ("product", FieldValue::from("puka (rust)")),
         ("version", FieldValue::from(env!("CARGO_PKG_VERSION"))),
         ("platform", FieldValue::from("Rust")),
-        ("information", FieldValue::from("https://crates.io/crates/puka")),
+        (
+            "information",
+            FieldValue::from("https://crates.io/crates/puka"),
+        ),
         ("capabilities", FieldValue::from(capabilities)),
     ]);
     for (k, v) in user.iter() {
@@ -136,7 +139,10 @@ mod tests {
         let t = tune(100, 65536, 60, Some(0), Some(0), Some(0)).unwrap();
         assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (100, 65536, 60));
         let t = tune(0, 0, 10, None, Some(1_000_000), Some(30)).unwrap();
-        assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (2047, 1_000_000, 10));
+        assert_eq!(
+            (t.channel_max, t.frame_max, t.heartbeat),
+            (2047, 1_000_000, 10)
+        );
     }
 
     #[test]

@@ -1,0 +1,1219 @@
+//! The `Client`: a mio socket around the protocol state machine, promises,
+//! callbacks, and the two ways to drive it (`wait` and `run_loop`).
+
+mod args;
+mod promise;
+
+pub use args::Consume;
+pub use promise::{Promise, PromiseId, RawResult, Resolve};
+
+use crate::codec::method::{
+    ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
+    QueueDeclareOk, QueueDelete, QueuePurge, QueueUnbind,
+};
+use crate::codec::{BasicProperties, FieldTable, FieldValue, Method};
+use crate::error::Error;
+use crate::protocol::{self, Config, Confirms, Connection, Delivery, Event, Returned};
+use crate::url::ConnectionParams;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Registry, Token};
+use promise::{Promises, Raw};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+/// Something that happened to the connection as a whole.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// The broker stopped reading from this connection (`connection.blocked`),
+    /// usually because of a memory or disk alarm; the reason it gave.
+    Blocked(String),
+    /// The broker resumed reading (`connection.unblocked`).
+    Unblocked,
+    /// A mandatory message came back unroutable while publisher confirms are
+    /// off (with confirms on, the publish promise fails with `NoRoute`).
+    Returned(Box<Returned>),
+    /// The connection ended; every pending promise has been failed with this.
+    Closed(Error),
+}
+
+/// Options beyond what the URL says.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Entries added to the `client_properties` the broker shows (e.g.
+    /// `connection_name`).
+    pub client_properties: FieldTable,
+    /// Publisher confirms: on when the broker supports them (default), or
+    /// forced on or off.
+    pub confirms: Confirms,
+    /// Heartbeat in seconds, overriding the URL's (`None`: the URL's, else
+    /// the broker's).
+    pub heartbeat: Option<u16>,
+    /// Largest incoming message body accepted (default 64 MiB).
+    pub max_message_size: u64,
+    /// Bytes of queued outgoing frames above which `basic_publish` stops to
+    /// let the socket drain (default 4 MiB).
+    pub write_high_water: usize,
+    /// How long `close()` waits for the broker's `close-ok` (default 5 s).
+    pub close_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            client_properties: FieldTable::new(),
+            confirms: Confirms::Auto,
+            heartbeat: None,
+            max_message_size: protocol::DEFAULT_MAX_MESSAGE_SIZE,
+            write_high_water: 4 << 20,
+            close_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Options {
+    /// Sets the name the broker shows for this connection.
+    pub fn connection_name(mut self, name: &str) -> Self {
+        self.client_properties
+            .insert("connection_name", FieldValue::from(name));
+        self
+    }
+}
+
+type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
+
+const OWN_TOKEN: Token = Token(0);
+/// Reads per `on_read` before yielding to the caller's loop.
+const READ_BUDGET: usize = 64;
+
+/// An AMQP connection: one TCP socket, many hidden channels, and promises.
+///
+/// Every operation returns a [`Promise`] at once. Drive the connection by
+/// blocking on one promise with [`Client::wait`], by running callbacks with
+/// [`Client::run_loop`], or from your own reactor with [`Client::on_read`],
+/// [`Client::on_write`] and [`Client::on_timer`].
+///
+/// ```no_run
+/// use puka::Client;
+///
+/// let mut client = Client::new("amqp://guest:guest@127.0.0.1/")?;
+/// let p = client.connect();
+/// client.wait(p)?;
+/// let q = client.queue_declare(puka::QueueDeclare::named("hello"));
+/// client.wait(q)?;
+/// let p = client.basic_publish("", "hello", b"Hello world!");
+/// client.wait(p)?;
+/// let p = client.basic_get("hello");
+/// if let Some(msg) = client.wait(p)? {
+///     println!("got {:?}", msg.body_str());
+///     client.basic_ack(&msg)?;
+/// }
+/// let p = client.close();
+/// client.wait(p)?;
+/// # Ok::<(), puka::Error>(())
+/// ```
+pub struct Client {
+    conn: Connection,
+    params: ConnectionParams,
+    options: Options,
+    sock: Option<TcpStream>,
+    /// The last socket after the connection ended, kept so the file
+    /// descriptor stays valid for `AsFd` (it is shut down).
+    closed_sock: Option<TcpStream>,
+    connecting: bool,
+    addrs: Vec<SocketAddr>,
+    poll: Option<Poll>,
+    events: Option<Events>,
+    promises: Promises,
+    connect_promise: Promise<()>,
+    conn_events: VecDeque<ConnectionEvent>,
+    conn_callback: Option<ConnectionCallback>,
+    loop_break: bool,
+    more_to_read: bool,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.params.to_string())
+            .field("open", &self.conn.is_open())
+            .field("closed", &self.conn.is_closed())
+            .field("promises", &self.promises.len())
+            .finish()
+    }
+}
+
+impl Client {
+    /// Parses `url` (`amqp://user:pass@host:port/vhost?heartbeat=..`) and
+    /// starts connecting, without blocking on the TCP connect.
+    ///
+    /// Name resolution uses the system resolver and may block; give an IP
+    /// address to avoid it.
+    ///
+    /// # Errors
+    /// [`Error::Url`] for a bad URL; [`Error::ConnectionBroken`] when the
+    /// host does not resolve or no socket can be made.
+    pub fn new(url: &str) -> Result<Client, Error> {
+        Client::with_options(url, Options::default())
+    }
+
+    /// As [`Client::new`], with [`Options`].
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn with_options(url: &str, options: Options) -> Result<Client, Error> {
+        let params = ConnectionParams::parse(url)?;
+        Client::from_params(params, options)
+    }
+
+    /// Connects with parsed [`ConnectionParams`].
+    ///
+    /// # Errors
+    /// As [`Client::new`].
+    pub fn from_params(params: ConnectionParams, options: Options) -> Result<Client, Error> {
+        if params.tls {
+            return Err(Error::InvalidArgument(
+                crate::codec::CodecError::InvalidValue(
+                    "amqps:// (TLS) is not supported by this build",
+                ),
+            ));
+        }
+        let mechanism = match params.auth_mechanism.as_deref() {
+            Some("EXTERNAL") => protocol::Mechanism::External,
+            _ => protocol::Mechanism::Plain,
+        };
+        let config = Config {
+            username: params.username.clone(),
+            password: params.password().to_string(),
+            vhost: params.vhost.clone(),
+            heartbeat: options.heartbeat.or(params.heartbeat),
+            frame_max: params.frame_max,
+            channel_max: params.channel_max,
+            client_properties: options.client_properties.clone(),
+            confirms: options.confirms,
+            max_message_size: options.max_message_size,
+            connect_timeout: Some(params.connection_timeout.unwrap_or(Duration::from_secs(30))),
+            mechanism,
+        };
+        let mut addrs: Vec<SocketAddr> = (params.host.as_str(), params.port)
+            .to_socket_addrs()
+            .map_err(Error::io)?
+            .collect();
+        addrs.reverse();
+        let mut promises = Promises::default();
+        let connect_id = promises.create();
+        let conn = Connection::new(config, connect_id.tag(), Instant::now());
+        let mut client = Client {
+            conn,
+            params,
+            options,
+            sock: None,
+            closed_sock: None,
+            connecting: false,
+            addrs,
+            poll: None,
+            events: None,
+            promises,
+            connect_promise: Promise::new(connect_id),
+            conn_events: VecDeque::new(),
+            conn_callback: None,
+            loop_break: false,
+            more_to_read: false,
+        };
+        client.connect_next()?;
+        Ok(client)
+    }
+
+    /// Starts a non-blocking connect to the next address.
+    fn connect_next(&mut self) -> Result<(), Error> {
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+        while let Some(addr) = self.addrs.pop() {
+            match TcpStream::connect(addr) {
+                Ok(s) => {
+                    let _ = s.set_nodelay(true);
+                    if let Some(poll) = &self.poll {
+                        let fd = s.as_raw_fd();
+                        poll.registry()
+                            .register(
+                                &mut mio::unix::SourceFd(&fd),
+                                OWN_TOKEN,
+                                Interest::READABLE | Interest::WRITABLE,
+                            )
+                            .map_err(Error::io)?;
+                    }
+                    self.sock = Some(s);
+                    self.connecting = true;
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(Error::io(last))
+    }
+
+    // ------------------------------------------------------------------
+    // Getters.
+
+    /// The connection parameters (`Display` hides the password).
+    pub fn params(&self) -> &ConnectionParams {
+        &self.params
+    }
+
+    /// Whether the handshake finished and the connection is usable.
+    pub fn is_open(&self) -> bool {
+        self.conn.is_open()
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.conn.is_closed()
+    }
+
+    /// Whether the broker has blocked publishing (`connection.blocked`).
+    pub fn is_blocked(&self) -> bool {
+        self.conn.is_blocked()
+    }
+
+    /// Whether publishes are confirmed by the broker.
+    pub fn confirms_enabled(&self) -> bool {
+        self.conn.confirms_enabled()
+    }
+
+    /// The broker's `server_properties` (empty before the handshake).
+    pub fn server_properties(&self) -> &FieldTable {
+        self.conn.server_properties()
+    }
+
+    /// The negotiated `frame_max`, `channel_max` and heartbeat.
+    pub fn tuned(&self) -> protocol::negotiate::Tuned {
+        self.conn.tuned()
+    }
+
+    /// Number of channels open or opening.
+    pub fn channel_count(&self) -> usize {
+        self.conn.open_channels()
+    }
+
+    // ------------------------------------------------------------------
+    // Integration with an event loop.
+
+    /// The socket's file descriptor, to watch in a select/poll loop.
+    pub fn fileno(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    /// Whether frames wait to be written: watch the socket for writability.
+    pub fn needs_write(&self) -> bool {
+        self.sock.is_some() && (self.connecting || self.conn.wants_write())
+    }
+
+    /// When the heartbeat or handshake timer next needs [`Client::on_timer`].
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.conn.poll_timeout()
+    }
+
+    /// Call when the socket is readable: reads until it would block, handles
+    /// the frames, and queues the results (callbacks run in
+    /// [`Client::run_any_callbacks`]).
+    pub fn on_read(&mut self) {
+        if !self.check_connected() {
+            return;
+        }
+        self.more_to_read = false;
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.sock.as_mut() else {
+                break;
+            };
+            match self.conn.read_from(sock) {
+                Ok(0) => {
+                    self.conn.handle_eof();
+                    break;
+                }
+                Ok(_) => self.conn.handle_input(Instant::now()),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.conn.handle_io_error(e);
+                    break;
+                }
+            }
+            if self.conn.is_closed() {
+                break;
+            }
+            self.more_to_read = true;
+        }
+        self.after_io();
+    }
+
+    /// Call when the socket is writable: writes queued frames until the
+    /// socket would block.
+    pub fn on_write(&mut self) {
+        if !self.check_connected() {
+            return;
+        }
+        self.flush();
+        self.after_io();
+    }
+
+    /// Call when [`Client::poll_timeout`] has passed: sends heartbeats and
+    /// detects a dead peer.
+    pub fn on_timer(&mut self) {
+        self.conn.handle_timeout(Instant::now());
+        self.flush();
+        self.after_io();
+    }
+
+    /// Registers the socket with a caller's mio `registry` under `token`,
+    /// with WRITABLE interest only while [`Client::needs_write`].
+    /// Call it again after each event to keep the interest current.
+    ///
+    /// # Errors
+    /// What mio's `register`/`reregister` return.
+    pub fn update_registration(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        registered: bool,
+    ) -> io::Result<()> {
+        let interest = if self.needs_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let Some(sock) = self.sock.as_mut() else {
+            return Ok(());
+        };
+        if registered {
+            registry.reregister(sock, token, interest)
+        } else {
+            registry.register(sock, token, interest)
+        }
+    }
+
+    /// Whether the TCP connect finished; starts the next address or fails
+    /// the connection when it did not.
+    fn check_connected(&mut self) -> bool {
+        if !self.connecting {
+            return self.sock.is_some();
+        }
+        let Some(sock) = self.sock.as_ref() else {
+            return false;
+        };
+        if let Ok(Some(e)) | Err(e) = sock.take_error() {
+            return self.connect_failed(e);
+        }
+        match sock.peer_addr() {
+            Ok(_) => {
+                self.connecting = false;
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => false,
+            Err(e) => self.connect_failed(e),
+        }
+    }
+
+    fn connect_failed(&mut self, e: io::Error) -> bool {
+        self.drop_socket();
+        if !self.addrs.is_empty() && self.connect_next().is_ok() {
+            return false;
+        }
+        self.conn.handle_io_error(e);
+        self.after_io();
+        false
+    }
+
+    fn drop_socket(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            if let Some(poll) = &self.poll {
+                let fd = sock.as_raw_fd();
+                let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
+            }
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            self.closed_sock = Some(sock);
+        }
+        self.connecting = false;
+    }
+
+    fn flush(&mut self) {
+        if self.connecting || !self.conn.wants_write() {
+            return;
+        }
+        let Some(sock) = self.sock.as_mut() else {
+            return;
+        };
+        if let Err(e) = self.conn.write_to(sock) {
+            self.conn.handle_io_error(e);
+        }
+    }
+
+    /// Moves the connection's events into promise slots, and drops the
+    /// socket once the connection has ended.
+    fn after_io(&mut self) {
+        while let Some(ev) = self.conn.poll_event() {
+            match ev {
+                Event::Complete { tag, result } => {
+                    let id = PromiseId::from_tag(tag);
+                    self.promises.push(id, result.map(Raw::Outcome), true);
+                }
+                Event::Delivery { tag, delivery } => {
+                    let id = PromiseId::from_tag(tag);
+                    self.promises.push(id, Ok(Raw::Delivery(delivery)), false);
+                }
+                Event::ConsumerEnded { tag } => self.promises.end(PromiseId::from_tag(tag)),
+                Event::Returned(r) => self.conn_events.push_back(ConnectionEvent::Returned(r)),
+                Event::Blocked(reason) => {
+                    self.conn_events.push_back(ConnectionEvent::Blocked(reason))
+                }
+                Event::Unblocked => self.conn_events.push_back(ConnectionEvent::Unblocked),
+                Event::Closed(e) => {
+                    // Best effort: let a close or close-ok reach the broker.
+                    if let Some(sock) = self.sock.as_mut() {
+                        let _ = self.conn.write_to(sock);
+                    }
+                    self.drop_socket();
+                    self.conn_events.push_back(ConnectionEvent::Closed(e));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Driving: wait and loop.
+
+    /// One turn of the built-in loop: write, sleep until the socket is ready
+    /// or `timeout` (and the heartbeat timer) passes, read, fire timers.
+    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.flush();
+        self.after_io();
+        if self.sock.is_none() {
+            return Ok(());
+        }
+        if self.poll.is_none() {
+            let poll = Poll::new().map_err(Error::io)?;
+            if let Some(sock) = &self.sock {
+                let fd = sock.as_raw_fd();
+                poll.registry()
+                    .register(
+                        &mut mio::unix::SourceFd(&fd),
+                        OWN_TOKEN,
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .map_err(Error::io)?;
+            }
+            self.poll = Some(poll);
+            self.events = Some(Events::with_capacity(8));
+            // Level state is unknown after registering: try both.
+            self.on_write();
+            self.on_read();
+            return Ok(());
+        }
+        let now = Instant::now();
+        let mut wait = timeout;
+        if let Some(t) = self.conn.poll_timeout() {
+            let d = t.saturating_duration_since(now);
+            wait = Some(wait.map_or(d, |w| w.min(d)));
+        }
+        if self.more_to_read {
+            wait = Some(Duration::ZERO);
+        }
+        let (readable, writable) = {
+            let (Some(poll), Some(events)) = (self.poll.as_mut(), self.events.as_mut()) else {
+                return Ok(());
+            };
+            match poll.poll(events, wait) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(Error::io(e)),
+            }
+            let mut r = false;
+            let mut w = false;
+            for ev in events.iter() {
+                r |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                w |= ev.is_writable() || ev.is_error();
+            }
+            (r, w)
+        };
+        if writable {
+            self.on_write();
+        }
+        if readable || self.more_to_read {
+            self.on_read();
+        }
+        let now = Instant::now();
+        if self.conn.poll_timeout().is_some_and(|t| now >= t) {
+            self.on_timer();
+        }
+        self.flush();
+        self.after_io();
+        Ok(())
+    }
+
+    /// Blocks until `promise` resolves and returns its result. Callbacks of
+    /// other promises run meanwhile; queued frames are flushed before it
+    /// returns.
+    ///
+    /// For a consumer's promise, each call returns the next delivery.
+    ///
+    /// # Errors
+    /// The operation's error, or [`Error::UnknownPromise`] for a promise
+    /// whose results were all taken.
+    pub fn wait<T: Resolve>(&mut self, promise: Promise<T>) -> Result<T, Error> {
+        self.wait_deadline(promise, None)
+    }
+
+    /// As [`Client::wait`], giving up with [`Error::Timeout`] after
+    /// `timeout` (the promise stays valid).
+    ///
+    /// # Errors
+    /// As [`Client::wait`], or [`Error::Timeout`].
+    pub fn wait_timeout<T: Resolve>(
+        &mut self,
+        promise: Promise<T>,
+        timeout: Duration,
+    ) -> Result<T, Error> {
+        self.wait_deadline(promise, Some(Instant::now() + timeout))
+    }
+
+    fn wait_deadline<T: Resolve>(
+        &mut self,
+        promise: Promise<T>,
+        deadline: Option<Instant>,
+    ) -> Result<T, Error> {
+        loop {
+            self.after_io();
+            if let Some(r) = self.promises.take(promise.id) {
+                self.flush();
+                return T::resolve(RawResult(r));
+            }
+            match self.promises.get(promise.id) {
+                None => return Err(Error::UnknownPromise),
+                Some(s) if s.done && s.results.is_empty() => {
+                    self.promises.remove(promise.id);
+                    return Err(Error::UnknownPromise);
+                }
+                _ => {}
+            }
+            self.run_any_callbacks();
+            if self
+                .promises
+                .get(promise.id)
+                .is_some_and(|s| !s.results.is_empty())
+            {
+                continue;
+            }
+            if self.sock.is_none() && self.conn.is_closed() {
+                // Everything pending was failed; nothing more can arrive.
+                self.after_io();
+                if let Some(r) = self.promises.take(promise.id) {
+                    return T::resolve(RawResult(r));
+                }
+                return Err(self
+                    .conn
+                    .error()
+                    .cloned()
+                    .unwrap_or(Error::ConnectionClosed));
+            }
+            let timeout = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        self.flush();
+                        return Err(Error::Timeout);
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.turn(timeout)?;
+        }
+    }
+
+    /// Blocks until one of `ids` has a result; returns that id (its result
+    /// is then taken with [`Client::wait`]).
+    ///
+    /// # Errors
+    /// [`Error::UnknownPromise`] when none of the ids is known.
+    pub fn wait_for_any(&mut self, ids: &[PromiseId]) -> Result<PromiseId, Error> {
+        loop {
+            self.after_io();
+            let mut known = false;
+            for &id in ids {
+                if let Some(s) = self.promises.get(id) {
+                    known = true;
+                    if !s.results.is_empty() {
+                        self.flush();
+                        return Ok(id);
+                    }
+                }
+            }
+            if !known {
+                return Err(Error::UnknownPromise);
+            }
+            self.run_any_callbacks();
+            if self.sock.is_none() && self.conn.is_closed() {
+                self.after_io();
+                continue;
+            }
+            self.turn(None)?;
+        }
+    }
+
+    /// Blocks until every one of `ids` has a result (or is unknown).
+    ///
+    /// # Errors
+    /// An I/O error of the poller.
+    pub fn wait_for_all(&mut self, ids: &[PromiseId]) -> Result<(), Error> {
+        loop {
+            self.after_io();
+            let pending = ids
+                .iter()
+                .any(|&id| self.promises.get(id).is_some_and(|s| s.results.is_empty()));
+            if !pending {
+                self.flush();
+                return Ok(());
+            }
+            self.run_any_callbacks();
+            if self.sock.is_none() && self.conn.is_closed() {
+                self.after_io();
+                continue;
+            }
+            self.turn(None)?;
+        }
+    }
+
+    /// Runs the callbacks whose promises have results; returns how many ran.
+    pub fn run_any_callbacks(&mut self) -> usize {
+        self.after_io();
+        let mut ran = 0;
+        let budget = self.promises.ready.len();
+        for _ in 0..budget {
+            let Some(id) = self.promises.ready.pop_front() else {
+                break;
+            };
+            let Some(slot) = self.promises.get_mut(id) else {
+                continue;
+            };
+            let Some(mut cb) = slot.callback.take() else {
+                continue;
+            };
+            let Some(result) = slot.results.pop_front() else {
+                slot.callback = Some(cb);
+                continue;
+            };
+            slot.in_callback = true;
+            cb(self, RawResult(result));
+            ran += 1;
+            if let Some(slot) = self.promises.get_mut(id) {
+                slot.in_callback = false;
+                if slot.done && slot.results.is_empty() {
+                    self.promises.remove(id);
+                } else {
+                    slot.callback = Some(cb);
+                }
+            }
+        }
+        while let Some(ev) = self.conn_events.pop_front() {
+            let Some(mut cb) = self.conn_callback.take() else {
+                self.conn_events.push_front(ev);
+                break;
+            };
+            cb(self, ev);
+            ran += 1;
+            if self.conn_callback.is_none() {
+                self.conn_callback = Some(cb);
+            }
+        }
+        self.flush();
+        ran
+    }
+
+    /// Runs the loop: I/O, timers and callbacks, until [`Client::loop_break`]
+    /// is called from a callback, `timeout` passes, or the connection ends
+    /// (the loop of Python puka; `loop` is a Rust keyword).
+    ///
+    /// # Errors
+    /// An I/O error of the poller.
+    pub fn run_loop(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+        self.loop_break = false;
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.run_any_callbacks();
+            if self.loop_break {
+                self.loop_break = false;
+                self.flush();
+                return Ok(());
+            }
+            if self.sock.is_none() && self.conn.is_closed() {
+                self.run_any_callbacks();
+                return Ok(());
+            }
+            let wait = match deadline {
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        self.flush();
+                        return Ok(());
+                    }
+                    Some(d - now)
+                }
+                None => None,
+            };
+            self.turn(wait)?;
+        }
+    }
+
+    /// Makes [`Client::run_loop`] return after the current callback.
+    pub fn loop_break(&mut self) {
+        self.loop_break = true;
+    }
+
+    /// Sets the callback for `promise`. It runs (from `run_loop`, `wait` or
+    /// `run_any_callbacks`) once per result: once for most operations, once
+    /// per delivery for a consumer.
+    pub fn set_callback<T, F>(&mut self, promise: Promise<T>, mut f: F)
+    where
+        T: Resolve,
+        F: FnMut(&mut Client, Result<T, Error>) + 'static,
+    {
+        let Some(slot) = self.promises.get_mut(promise.id) else {
+            return;
+        };
+        slot.callback = Some(Box::new(move |c, raw| f(c, T::resolve(raw))));
+        for _ in 0..slot.results.len() {
+            self.promises.ready.push_back(promise.id);
+        }
+    }
+
+    /// Sets the callback for connection events (blocked, unblocked, returned
+    /// messages, close). Without one, they queue for
+    /// [`Client::next_connection_event`].
+    pub fn set_connection_callback<F>(&mut self, f: F)
+    where
+        F: FnMut(&mut Client, ConnectionEvent) + 'static,
+    {
+        self.conn_callback = Some(Box::new(f));
+    }
+
+    /// The next connection event not handled by a callback.
+    pub fn next_connection_event(&mut self) -> Option<ConnectionEvent> {
+        self.after_io();
+        self.conn_events.pop_front()
+    }
+
+    fn promise<T>(&mut self) -> (Promise<T>, u64) {
+        let id = self.promises.create();
+        (Promise::new(id), id.tag())
+    }
+
+    fn with_callback<T: Resolve>(
+        &mut self,
+        p: Promise<T>,
+        f: impl FnMut(&mut Client, Result<T, Error>) + 'static,
+    ) -> Promise<T> {
+        self.set_callback(p, f);
+        p
+    }
+
+    // ------------------------------------------------------------------
+    // Operations.
+
+    /// The promise of the connection handshake (started by [`Client::new`]);
+    /// it resolves when the broker has opened the connection.
+    pub fn connect(&self) -> Promise<()> {
+        self.connect_promise
+    }
+
+    /// Closes the connection gracefully: flushes, sends `connection.close`
+    /// and resolves on the broker's `close-ok` (or after
+    /// [`Options::close_timeout`]). Pending operations fail with
+    /// [`Error::ConnectionClosed`].
+    pub fn close(&mut self) -> Promise<()> {
+        let (p, tag) = self.promise();
+        let timeout = self.options.close_timeout;
+        self.conn.close(tag, Instant::now(), timeout);
+        self.after_io();
+        p
+    }
+
+    fn rpc<T>(&mut self, method: Method) -> Promise<T> {
+        let (p, tag) = self.promise();
+        self.conn.rpc(tag, method);
+        self.after_io();
+        p
+    }
+
+    /// Declares an exchange (`exchange.declare`).
+    pub fn exchange_declare(&mut self, args: ExchangeDeclare) -> Promise<()> {
+        self.rpc(Method::ExchangeDeclare(ExchangeDeclare {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Deletes an exchange (`exchange.delete`).
+    pub fn exchange_delete(&mut self, args: ExchangeDelete) -> Promise<()> {
+        self.rpc(Method::ExchangeDelete(ExchangeDelete {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Binds exchange `destination` to `source` (`exchange.bind`, a RabbitMQ
+    /// extension).
+    pub fn exchange_bind(&mut self, args: ExchangeBind) -> Promise<()> {
+        self.rpc(Method::ExchangeBind(ExchangeBind {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    pub fn exchange_unbind(&mut self, args: ExchangeUnbind) -> Promise<()> {
+        self.rpc(Method::ExchangeUnbind(ExchangeUnbind {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Declares a queue (`queue.declare`); an empty name asks the broker to
+    /// choose one, returned in [`QueueDeclareOk::queue`].
+    pub fn queue_declare(&mut self, args: QueueDeclare) -> Promise<QueueDeclareOk> {
+        self.rpc(Method::QueueDeclare(QueueDeclare {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Binds a queue to an exchange (`queue.bind`).
+    pub fn queue_bind(&mut self, args: QueueBind) -> Promise<()> {
+        self.rpc(Method::QueueBind(QueueBind {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Removes a binding (`queue.unbind`).
+    pub fn queue_unbind(&mut self, args: QueueUnbind) -> Promise<()> {
+        self.rpc(Method::QueueUnbind(args))
+    }
+
+    /// Removes every ready message of a queue (`queue.purge`); resolves with
+    /// how many were removed.
+    pub fn queue_purge(&mut self, queue: &str) -> Promise<u32> {
+        self.rpc(Method::QueuePurge(QueuePurge {
+            queue: queue.into(),
+            no_wait: false,
+        }))
+    }
+
+    /// Deletes a queue (`queue.delete`); resolves with how many messages it
+    /// held.
+    pub fn queue_delete(&mut self, args: QueueDelete) -> Promise<u32> {
+        self.rpc(Method::QueueDelete(QueueDelete {
+            no_wait: false,
+            ..args
+        }))
+    }
+
+    /// Publishes `body` to `exchange` with `routing_key` and no properties.
+    ///
+    /// With publisher confirms (the default when the broker has them) the
+    /// promise resolves on the broker's ack and fails with
+    /// [`Error::Nacked`] on a nack; without, once the frames reach the
+    /// socket. When more than [`Options::write_high_water`] bytes are
+    /// queued, this first writes (blocking) until half of them are sent.
+    pub fn basic_publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) -> Promise<()> {
+        self.basic_publish_with(
+            exchange,
+            routing_key,
+            body,
+            &BasicProperties::default(),
+            false,
+        )
+    }
+
+    /// Publishes with properties and the `mandatory` flag: a mandatory
+    /// message no queue takes fails its promise with [`Error::NoRoute`]
+    /// (with confirms on) or comes back as [`ConnectionEvent::Returned`].
+    pub fn basic_publish_with(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &BasicProperties,
+        mandatory: bool,
+    ) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.publish(
+            tag,
+            exchange,
+            routing_key,
+            mandatory,
+            false,
+            properties,
+            body,
+        );
+        if self.conn.pending_write_bytes() > self.options.write_high_water {
+            self.drain_to(self.options.write_high_water / 2);
+        }
+        self.after_io();
+        p
+    }
+
+    /// Writes (and reads, so the broker never stalls on us) until at most
+    /// `level` bytes are queued or the connection ends.
+    fn drain_to(&mut self, level: usize) {
+        while self.conn.pending_write_bytes() > level && self.sock.is_some() {
+            if !self.conn.is_open() && !self.conn.wants_write() {
+                // Still in the handshake: the bytes wait for open-ok.
+                let _ = self.turn(Some(Duration::from_millis(100)));
+                if self.conn.is_closed() {
+                    break;
+                }
+                continue;
+            }
+            if self.turn(Some(Duration::from_millis(100))).is_err() {
+                break;
+            }
+        }
+    }
+
+    /// Fetches one message (`basic.get`) that must be acked; resolves with
+    /// `None` when the queue is empty.
+    pub fn basic_get(&mut self, queue: &str) -> Promise<Option<Delivery>> {
+        self.basic_get_with(queue, false)
+    }
+
+    /// `basic.get` with the `no_ack` flag.
+    pub fn basic_get_with(&mut self, queue: &str, no_ack: bool) -> Promise<Option<Delivery>> {
+        let (p, tag) = self.promise();
+        self.conn.basic_get(tag, queue, no_ack);
+        self.after_io();
+        p
+    }
+
+    /// Consumes from `queue` with manual acks; the promise resolves once per
+    /// delivery.
+    pub fn basic_consume(&mut self, queue: &str) -> Promise<Delivery> {
+        self.basic_consume_with(Consume::queue(queue))
+    }
+
+    /// Consumes from several queues on one channel under one promise.
+    pub fn basic_consume_multi(&mut self, queues: &[&str]) -> Promise<Delivery> {
+        let mut c = Consume::default();
+        for q in queues {
+            c = c.and_queue(q);
+        }
+        self.basic_consume_with(c)
+    }
+
+    /// Consumes as described by [`Consume`] (queues, `no_ack`, prefetch,
+    /// exclusive, consumer tags, arguments).
+    pub fn basic_consume_with(&mut self, consume: Consume) -> Promise<Delivery> {
+        let (p, tag) = self.promise();
+        self.conn
+            .consume(tag, consume.queues, consume.no_ack, consume.prefetch_count);
+        self.after_io();
+        p
+    }
+
+    /// Sets the prefetch window of a consumer's channel (`basic.qos`).
+    pub fn basic_qos(
+        &mut self,
+        consumer: Promise<Delivery>,
+        prefetch_count: u16,
+        prefetch_size: u32,
+        global: bool,
+    ) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.qos(
+            tag,
+            consumer.id.tag(),
+            prefetch_size,
+            prefetch_count,
+            global,
+        );
+        self.after_io();
+        p
+    }
+
+    /// Cancels a consumer (`basic.cancel`). Deliveries already received stay
+    /// valid to ack; the consumer's promise then ends.
+    pub fn basic_cancel(&mut self, consumer: Promise<Delivery>) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.cancel(tag, consumer.id.tag());
+        self.after_io();
+        p
+    }
+
+    /// Asks the broker to redeliver a consumer's unacked messages
+    /// (`basic.recover`).
+    pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: bool) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.recover(tag, consumer.id.tag(), requeue);
+        self.after_io();
+        p
+    }
+
+    /// Acknowledges one delivery. Queued; sent by the next flush (every
+    /// `wait`, loop turn and `on_write`).
+    ///
+    /// # Errors
+    /// [`Error::UnknownDeliveryTag`] when the delivery is not outstanding
+    /// (already settled, or its channel closed); nothing is sent then.
+    pub fn basic_ack(&mut self, delivery: &Delivery) -> Result<(), Error> {
+        self.conn.ack(delivery, false)
+    }
+
+    /// Acknowledges a delivery and every earlier one on its channel.
+    ///
+    /// # Errors
+    /// As [`Client::basic_ack`].
+    pub fn basic_ack_multiple(&mut self, delivery: &Delivery) -> Result<(), Error> {
+        self.conn.ack(delivery, true)
+    }
+
+    /// Negatively acknowledges a delivery (`basic.nack`), optionally with
+    /// every earlier one, requeueing them or not (then they are dropped or
+    /// dead-lettered).
+    ///
+    /// # Errors
+    /// As [`Client::basic_ack`].
+    pub fn basic_nack(
+        &mut self,
+        delivery: &Delivery,
+        multiple: bool,
+        requeue: bool,
+    ) -> Result<(), Error> {
+        self.conn.nack(delivery, multiple, requeue)
+    }
+
+    /// Rejects one delivery (`basic.reject`).
+    ///
+    /// # Errors
+    /// As [`Client::basic_ack`].
+    pub fn basic_reject(&mut self, delivery: &Delivery, requeue: bool) -> Result<(), Error> {
+        self.conn.reject(delivery, requeue)
+    }
+
+    /// Makes the publish channel transactional (`tx.select`). Needs
+    /// publisher confirms off ([`Confirms::Off`]): RabbitMQ refuses both on
+    /// one channel.
+    pub fn tx_select(&mut self) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.tx_select(tag);
+        self.after_io();
+        p
+    }
+
+    /// Commits the publishes and acks since the last commit (`tx.commit`).
+    pub fn tx_commit(&mut self) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.tx_commit(tag);
+        self.after_io();
+        p
+    }
+
+    /// Discards the publishes since the last commit (`tx.rollback`).
+    pub fn tx_rollback(&mut self) -> Promise<()> {
+        let (p, tag) = self.promise();
+        self.conn.tx_rollback(tag);
+        self.after_io();
+        p
+    }
+
+    /// [`Client::queue_declare`] with a callback.
+    pub fn queue_declare_with(
+        &mut self,
+        args: QueueDeclare,
+        f: impl FnMut(&mut Client, Result<QueueDeclareOk, Error>) + 'static,
+    ) -> Promise<QueueDeclareOk> {
+        let p = self.queue_declare(args);
+        self.with_callback(p, f)
+    }
+
+    /// [`Client::basic_publish`] with a callback.
+    pub fn basic_publish_then(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        f: impl FnMut(&mut Client, Result<(), Error>) + 'static,
+    ) -> Promise<()> {
+        let p = self.basic_publish(exchange, routing_key, body);
+        self.with_callback(p, f)
+    }
+
+    /// [`Client::basic_consume_with`] with a callback run per delivery.
+    pub fn basic_consume_then(
+        &mut self,
+        consume: Consume,
+        f: impl FnMut(&mut Client, Result<Delivery, Error>) + 'static,
+    ) -> Promise<Delivery> {
+        let p = self.basic_consume_with(consume);
+        self.with_callback(p, f)
+    }
+}
+
+impl AsRawFd for Client {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock
+            .as_ref()
+            .or(self.closed_sock.as_ref())
+            .map_or(-1, |s| s.as_raw_fd())
+    }
+}
+
+impl AsFd for Client {
+    /// The socket (after the connection ended: the shut-down socket).
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock
+            .as_ref()
+            .or(self.closed_sock.as_ref())
+            .expect("a client always holds a socket: construction fails without one")
+            .as_fd()
+    }
+}
+
+impl mio::event::Source for Client {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self.sock.as_mut() {
+            Some(s) => s.register(registry, token, interests),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        match self.sock.as_mut() {
+            Some(s) => s.reregister(registry, token, interests),
+            None => Err(io::ErrorKind::NotConnected.into()),
+        }
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        match self.sock.as_mut() {
+            Some(s) => s.deregister(registry),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        // Hand over what is queued (e.g. acks) without blocking.
+        self.flush();
+    }
+}
