@@ -36,3 +36,8 @@ pub use codec::{BasicProperties, FieldArray, FieldTable, FieldValue, ShortString
 pub use error::{Error, Reply};
 pub use protocol::Confirms;
 pub use protocol::{Delivery, Returned};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

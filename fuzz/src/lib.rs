@@ -1,0 +1,839 @@
+//! Shared code of puka's fuzz targets.
+//!
+//! The two targets in `fuzz_targets/` are thin wrappers around
+//! [`check_decode`] and [`check_connection`], so the same checks also run as
+//! ordinary tests (`cargo test` in this directory, on stable Rust, no libFuzzer)
+//! over every input saved under `regressions/` and every seed under `seeds/`.
+//! [`decode_seeds`] and [`connection_seeds`] build those seeds; the
+//! `gen_seeds` example writes them out.
+
+use bytes::{Bytes, BytesMut};
+use puka::codec::frame::{self, ContentHeader, Frame};
+use puka::codec::method::*;
+use puka::codec::wire::Reader;
+use puka::codec::{
+    BasicProperties, CodecError, Decimal, FieldArray, FieldTable, FieldValue, Method, Timestamp,
+};
+use puka::protocol::{Config, ConsumeQueue, Connection, Event, Outcome, Tag};
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Smallest and largest `frame_max` the decode target uses.
+pub const FRAME_MAX_RANGE: (u32, u32) = (4096, 1 << 20);
+
+// ---------------------------------------------------------------------------
+// Target 1: frame, method, properties and table decoding.
+
+/// The `frame_max` the decode target takes from the input's first 4 bytes
+/// (big-endian, clamped to [`FRAME_MAX_RANGE`]), and the rest of the input.
+pub fn split_frame_max(data: &[u8]) -> (u32, &[u8]) {
+    if data.len() < 4 {
+        return (FRAME_MAX_RANGE.0, data);
+    }
+    let raw = u32::from_be_bytes([data[0], data[1], data[2], data[3]]);
+    (raw.clamp(FRAME_MAX_RANGE.0, FRAME_MAX_RANGE.1), &data[4..])
+}
+
+/// Decodes `data` every way the codec can, checking that nothing panics, that
+/// every decoded value re-encodes to bytes that decode to the same value
+/// (compared as encoded bytes, and as values unless a float is NaN), and that
+/// feeding the bytes in pieces gives the same frames as feeding them at once.
+pub fn check_decode(data: &[u8]) {
+    let (frame_max, rest) = split_frame_max(data);
+
+    // Frames: all at once, then in pieces of a size the input picks.
+    let whole = decode_stream(rest, frame_max, usize::MAX);
+    let piece = 1 + data.first().map_or(0, |b| usize::from(*b) % 61);
+    let pieces = decode_stream(rest, frame_max, piece);
+    assert_eq!(
+        whole, pieces,
+        "decoding in pieces of {piece} bytes differs from decoding at once"
+    );
+
+    // Each decoder directly on the same bytes.
+    let payload = Bytes::copy_from_slice(rest);
+    if let Ok(m) = Method::decode(payload.clone()) {
+        round_trip(&m, encode_method_payload, decode_method_payload);
+    }
+    if let Ok(h) = ContentHeader::decode(payload.clone()) {
+        round_trip(&h, |h, d| h.encode(d), ContentHeader::decode);
+    }
+    if let Ok(p) = BasicProperties::decode(&mut Reader::new(payload.clone())) {
+        round_trip(&p, |p, d| p.encode(d), decode_whole(BasicProperties::decode));
+    }
+    let mut r = Reader::new(payload.clone());
+    if let Ok(t) = FieldTable::decode(&mut r) {
+        let consumed = rest.len() - r.remaining();
+        assert_eq!(consumed, t.encoded_len(), "table length differs from the bytes read");
+        check_table(&t);
+    }
+    if let Ok(a) = FieldArray::decode(&mut Reader::new(payload)) {
+        let mut e = BytesMut::new();
+        a.encode(&mut e).expect("a decoded array must re-encode");
+        assert_eq!(e.len(), a.encoded_len(), "FieldArray::encoded_len is wrong");
+        round_trip(&a, |a, d| a.encode(d), decode_whole(FieldArray::decode));
+    }
+}
+
+/// One decoded table: encoded_len agrees with encode, and it round-trips.
+fn check_table(t: &FieldTable) {
+    let mut e = BytesMut::new();
+    t.encode(&mut e).expect("a decoded table must re-encode");
+    assert_eq!(e.len(), t.encoded_len(), "FieldTable::encoded_len is wrong");
+    round_trip(t, |t, d| t.encode(d), decode_whole(FieldTable::decode));
+}
+
+/// What decoding a byte stream gave: each frame re-encoded, then the error
+/// that stopped it (if any) and the bytes left undecoded.
+#[derive(Debug, PartialEq)]
+struct Stream {
+    frames: Vec<BytesMut>,
+    error: Option<CodecError>,
+    left: usize,
+}
+
+fn decode_stream(bytes: &[u8], frame_max: u32, piece: usize) -> Stream {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut fed = 0;
+    loop {
+        let before = buf.len();
+        match frame::decode(&mut buf, frame_max) {
+            Ok(Some(f)) => {
+                assert!(buf.len() < before, "a decoded frame consumed no bytes");
+                frames.push(check_frame(&f, frame_max));
+            }
+            Ok(None) => {
+                assert_eq!(buf.len(), before, "Ok(None) consumed bytes");
+                if fed == bytes.len() {
+                    return Stream {
+                        frames,
+                        error: None,
+                        left: buf.len(),
+                    };
+                }
+                let n = piece.min(bytes.len() - fed);
+                buf.extend_from_slice(&bytes[fed..fed + n]);
+                fed += n;
+            }
+            Err(e) => {
+                // Every error maps to a close code and prints.
+                assert!(matches!(e.reply_code(), 501..=505));
+                let _ = e.to_string();
+                return Stream {
+                    frames,
+                    error: Some(e),
+                    left: usize::MAX,
+                };
+            }
+        }
+    }
+}
+
+/// Checks one decoded frame: within `frame_max`, and it round-trips. Returns
+/// its encoding.
+fn check_frame(f: &Frame, frame_max: u32) -> BytesMut {
+    match f {
+        Frame::Method { method, .. } => {
+            round_trip(method, encode_method_payload, decode_method_payload)
+        }
+        Frame::Header { header, .. } => {
+            if let Some(h) = header.properties.headers() {
+                check_table(h);
+            }
+            round_trip(&**header, |h, d| h.encode(d), ContentHeader::decode)
+        }
+        Frame::Body { payload, .. } => {
+            assert!(payload.len() + 8 <= frame_max as usize);
+            BytesMut::new()
+        }
+        Frame::Heartbeat => BytesMut::new(),
+    };
+    let mut e1 = BytesMut::new();
+    f.encode(&mut e1).expect("a decoded frame must re-encode");
+    let mut buf = e1.clone();
+    let f2 = frame::decode(&mut buf, u32::MAX)
+        .expect("a re-encoded frame must decode")
+        .expect("a re-encoded frame is whole");
+    assert!(buf.is_empty(), "a re-encoded frame left bytes behind");
+    let mut e2 = BytesMut::new();
+    f2.encode(&mut e2).unwrap();
+    assert_eq!(e1, e2, "frame encoding is not stable");
+    if *f != f2 {
+        assert!(has_nan(f), "frame changed in a round trip: {f:?} -> {f2:?}");
+    }
+    e1
+}
+
+fn encode_method_payload(m: &Method, dst: &mut BytesMut) -> Result<(), CodecError> {
+    m.encode(dst)
+}
+
+fn decode_method_payload(b: Bytes) -> Result<Method, CodecError> {
+    Method::decode(b)
+}
+
+/// A decoder on a [`Reader`] that must consume all of its input.
+fn decode_whole<T>(
+    f: impl Fn(&mut Reader) -> Result<T, CodecError>,
+) -> impl Fn(Bytes) -> Result<T, CodecError> {
+    move |b| {
+        let mut r = Reader::new(b);
+        let v = f(&mut r)?;
+        assert_eq!(r.remaining(), 0, "a re-encoded value was not consumed whole");
+        Ok(v)
+    }
+}
+
+/// encode(v) = e1, decode(e1) = v2, encode(v2) = e2: e1 must equal e2, and
+/// v must equal v2 unless it holds a NaN. Returns e1.
+fn round_trip<T: PartialEq + Debug>(
+    v: &T,
+    encode: impl Fn(&T, &mut BytesMut) -> Result<(), CodecError>,
+    decode: impl Fn(Bytes) -> Result<T, CodecError>,
+) -> BytesMut {
+    let mut e1 = BytesMut::new();
+    encode(v, &mut e1).unwrap_or_else(|e| panic!("{v:?} was decoded but does not encode: {e}"));
+    let v2 = decode(e1.clone().freeze())
+        .unwrap_or_else(|e| panic!("re-encoding of {v:?} does not decode: {e}"));
+    let mut e2 = BytesMut::new();
+    encode(&v2, &mut e2).unwrap();
+    assert_eq!(e1, e2, "encoding is not stable for {v:?}");
+    if *v != v2 {
+        assert!(has_nan(v), "value changed in a round trip: {v:?} -> {v2:?}");
+    }
+    e1
+}
+
+/// Whether a value (through its Debug output) may hold a NaN float, which
+/// is never equal to itself.
+fn has_nan<T: Debug>(v: &T) -> bool {
+    format!("{v:?}").contains("NaN")
+}
+
+// ---------------------------------------------------------------------------
+// Target 2: the connection state machine fed server bytes.
+
+/// Operation tags the connection target uses.
+pub mod tags {
+    use puka::protocol::Tag;
+    /// The connect operation.
+    pub const CONNECT: Tag = 1;
+    /// The consumer on channel 1.
+    pub const CONSUME: Tag = 2;
+    /// A confirmed publish on channel 2 (sequence 1).
+    pub const PUBLISH: Tag = 3;
+    /// A queue.declare on channel 3 (channel.open sent, nothing answered).
+    pub const DECLARE: Tag = 4;
+    /// A basic.get on channel 4 (channel.open sent, nothing answered).
+    pub const GET: Tag = 5;
+    /// A second confirmed publish on channel 2 (sequence 2).
+    pub const PUBLISH2: Tag = 6;
+    /// A graceful close, when the input asks for one.
+    pub const CLOSE: Tag = 7;
+    /// A cancel of the consumer, when the input asks for one.
+    pub const CANCEL: Tag = 8;
+}
+
+/// The negotiated frame_max of the scripted connection.
+pub const CONN_FRAME_MAX: u32 = 131_072;
+
+/// Encodes one method frame as a server would send it.
+pub fn server_method(dst: &mut Vec<u8>, channel: u16, method: impl Into<Method>) {
+    let mut b = BytesMut::new();
+    frame::encode_method(&mut b, channel, &method.into()).unwrap();
+    dst.extend_from_slice(&b);
+}
+
+/// Encodes a content header and body frames.
+pub fn server_content(dst: &mut Vec<u8>, channel: u16, props: &BasicProperties, body: &[u8]) {
+    let mut b = BytesMut::new();
+    frame::encode_content(&mut b, channel, 60, props, body, CONN_FRAME_MAX).unwrap();
+    dst.extend_from_slice(&b);
+}
+
+/// `connection.start`, `tune` and `open-ok` from a RabbitMQ-like server.
+pub fn handshake_bytes() -> Vec<u8> {
+    let capabilities = FieldTable::new()
+        .with("publisher_confirms", true)
+        .with("consumer_cancel_notify", true)
+        .with("basic.nack", true)
+        .with("connection.blocked", true)
+        .with("authentication_failure_close", true);
+    let props = FieldTable::new()
+        .with("product", "RabbitMQ")
+        .with("version", "3.13.0")
+        .with("capabilities", capabilities);
+    let mut v = Vec::new();
+    server_method(
+        &mut v,
+        0,
+        ConnectionStart {
+            version_major: 0,
+            version_minor: 9,
+            server_properties: props,
+            mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+            locales: Bytes::from_static(b"en_US"),
+        },
+    );
+    server_method(
+        &mut v,
+        0,
+        ConnectionTune {
+            channel_max: 2047,
+            frame_max: CONN_FRAME_MAX,
+            heartbeat: 60,
+        },
+    );
+    server_method(&mut v, 0, ConnectionOpenOk {});
+    v
+}
+
+/// The replies that set up the consumer (channel 1) and the publish channel
+/// (channel 2).
+pub fn setup_bytes() -> Vec<u8> {
+    let mut v = Vec::new();
+    server_method(&mut v, 1, ChannelOpenOk {});
+    server_method(&mut v, 1, BasicQosOk {});
+    server_method(
+        &mut v,
+        1,
+        BasicConsumeOk {
+            consumer_tag: "ctag.1".into(),
+        },
+    );
+    server_method(&mut v, 2, ChannelOpenOk {});
+    server_method(&mut v, 2, ConfirmSelectOk {});
+    v
+}
+
+/// What the events said about each operation.
+#[derive(Debug, Default)]
+struct Tracker {
+    issued: Vec<Tag>,
+    completed: HashMap<Tag, usize>,
+    consumer_ended: bool,
+    closed: bool,
+    deliveries: usize,
+}
+
+impl Tracker {
+    fn drain(&mut self, conn: &mut Connection, settle: u8) {
+        while let Some(ev) = conn.poll_event() {
+            assert!(!self.closed, "event after Event::Closed: {ev:?}");
+            match ev {
+                Event::Complete { tag, result } => {
+                    assert!(self.issued.contains(&tag), "completion of unknown tag {tag}");
+                    let n = self.completed.entry(tag).or_insert(0);
+                    *n += 1;
+                    assert_eq!(*n, 1, "tag {tag} completed twice, now with {result:?}");
+                    if tag == tags::CONSUME {
+                        assert!(!self.consumer_ended, "consumer completed after it ended");
+                    }
+                    if let Ok(Outcome::Get(Some(d))) = &result {
+                        self.settle(conn, d, settle);
+                    }
+                }
+                Event::Delivery { tag, delivery } => {
+                    assert_eq!(tag, tags::CONSUME, "delivery for a tag that is not a consumer");
+                    assert!(
+                        !self.completed.contains_key(&tag),
+                        "delivery after the consumer completed"
+                    );
+                    self.deliveries += 1;
+                    self.settle(conn, &delivery, settle);
+                }
+                Event::ConsumerEnded { tag } => {
+                    assert_eq!(tag, tags::CONSUME);
+                    assert!(!self.consumer_ended, "consumer ended twice");
+                    assert!(!self.completed.contains_key(&tag), "consumer ended after completing");
+                    self.consumer_ended = true;
+                }
+                Event::Closed(e) => {
+                    let _ = e.to_string();
+                    assert!(conn.is_closed(), "Event::Closed but the connection is not closed");
+                    self.closed = true;
+                }
+                Event::Returned(r) => {
+                    let _ = r.message.body.len();
+                }
+                Event::Blocked(_) | Event::Unblocked => {}
+                other => {
+                    let _ = format!("{other:?}");
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, conn: &mut Connection, d: &puka::Delivery, settle: u8) {
+        let multiple = settle & 4 != 0;
+        let _ = match settle & 3 {
+            0 => return,
+            1 => conn.ack(d, multiple),
+            2 => conn.nack(d, multiple, true),
+            _ => conn.reject(d, false),
+        };
+    }
+}
+
+/// Input layout: byte 0 picks the piece size the rest is fed in (0: all at
+/// once), byte 1 holds option bits, the rest are server bytes.
+///
+/// Option bits: 0-1 how deliveries are settled (none, ack, nack, reject),
+/// 2 settle with `multiple`, 3 close gracefully before the input, 4 cancel
+/// the consumer before the input, 5 end with EOF (else with a timer an hour
+/// later).
+pub fn check_connection(data: &[u8]) {
+    static HANDSHAKE: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
+    let (handshake, setup) = HANDSHAKE.get_or_init(|| (handshake_bytes(), setup_bytes()));
+    let piece = match data.first() {
+        None | Some(0) => usize::MAX,
+        Some(&n) => usize::from(n),
+    };
+    let opts = data.get(1).copied().unwrap_or(0);
+    let input = data.get(2..).unwrap_or(&[]);
+
+    let t0 = Instant::now();
+    let mut t = Tracker::default();
+    t.issued.push(tags::CONNECT);
+    let mut conn = Connection::new(Config::default(), tags::CONNECT, t0);
+    conn.handle_bytes(handshake);
+    conn.handle_input(t0);
+    t.drain(&mut conn, 0);
+    assert_eq!(t.completed.get(&tags::CONNECT), Some(&1), "handshake did not complete");
+    assert!(conn.is_open());
+
+    t.issued.extend([tags::CONSUME, tags::PUBLISH]);
+    conn.consume(
+        tags::CONSUME,
+        vec![ConsumeQueue {
+            queue: "q".into(),
+            ..Default::default()
+        }],
+        false,
+        10,
+    );
+    let props = BasicProperties::default().with_content_type("text/plain");
+    conn.publish(tags::PUBLISH, "", "q", true, false, &props, b"hello");
+    let _ = conn.take_output();
+    conn.handle_bytes(setup);
+    conn.handle_input(t0);
+    t.drain(&mut conn, 0);
+    assert!(t.completed.len() == 1 && conn.confirms_enabled());
+
+    t.issued.extend([tags::DECLARE, tags::GET, tags::PUBLISH2]);
+    conn.rpc(
+        tags::DECLARE,
+        Method::QueueDeclare(QueueDeclare {
+            queue: "q2".into(),
+            ..Default::default()
+        }),
+    );
+    conn.basic_get(tags::GET, "q", false);
+    conn.publish(tags::PUBLISH2, "amq.direct", "k", false, false, &props, b"");
+    let _ = conn.take_output();
+    t.drain(&mut conn, 0);
+    assert_eq!(t.completed.len(), 1);
+
+    if opts & 8 != 0 {
+        t.issued.push(tags::CLOSE);
+        conn.close(tags::CLOSE, t0, Duration::from_secs(1));
+    }
+    if opts & 16 != 0 {
+        t.issued.push(tags::CANCEL);
+        conn.cancel(tags::CANCEL, tags::CONSUME);
+    }
+    let settle = opts & 7;
+    let mut now = t0;
+    for part in input.chunks(piece) {
+        now += Duration::from_millis(1);
+        conn.handle_bytes(part);
+        conn.handle_input(now);
+        t.drain(&mut conn, settle);
+        conn.handle_timeout(now);
+        t.drain(&mut conn, settle);
+        let _ = conn.take_output();
+        let _ = conn.poll_timeout();
+        t.drain(&mut conn, settle);
+    }
+
+    // End the connection: every operation must then have finished once.
+    if opts & 32 != 0 {
+        conn.handle_eof();
+    } else {
+        conn.handle_timeout(now + Duration::from_secs(3600));
+    }
+    t.drain(&mut conn, settle);
+    let _ = conn.take_output();
+    t.drain(&mut conn, settle);
+    assert!(conn.is_closed(), "connection still open after EOF or a silent hour");
+    assert!(t.closed, "no Event::Closed");
+    assert_eq!(conn.poll_timeout(), None);
+    for tag in &t.issued {
+        let n = t.completed.get(tag).copied().unwrap_or(0);
+        if *tag == tags::CONSUME && t.consumer_ended {
+            assert_eq!(n, 0);
+        } else {
+            assert_eq!(n, 1, "tag {tag} never completed: {:?}", t.completed);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Seeds.
+
+/// Every (class, method) pair of AMQP 0-9-1 with RabbitMQ's extensions.
+pub const METHOD_IDS: &[(u16, u16)] = &[
+    (10, 10), (10, 11), (10, 20), (10, 21), (10, 30), (10, 31), (10, 40), (10, 41),
+    (10, 50), (10, 51), (10, 60), (10, 61), (10, 70), (10, 71), (20, 10), (20, 11),
+    (20, 20), (20, 21), (20, 40), (20, 41), (40, 10), (40, 11), (40, 20), (40, 21),
+    (40, 30), (40, 31), (40, 40), (40, 51), (50, 10), (50, 11), (50, 20), (50, 21),
+    (50, 30), (50, 31), (50, 40), (50, 41), (50, 50), (50, 51), (60, 10), (60, 11),
+    (60, 20), (60, 21), (60, 30), (60, 31), (60, 40), (60, 50), (60, 60), (60, 70),
+    (60, 71), (60, 72), (60, 80), (60, 90), (60, 100), (60, 110), (60, 111), (60, 120),
+    (85, 10), (85, 11), (90, 10), (90, 11), (90, 20), (90, 21), (90, 30), (90, 31),
+];
+
+/// A table with one value of every type, nested.
+pub fn every_type_table() -> FieldTable {
+    let inner = FieldTable::new().with("deep", true).with("n", 7u16);
+    FieldTable::new()
+        .with("t", true)
+        .with("b", -5i8)
+        .with("B", 200u8)
+        .with("s", -300i16)
+        .with("u", 60000u16)
+        .with("I", -70000i32)
+        .with("i", 4_000_000_000u32)
+        .with("l", -1i64)
+        .with("f", 1.5f32)
+        .with("d", -2.25f64)
+        .with("D", FieldValue::Decimal(Decimal::new(2, 1999)))
+        .with("S", "long string")
+        .with(
+            "A",
+            vec![FieldValue::from(1i32), FieldValue::Void, FieldValue::from("x")],
+        )
+        .with("T", FieldValue::Timestamp(Timestamp(1_700_000_000)))
+        .with("F", inner)
+        .with("V", FieldValue::Void)
+        .with("x", FieldValue::ByteArray(Bytes::from_static(b"\x00\xff")))
+}
+
+/// Properties with every field set.
+pub fn full_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_content_type("application/json")
+        .with_content_encoding("gzip")
+        .with_headers(every_type_table())
+        .with_delivery_mode(2)
+        .with_priority(5)
+        .with_correlation_id("corr")
+        .with_reply_to("amq.rabbitmq.reply-to")
+        .with_expiration("60000")
+        .with_message_id("m-1")
+        .with_timestamp(Timestamp(1_700_000_000))
+        .with_kind("event")
+        .with_user_id("guest")
+        .with_app_id("app")
+        .with_cluster_id("c")
+}
+
+fn deliver(tag: u64) -> BasicDeliver {
+    BasicDeliver {
+        consumer_tag: "ctag.1".into(),
+        delivery_tag: tag,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "q".into(),
+    }
+}
+
+/// Seeds for the decode target: 4 bytes of frame_max, then frames (or a bare
+/// payload, which the direct decoders read).
+pub fn decode_seeds() -> Vec<(String, Vec<u8>)> {
+    let fm = 131_072u32.to_be_bytes();
+    let mut out = Vec::new();
+    // Every method, its arguments all zero (empty strings and tables).
+    for &(c, m) in METHOD_IDS {
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&c.to_be_bytes());
+        payload.extend_from_slice(&m.to_be_bytes());
+        payload.extend_from_slice(&[0u8; 40]);
+        let mut v = fm.to_vec();
+        v.extend_from_slice(&[1, 0, 1]);
+        v.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        v.extend_from_slice(&payload);
+        v.push(frame::FRAME_END);
+        out.push((format!("method-{c}-{m}"), v));
+    }
+    // Rich frames.
+    let rich: Vec<(&str, Method)> = vec![
+        (
+            "start",
+            Method::ConnectionStart(ConnectionStart {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: every_type_table(),
+                mechanisms: Bytes::from_static(b"PLAIN AMQPLAIN"),
+                locales: Bytes::from_static(b"en_US"),
+            }),
+        ),
+        (
+            "declare",
+            Method::QueueDeclare(QueueDeclare {
+                queue: "q".into(),
+                durable: true,
+                arguments: every_type_table(),
+                ..Default::default()
+            }),
+        ),
+        ("deliver", Method::BasicDeliver(deliver(1))),
+        (
+            "close",
+            Method::ConnectionClose(ConnectionClose {
+                reply_code: 320,
+                reply_text: "CONNECTION_FORCED".into(),
+                class_id: 0,
+                method_id: 0,
+            }),
+        ),
+    ];
+    for (name, m) in rich {
+        let mut b = BytesMut::new();
+        frame::encode_method(&mut b, 1, &m).unwrap();
+        let mut v = fm.to_vec();
+        v.extend_from_slice(&b);
+        out.push((format!("frame-{name}"), v));
+    }
+    // A delivery: method, header with every property, body in two frames.
+    let mut b = BytesMut::new();
+    frame::encode_method(&mut b, 1, &Method::BasicDeliver(deliver(7))).unwrap();
+    frame::encode_content(&mut b, 1, 60, &full_properties(), &[b'x'; 5000], 4096).unwrap();
+    frame::encode_heartbeat(&mut b);
+    let mut v = 4096u32.to_be_bytes().to_vec();
+    v.extend_from_slice(&b);
+    out.push(("delivery-full".into(), v));
+    // Bare payloads for the direct decoders.
+    let mut t = BytesMut::new();
+    every_type_table().encode(&mut t).unwrap();
+    let mut v = fm.to_vec();
+    v.extend_from_slice(&t);
+    out.push(("table".into(), v));
+    let mut p = BytesMut::new();
+    full_properties().encode(&mut p).unwrap();
+    let mut v = fm.to_vec();
+    v.extend_from_slice(&p);
+    out.push(("properties".into(), v));
+    out
+}
+
+/// Seeds for the connection target: two control bytes, then server frames.
+pub fn connection_seeds() -> Vec<(String, Vec<u8>)> {
+    let props = BasicProperties::default().with_content_type("text/plain");
+    let mut out = Vec::new();
+    let mut add = |name: &str, ctl: [u8; 2], frames: Vec<u8>| {
+        let mut v = ctl.to_vec();
+        v.extend_from_slice(&frames);
+        out.push((name.to_string(), v));
+    };
+
+    // Deliveries, one with the body in two frames and one with full properties.
+    let mut v = Vec::new();
+    server_method(&mut v, 1, deliver(1));
+    server_content(&mut v, 1, &props, b"hello");
+    server_method(&mut v, 1, deliver(2));
+    let mut b = BytesMut::new();
+    frame::encode_content(&mut b, 1, 60, &full_properties(), &[b'y'; 3000], 4096).unwrap();
+    v.extend_from_slice(&b);
+    server_method(&mut v, 1, deliver(3));
+    server_content(&mut v, 1, &props, b"");
+    add("deliveries-ack", [0, 1], v.clone());
+    add("deliveries-bytewise-nack-multiple", [1, 6], v.clone());
+    add("deliveries-reject-eof", [7, 3 | 32], v);
+
+    // Confirms, a return before its ack, a nack.
+    let mut v = Vec::new();
+    server_method(
+        &mut v,
+        2,
+        BasicReturn {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+            exchange: "".into(),
+            routing_key: "q".into(),
+        },
+    );
+    server_content(&mut v, 2, &props, b"hello");
+    server_method(
+        &mut v,
+        2,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    server_method(
+        &mut v,
+        2,
+        BasicNack {
+            delivery_tag: 2,
+            multiple: true,
+            requeue: false,
+        },
+    );
+    add("confirms", [0, 0], v);
+
+    // The pooled channels: open-ok, declare-ok, get-ok with content, get-empty.
+    let mut v = Vec::new();
+    server_method(&mut v, 3, ChannelOpenOk {});
+    server_method(
+        &mut v,
+        3,
+        QueueDeclareOk {
+            queue: "q2".into(),
+            message_count: 3,
+            consumer_count: 1,
+        },
+    );
+    server_method(&mut v, 4, ChannelOpenOk {});
+    server_method(
+        &mut v,
+        4,
+        BasicGetOk {
+            delivery_tag: 1,
+            redelivered: true,
+            exchange: "".into(),
+            routing_key: "q".into(),
+            message_count: 0,
+        },
+    );
+    server_content(&mut v, 4, &props, b"got");
+    add("pool-replies", [0, 1], v.clone());
+    let mut w = Vec::new();
+    server_method(&mut w, 4, ChannelOpenOk {});
+    server_method(&mut w, 4, BasicGetEmpty {});
+    add("get-empty", [0, 0], w);
+
+    // Broker-side cancel, channel close, flow, blocked, heartbeat, close.
+    let mut v = Vec::new();
+    v.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+    server_method(
+        &mut v,
+        0,
+        ConnectionBlocked {
+            reason: "low memory".into(),
+        },
+    );
+    server_method(&mut v, 0, ConnectionUnblocked {});
+    server_method(&mut v, 1, ChannelFlow { active: false });
+    server_method(
+        &mut v,
+        1,
+        BasicCancel {
+            consumer_tag: "ctag.1".into(),
+            no_wait: false,
+        },
+    );
+    server_method(
+        &mut v,
+        2,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND".into(),
+            class_id: 60,
+            method_id: 40,
+        },
+    );
+    server_method(
+        &mut v,
+        0,
+        ConnectionClose {
+            reply_code: 320,
+            reply_text: "CONNECTION_FORCED".into(),
+            class_id: 0,
+            method_id: 0,
+        },
+    );
+    add("server-closes", [0, 0], v);
+
+    // Our close answered; our cancel answered.
+    let mut v = Vec::new();
+    server_method(&mut v, 0, ConnectionCloseOk {});
+    add("close-ok", [0, 8], v);
+    let mut v = Vec::new();
+    server_method(
+        &mut v,
+        1,
+        BasicCancelOk {
+            consumer_tag: "ctag.1".into(),
+        },
+    );
+    server_method(&mut v, 1, ChannelCloseOk {});
+    add("cancel-ok", [0, 16], v);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn each_file(dir: &str, check: fn(&[u8])) -> usize {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries {
+            let path = e.unwrap().path();
+            if path.is_file() {
+                let data = std::fs::read(&path).unwrap();
+                eprintln!("{}", path.display());
+                check(&data);
+                n += 1;
+            }
+        }
+        n
+    }
+
+    #[test]
+    fn decode_seeds_pass() {
+        for (name, data) in decode_seeds() {
+            eprintln!("{name}");
+            check_decode(&data);
+        }
+    }
+
+    #[test]
+    fn connection_seeds_pass() {
+        for (name, data) in connection_seeds() {
+            eprintln!("{name}");
+            check_connection(&data);
+        }
+    }
+
+    #[test]
+    fn empty_and_tiny_inputs() {
+        for data in [&[][..], &[0], &[0, 0], &[1, 0, 0xCE], &[0, 0, 0, 0, 8]] {
+            check_decode(data);
+            check_connection(data);
+        }
+    }
+
+    /// Every input the fuzzers ever crashed on stays fixed.
+    #[test]
+    fn regressions() {
+        each_file("regressions/decode_frames", check_decode);
+        each_file("regressions/connection", check_connection);
+    }
+
+    /// The committed seed corpora pass too.
+    #[test]
+    fn committed_seeds() {
+        each_file("seeds/decode_frames", check_decode);
+        each_file("seeds/connection", check_connection);
+    }
+}
