@@ -25,6 +25,8 @@ pub mod error;
 pub mod protocol;
 pub mod url;
 
+#[cfg(feature = "tls")]
+pub use client::TlsOptions;
 pub use client::{
     Client, ConnectionEvent, Consume, Options, Promise, PromiseId, RawResult, Resolve,
 };

@@ -3,9 +3,12 @@
 
 mod args;
 mod promise;
+mod transport;
 
 pub use args::Consume;
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
+#[cfg(feature = "tls")]
+pub use transport::TlsOptions;
 
 use crate::codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
@@ -23,6 +26,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
+use transport::Transport;
 
 /// Something that happened to the connection as a whole.
 #[derive(Debug, Clone)]
@@ -59,6 +63,9 @@ pub struct Options {
     pub write_high_water: usize,
     /// How long `close()` waits for the broker's `close-ok` (default 5 s).
     pub close_timeout: Duration,
+    /// TLS settings for `amqps://` URLs.
+    #[cfg(feature = "tls")]
+    pub tls: TlsOptions,
 }
 
 impl Default for Options {
@@ -70,6 +77,8 @@ impl Default for Options {
             max_message_size: protocol::DEFAULT_MAX_MESSAGE_SIZE,
             write_high_water: 4 << 20,
             close_timeout: Duration::from_secs(5),
+            #[cfg(feature = "tls")]
+            tls: TlsOptions::default(),
         }
     }
 }
@@ -119,7 +128,7 @@ pub struct Client {
     conn: Connection,
     params: ConnectionParams,
     options: Options,
-    sock: Option<TcpStream>,
+    sock: Option<Transport>,
     /// The last socket after the connection ended, kept so the file
     /// descriptor stays valid for `AsFd` (it is shut down).
     closed_sock: Option<TcpStream>,
@@ -133,6 +142,8 @@ pub struct Client {
     conn_callback: Option<ConnectionCallback>,
     loop_break: bool,
     more_to_read: bool,
+    #[cfg(feature = "tls")]
+    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -174,13 +185,18 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn from_params(params: ConnectionParams, options: Options) -> Result<Client, Error> {
+        #[cfg(not(feature = "tls"))]
         if params.tls {
             return Err(Error::InvalidArgument(
-                crate::codec::CodecError::InvalidValue(
-                    "amqps:// (TLS) is not supported by this build",
-                ),
+                crate::codec::CodecError::InvalidValue("amqps:// needs puka's `tls` feature"),
             ));
         }
+        #[cfg(feature = "tls")]
+        let tls_config = if params.tls {
+            Some(options.tls.client_config()?)
+        } else {
+            None
+        };
         let mechanism = match params.auth_mechanism.as_deref() {
             Some("EXTERNAL") => protocol::Mechanism::External,
             _ => protocol::Mechanism::Plain,
@@ -218,6 +234,8 @@ impl Client {
             events: None,
             promises,
             connect_promise: Promise::new(connect_id),
+            #[cfg(feature = "tls")]
+            tls_config,
             conn_events: VecDeque::new(),
             conn_callback: None,
             loop_break: false,
@@ -244,7 +262,7 @@ impl Client {
                             )
                             .map_err(Error::io)?;
                     }
-                    self.sock = Some(s);
+                    self.sock = Some(self.wrap(s)?);
                     self.connecting = true;
                     return Ok(());
                 }
@@ -252,6 +270,21 @@ impl Client {
             }
         }
         Err(Error::io(last))
+    }
+
+    /// Puts TLS over a fresh socket when the URL asks for it.
+    fn wrap(&self, sock: TcpStream) -> Result<Transport, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(config) = &self.tls_config {
+            let name = self
+                .params
+                .server_name
+                .as_deref()
+                .unwrap_or(&self.params.host);
+            let t = transport::TlsStream::new(sock, config.clone(), name)?;
+            return Ok(Transport::Tls(Box::new(t)));
+        }
+        Ok(Transport::Plain(sock))
     }
 
     // ------------------------------------------------------------------
@@ -307,7 +340,10 @@ impl Client {
 
     /// Whether frames wait to be written: watch the socket for writability.
     pub fn needs_write(&self) -> bool {
-        self.sock.is_some() && (self.connecting || self.conn.wants_write())
+        match &self.sock {
+            Some(s) => self.connecting || self.conn.wants_write() || s.wants_write(),
+            None => false,
+        }
     }
 
     /// When the heartbeat or handshake timer next needs [`Client::on_timer`].
@@ -327,7 +363,7 @@ impl Client {
             let Some(sock) = self.sock.as_mut() else {
                 break;
             };
-            match self.conn.read_from(sock) {
+            match sock.read_into(&mut self.conn) {
                 Ok(0) => {
                     self.conn.handle_eof();
                     break;
@@ -383,7 +419,7 @@ impl Client {
         } else {
             Interest::READABLE
         };
-        let Some(sock) = self.sock.as_mut() else {
+        let Some(sock) = self.sock.as_mut().map(Transport::tcp_mut) else {
             return Ok(());
         };
         if registered {
@@ -399,7 +435,7 @@ impl Client {
         if !self.connecting {
             return self.sock.is_some();
         }
-        let Some(sock) = self.sock.as_ref() else {
+        let Some(sock) = self.sock.as_ref().map(Transport::tcp) else {
             return false;
         };
         if let Ok(Some(e)) | Err(e) = sock.take_error() {
@@ -427,6 +463,7 @@ impl Client {
 
     fn drop_socket(&mut self) {
         if let Some(sock) = self.sock.take() {
+            let sock = sock.into_tcp();
             if let Some(poll) = &self.poll {
                 let fd = sock.as_raw_fd();
                 let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
@@ -438,13 +475,16 @@ impl Client {
     }
 
     fn flush(&mut self) {
-        if self.connecting || !self.conn.wants_write() {
+        if self.connecting {
             return;
         }
         let Some(sock) = self.sock.as_mut() else {
             return;
         };
-        if let Err(e) = self.conn.write_to(sock) {
+        if !self.conn.wants_write() && !sock.wants_write() {
+            return;
+        }
+        if let Err(e) = sock.write_from(&mut self.conn) {
             self.conn.handle_io_error(e);
         }
     }
@@ -471,7 +511,7 @@ impl Client {
                 Event::Closed(e) => {
                     // Best effort: let a close or close-ok reach the broker.
                     if let Some(sock) = self.sock.as_mut() {
-                        let _ = self.conn.write_to(sock);
+                        let _ = sock.write_from(&mut self.conn);
                     }
                     self.drop_socket();
                     self.conn_events.push_back(ConnectionEvent::Closed(e));
@@ -494,7 +534,7 @@ impl Client {
         if self.poll.is_none() {
             let poll = Poll::new().map_err(Error::io)?;
             if let Some(sock) = &self.sock {
-                let fd = sock.as_raw_fd();
+                let fd = sock.tcp().as_raw_fd();
                 poll.registry()
                     .register(
                         &mut mio::unix::SourceFd(&fd),
@@ -1162,6 +1202,7 @@ impl AsRawFd for Client {
     fn as_raw_fd(&self) -> RawFd {
         self.sock
             .as_ref()
+            .map(Transport::tcp)
             .or(self.closed_sock.as_ref())
             .map_or(-1, |s| s.as_raw_fd())
     }
@@ -1172,6 +1213,7 @@ impl AsFd for Client {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock
             .as_ref()
+            .map(Transport::tcp)
             .or(self.closed_sock.as_ref())
             .expect("a client always holds a socket: construction fails without one")
             .as_fd()
@@ -1185,7 +1227,7 @@ impl mio::event::Source for Client {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self.sock.as_mut() {
+        match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.register(registry, token, interests),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
@@ -1197,14 +1239,14 @@ impl mio::event::Source for Client {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
-        match self.sock.as_mut() {
+        match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.reregister(registry, token, interests),
             None => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
-        match self.sock.as_mut() {
+        match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.deregister(registry),
             None => Ok(()),
         }
