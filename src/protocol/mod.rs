@@ -435,7 +435,7 @@ impl Connection {
         };
         earliest(self.close_deadline);
         if self.tuned.heartbeat > 0 && matches!(self.state, State::Open | State::Closing) {
-            earliest(self.next_heartbeat);
+            earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
             earliest(Some(self.last_recv + self.dead_after()));
         }
         t
@@ -1405,7 +1405,11 @@ impl Connection {
     fn on_open_ok(&mut self) {
         self.state = State::Open;
         self.handshake_deadline = None;
-        self.next_heartbeat = None;
+        // Arm the send timer now: inbound heartbeats keep moving the dead-peer
+        // deadline, so that one alone would never fire it.
+        self.next_heartbeat = (self.tuned.heartbeat > 0).then(|| {
+            self.last_recv + Duration::from_millis(u64::from(self.tuned.heartbeat) * 500)
+        });
         if let Some(t) = self.connect_tag.take() {
             self.complete(t, Ok(Outcome::Done));
         }

@@ -125,3 +125,24 @@ fn is_root() -> bool {
         })
         .unwrap_or(true)
 }
+
+/// Ends the whole test process with a one-line message unless the returned
+/// guard is dropped within `limit`. For the few blocking calls that have no
+/// timeout of their own (e.g. `Client::wait_for_all`), so a bug makes the
+/// run fail instead of hang.
+pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
+    use std::sync::mpsc;
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(limit) {
+            eprintln!("watchdog: `{what}` still blocked after {limit:?}; aborting the test run");
+            std::process::exit(101);
+        }
+    });
+    Watchdog { _tx: tx }
+}
+
+/// Disarms the [`watchdog`] when dropped.
+pub struct Watchdog {
+    _tx: std::sync::mpsc::Sender<()>,
+}
