@@ -411,8 +411,16 @@ fn wait_for_any_returns_the_resolved_promise() {
     let d = next(&mut c, consumer);
     assert_eq!(&d.body[..], b"any");
     c.basic_ack(&d).unwrap();
-    // A spent promise is unknown afterwards.
-    assert!(matches!(c.wait_timeout(p, W), Err(Error::UnknownPromise)));
+    // A publish promise keeps no slot: once resolved, it reads as resolved
+    // (the same result again), never as another operation's result.
+    assert!(c.wait_timeout(p, W).is_ok());
+    // Any other spent promise is unknown afterwards.
+    let purge = c.queue_purge(&q);
+    assert_eq!(c.wait_timeout(purge, W).expect("purge"), 0);
+    assert!(matches!(
+        c.wait_timeout(purge, W),
+        Err(Error::UnknownPromise)
+    ));
     let p = c.basic_cancel(consumer);
     c.wait_timeout(p, W).expect("cancel");
     assert_eq!(delete_queue(&mut c, &q), 0);

@@ -20,7 +20,7 @@ use crate::protocol::{self, Config, Confirms, Connection, Delivery, Event, Retur
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
-use promise::{Promises, Raw};
+use promise::{Promises, Raw, Taken};
 use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -624,30 +624,22 @@ impl Client {
     ) -> Result<T, Error> {
         loop {
             self.after_io();
-            if let Some(r) = self.promises.take(promise.id) {
-                self.flush();
-                return T::resolve(RawResult(r));
-            }
-            match self.promises.get(promise.id) {
-                None => return Err(Error::UnknownPromise),
-                Some(s) if s.done && s.results.is_empty() => {
-                    self.promises.remove(promise.id);
-                    return Err(Error::UnknownPromise);
+            match self.promises.take(promise.id) {
+                Taken::Ready(r) => {
+                    self.flush();
+                    return T::resolve(RawResult(r));
                 }
-                _ => {}
+                Taken::Unknown => return Err(Error::UnknownPromise),
+                Taken::Pending => {}
             }
             self.run_any_callbacks();
-            if self
-                .promises
-                .get(promise.id)
-                .is_some_and(|s| !s.results.is_empty())
-            {
+            if self.promises.has_result(promise.id) == Some(true) {
                 continue;
             }
             if self.sock.is_none() && self.conn.is_closed() {
                 // Everything pending was failed; nothing more can arrive.
                 self.after_io();
-                if let Some(r) = self.promises.take(promise.id) {
+                if let Taken::Ready(r) = self.promises.take(promise.id) {
                     return T::resolve(RawResult(r));
                 }
                 return Err(self
@@ -681,12 +673,13 @@ impl Client {
             self.after_io();
             let mut known = false;
             for &id in ids {
-                if let Some(s) = self.promises.get(id) {
-                    known = true;
-                    if !s.results.is_empty() {
+                match self.promises.has_result(id) {
+                    Some(true) => {
                         self.flush();
                         return Ok(id);
                     }
+                    Some(false) => known = true,
+                    None => {}
                 }
             }
             if !known {
@@ -706,12 +699,14 @@ impl Client {
     /// # Errors
     /// An I/O error of the poller.
     pub fn wait_for_all(&mut self, ids: &[PromiseId]) -> Result<(), Error> {
+        let mut from = 0;
         loop {
             self.after_io();
-            let pending = ids
-                .iter()
-                .any(|&id| self.promises.get(id).is_some_and(|s| s.results.is_empty()));
-            if !pending {
+            // Results stay until taken, so ids before `from` stay resolved.
+            while from < ids.len() && self.promises.has_result(ids[from]) != Some(false) {
+                from += 1;
+            }
+            if from == ids.len() {
                 self.flush();
                 return Ok(());
             }
@@ -728,32 +723,17 @@ impl Client {
     pub fn run_any_callbacks(&mut self) -> usize {
         self.after_io();
         let mut ran = 0;
-        let budget = self.promises.ready.len();
+        let budget = self.promises.ready_len();
         for _ in 0..budget {
-            let Some(id) = self.promises.ready.pop_front() else {
+            let Some(next) = self.promises.pop_ready() else {
                 break;
             };
-            let Some(slot) = self.promises.get_mut(id) else {
+            let Some((id, mut cb, result)) = next else {
                 continue;
             };
-            let Some(mut cb) = slot.callback.take() else {
-                continue;
-            };
-            let Some(result) = slot.results.pop_front() else {
-                slot.callback = Some(cb);
-                continue;
-            };
-            slot.in_callback = true;
             cb(self, RawResult(result));
             ran += 1;
-            if let Some(slot) = self.promises.get_mut(id) {
-                slot.in_callback = false;
-                if slot.done && slot.results.is_empty() {
-                    self.promises.remove(id);
-                } else {
-                    slot.callback = Some(cb);
-                }
-            }
+            self.promises.restore_callback(id, cb);
         }
         while let Some(ev) = self.conn_events.pop_front() {
             let Some(mut cb) = self.conn_callback.take() else {
@@ -818,13 +798,8 @@ impl Client {
         T: Resolve,
         F: FnMut(&mut Client, Result<T, Error>) + 'static,
     {
-        let Some(slot) = self.promises.get_mut(promise.id) else {
-            return;
-        };
-        slot.callback = Some(Box::new(move |c, raw| f(c, T::resolve(raw))));
-        for _ in 0..slot.results.len() {
-            self.promises.ready.push_back(promise.id);
-        }
+        self.promises
+            .set_callback(promise.id, Box::new(move |c, raw| f(c, T::resolve(raw))));
     }
 
     /// Sets the callback for connection events (blocked, unblocked, returned
@@ -986,9 +961,10 @@ impl Client {
         properties: &BasicProperties,
         mandatory: bool,
     ) -> Promise<()> {
-        let (p, tag) = self.promise();
+        let id = self.promises.create_publish();
+        let p = Promise::new(id);
         self.conn.publish(
-            tag,
+            id.tag(),
             exchange,
             routing_key,
             mandatory,

@@ -6,7 +6,7 @@ use crate::error::Error;
 use crate::protocol::{Delivery, Outcome, Tag};
 use crate::Client;
 use slab::Slab;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::marker::PhantomData;
 
@@ -15,6 +15,10 @@ use std::marker::PhantomData;
 /// It is `Copy` and 8 bytes. It carries a generation, so an id whose result
 /// was already taken is reported as [`Error::UnknownPromise`], never
 /// confused with a newer operation that reused its slot.
+///
+/// Publish promises are the exception that keeps publishing lean: they take
+/// no slot (their id is the publish's sequence number), only failures are
+/// stored, and waiting again on one that succeeded returns `Ok(())` again.
 pub struct Promise<T> {
     pub(crate) id: PromiseId,
     _t: PhantomData<fn() -> T>,
@@ -150,6 +154,13 @@ impl Resolve for Delivery {
 
 pub(crate) type Callback = Box<dyn FnMut(&mut Client, RawResult)>;
 
+/// A callback taken out to run, with its promise and result.
+pub(crate) type ReadyCallback = (PromiseId, Callback, Result<Raw, Error>);
+
+/// Promise ids with this bit in `key` are publishes: the rest of the id is
+/// the publish's sequence number, and they take no slab slot.
+const PUBLISH_BIT: u32 = 1 << 31;
+
 pub(crate) struct Slot {
     pub generation: u32,
     pub results: VecDeque<Result<Raw, Error>>,
@@ -171,16 +182,48 @@ impl fmt::Debug for Slot {
     }
 }
 
-/// The promise slab.
-#[derive(Debug, Default)]
+/// What [`Promises::take`] found.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    Ready(Result<Raw, Error>),
+    Pending,
+    Unknown,
+}
+
+/// Where results wait: a slab for ordinary promises; for publishes, which
+/// can number millions in flight, only the sequence numbers still pending
+/// and the results someone will look at (errors, or those with a callback).
+#[derive(Default)]
 pub(crate) struct Promises {
     slots: Slab<Slot>,
     generation: u32,
-    /// Slots with a callback and a result waiting for it.
-    pub ready: VecDeque<PromiseId>,
+    /// Ids with a callback and a result waiting for it.
+    ready: VecDeque<PromiseId>,
+    next_publish: u64,
+    /// Publishes not yet resolved: (sequence, resolved), ascending.
+    publish_pending: VecDeque<(u64, bool)>,
+    /// Results of resolved publishes that must be kept: failures, and
+    /// those whose callback has not run.
+    publish_results: HashMap<u64, Result<Raw, Error>>,
+    publish_callbacks: HashMap<u64, Callback>,
+}
+
+impl fmt::Debug for Promises {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Promises")
+            .field("slots", &self.slots.len())
+            .field("publishes_pending", &self.publish_pending.len())
+            .finish()
+    }
+}
+
+fn publish_seq(id: PromiseId) -> Option<u64> {
+    (id.key & PUBLISH_BIT != 0)
+        .then(|| (u64::from(id.key & !PUBLISH_BIT) << 32) | u64::from(id.generation))
 }
 
 impl Promises {
+    /// A new ordinary promise.
     pub fn create(&mut self) -> PromiseId {
         self.generation = self.generation.wrapping_add(1);
         let generation = self.generation;
@@ -197,27 +240,57 @@ impl Promises {
         }
     }
 
-    pub fn get_mut(&mut self, id: PromiseId) -> Option<&mut Slot> {
+    /// A new publish promise (no slab slot).
+    pub fn create_publish(&mut self) -> PromiseId {
+        let seq = self.next_publish;
+        self.next_publish += 1;
+        self.publish_pending.push_back((seq, false));
+        PromiseId {
+            key: PUBLISH_BIT | ((seq >> 32) as u32 & !PUBLISH_BIT),
+            generation: seq as u32,
+        }
+    }
+
+    fn slot_mut(&mut self, id: PromiseId) -> Option<&mut Slot> {
         self.slots
             .get_mut(id.key as usize)
             .filter(|s| s.generation == id.generation)
     }
 
-    pub fn get(&self, id: PromiseId) -> Option<&Slot> {
+    fn slot(&self, id: PromiseId) -> Option<&Slot> {
         self.slots
             .get(id.key as usize)
             .filter(|s| s.generation == id.generation)
     }
 
-    pub fn remove(&mut self, id: PromiseId) {
-        if self.get(id).is_some() {
-            self.slots.remove(id.key as usize);
-        }
+    fn publish_is_pending(&self, seq: u64) -> bool {
+        self.publish_pending
+            .binary_search_by_key(&seq, |&(s, _)| s)
+            .is_ok_and(|i| !self.publish_pending[i].1)
     }
 
     /// Records a result for `id`; `last` when no more will come.
     pub fn push(&mut self, id: PromiseId, result: Result<Raw, Error>, last: bool) {
-        let Some(slot) = self.get_mut(id) else { return };
+        if let Some(seq) = publish_seq(id) {
+            let Ok(i) = self.publish_pending.binary_search_by_key(&seq, |&(s, _)| s) else {
+                return;
+            };
+            self.publish_pending[i].1 = true;
+            while self.publish_pending.front().is_some_and(|&(_, done)| done) {
+                self.publish_pending.pop_front();
+            }
+            let has_callback = self.publish_callbacks.contains_key(&seq);
+            if result.is_err() || has_callback {
+                self.publish_results.insert(seq, result);
+            }
+            if has_callback {
+                self.ready.push_back(id);
+            }
+            return;
+        }
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
         slot.results.push_back(result);
         if last {
             slot.done = true;
@@ -227,25 +300,207 @@ impl Promises {
         }
     }
 
+    /// No more results will come for `id` (a cancelled consumer).
     pub fn end(&mut self, id: PromiseId) {
-        let Some(slot) = self.get_mut(id) else { return };
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
         slot.done = true;
-        if slot.results.is_empty() && slot.callback.is_some() {
+        if slot.results.is_empty() && slot.callback.is_some() && !slot.in_callback {
             self.slots.remove(id.key as usize);
         }
     }
 
-    /// Takes the next result of `id`, freeing the slot when it is spent.
-    pub fn take(&mut self, id: PromiseId) -> Option<Result<Raw, Error>> {
-        let slot = self.get_mut(id)?;
-        let r = slot.results.pop_front()?;
-        if slot.done && slot.results.is_empty() && !slot.in_callback {
-            self.slots.remove(id.key as usize);
+    /// Takes the next result of `id`, freeing its slot when it is spent.
+    pub fn take(&mut self, id: PromiseId) -> Taken {
+        if let Some(seq) = publish_seq(id) {
+            if let Some(r) = self.publish_results.remove(&seq) {
+                self.publish_callbacks.remove(&seq);
+                return Taken::Ready(r);
+            }
+            if self.publish_is_pending(seq) {
+                return Taken::Pending;
+            }
+            if seq < self.next_publish {
+                // Resolved successfully; nothing was kept.
+                return Taken::Ready(Ok(Raw::Outcome(crate::protocol::Outcome::Done)));
+            }
+            return Taken::Unknown;
         }
-        Some(r)
+        let Some(slot) = self.slot_mut(id) else {
+            return Taken::Unknown;
+        };
+        match slot.results.pop_front() {
+            Some(r) => {
+                if slot.done && slot.results.is_empty() && !slot.in_callback {
+                    self.slots.remove(id.key as usize);
+                }
+                Taken::Ready(r)
+            }
+            None if slot.done => {
+                self.slots.remove(id.key as usize);
+                Taken::Unknown
+            }
+            None => Taken::Pending,
+        }
     }
 
+    /// Whether `id` has a result waiting: `None` when it is unknown.
+    pub fn has_result(&self, id: PromiseId) -> Option<bool> {
+        if let Some(seq) = publish_seq(id) {
+            if self.publish_results.contains_key(&seq) {
+                return Some(true);
+            }
+            if self.publish_is_pending(seq) {
+                return Some(false);
+            }
+            return (seq < self.next_publish).then_some(true);
+        }
+        let slot = self.slot(id)?;
+        if slot.results.is_empty() && slot.done {
+            return None;
+        }
+        Some(!slot.results.is_empty())
+    }
+
+    /// Sets the callback of `id`; results already waiting become ready.
+    pub fn set_callback(&mut self, id: PromiseId, cb: Callback) {
+        if let Some(seq) = publish_seq(id) {
+            if self.publish_is_pending(seq) || self.publish_results.contains_key(&seq) {
+                if self.publish_results.contains_key(&seq) {
+                    self.ready.push_back(id);
+                }
+                self.publish_callbacks.insert(seq, cb);
+            } else if seq < self.next_publish {
+                // Already resolved successfully: run it with that.
+                self.publish_results
+                    .insert(seq, Ok(Raw::Outcome(crate::protocol::Outcome::Done)));
+                self.publish_callbacks.insert(seq, cb);
+                self.ready.push_back(id);
+            }
+            return;
+        }
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
+        slot.callback = Some(cb);
+        for _ in 0..slot.results.len() {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// The next callback to run, taken out with its result; give it back
+    /// with [`Promises::restore_callback`].
+    pub fn pop_ready(&mut self) -> Option<Option<ReadyCallback>> {
+        let id = self.ready.pop_front()?;
+        if let Some(seq) = publish_seq(id) {
+            let (Some(cb), Some(r)) = (
+                self.publish_callbacks.remove(&seq),
+                self.publish_results.remove(&seq),
+            ) else {
+                return Some(None);
+            };
+            return Some(Some((id, cb, r)));
+        }
+        let Some(slot) = self.slot_mut(id) else {
+            return Some(None);
+        };
+        let Some(cb) = slot.callback.take() else {
+            return Some(None);
+        };
+        let Some(r) = slot.results.pop_front() else {
+            slot.callback = Some(cb);
+            return Some(None);
+        };
+        slot.in_callback = true;
+        Some(Some((id, cb, r)))
+    }
+
+    /// Puts back a callback after it ran; frees the slot when spent.
+    pub fn restore_callback(&mut self, id: PromiseId, cb: Callback) {
+        if publish_seq(id).is_some() {
+            return;
+        }
+        let Some(slot) = self.slot_mut(id) else {
+            return;
+        };
+        slot.in_callback = false;
+        if slot.done && slot.results.is_empty() {
+            self.slots.remove(id.key as usize);
+        } else if slot.callback.is_none() {
+            slot.callback = Some(cb);
+        }
+    }
+
+    /// Number of ids with a callback ready to run.
+    pub fn ready_len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Promises held: slab slots plus publishes in flight.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.len() + self.publish_pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Outcome;
+
+    fn ok() -> Result<Raw, Error> {
+        Ok(Raw::Outcome(Outcome::Done))
+    }
+
+    #[test]
+    fn stale_ids_are_unknown() {
+        let mut p = Promises::default();
+        let a = p.create();
+        p.push(a, ok(), true);
+        assert!(matches!(p.take(a), Taken::Ready(Ok(_))));
+        assert!(matches!(p.take(a), Taken::Unknown));
+        let b = p.create();
+        assert_eq!(a.key, b.key, "the slot is reused");
+        assert!(
+            matches!(p.take(a), Taken::Unknown),
+            "but the old id is stale"
+        );
+        assert!(matches!(p.take(b), Taken::Pending));
+    }
+
+    #[test]
+    fn publishes_keep_only_pending_and_failures() {
+        let mut p = Promises::default();
+        let ids: Vec<_> = (0..1000).map(|_| p.create_publish()).collect();
+        assert_eq!(p.len(), 1000);
+        for (i, id) in ids.iter().enumerate() {
+            let r = if i == 500 { Err(Error::Nacked) } else { ok() };
+            p.push(*id, r, true);
+        }
+        assert_eq!(p.len(), 0);
+        assert_eq!(p.publish_results.len(), 1);
+        assert!(matches!(p.take(ids[0]), Taken::Ready(Ok(_))));
+        assert!(matches!(p.take(ids[500]), Taken::Ready(Err(Error::Nacked))));
+        let next = p.create_publish();
+        assert!(matches!(p.take(next), Taken::Pending));
+        assert_eq!(p.has_result(next), Some(false));
+        let unknown = PromiseId {
+            key: PUBLISH_BIT,
+            generation: 5000,
+        };
+        assert!(matches!(p.take(unknown), Taken::Unknown));
+    }
+
+    #[test]
+    fn out_of_order_publish_completion() {
+        let mut p = Promises::default();
+        let a = p.create_publish();
+        let b = p.create_publish();
+        p.push(b, ok(), true);
+        assert!(matches!(p.take(a), Taken::Pending));
+        assert!(matches!(p.take(b), Taken::Ready(Ok(_))));
+        p.push(a, ok(), true);
+        assert!(matches!(p.take(a), Taken::Ready(Ok(_))));
+        assert_eq!(p.len(), 0);
     }
 }

@@ -96,7 +96,6 @@ impl Expect {
 pub(super) struct Unconfirmed {
     pub seq: u64,
     pub tag: Tag,
-    pub returned: Option<Reply>,
 }
 
 /// A body being assembled from frames.

@@ -659,11 +659,7 @@ impl Connection {
             let c = self.chan(ch);
             c.next_seq += 1;
             let seq = c.next_seq;
-            c.unconfirmed.push_back(Unconfirmed {
-                seq,
-                tag,
-                returned: None,
-            });
+            c.unconfirmed.push_back(Unconfirmed { seq, tag });
         } else if open {
             let pos = self.written_total + self.write_buf.len() as u64;
             self.flush_marks.push_back((pos, tag));
@@ -1407,9 +1403,8 @@ impl Connection {
         self.handshake_deadline = None;
         // Arm the send timer now: inbound heartbeats keep moving the dead-peer
         // deadline, so that one alone would never fire it.
-        self.next_heartbeat = (self.tuned.heartbeat > 0).then(|| {
-            self.last_recv + Duration::from_millis(u64::from(self.tuned.heartbeat) * 500)
-        });
+        self.next_heartbeat = (self.tuned.heartbeat > 0)
+            .then(|| self.last_recv + Duration::from_millis(u64::from(self.tuned.heartbeat) * 500));
         if let Some(t) = self.connect_tag.take() {
             self.complete(t, Ok(Outcome::Done));
         }
@@ -1617,33 +1612,35 @@ impl Connection {
     }
 
     fn on_confirm(&mut self, ch: u16, delivery_tag: u64, multiple: bool, ack: bool) {
-        let c = self.chan(ch);
+        let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
+            return;
+        };
         if !matches!(c.role, Role::Publish) {
             self.command_invalid("basic.ack from the broker on a non-publish channel".into());
             return;
         }
-        let mut done = Vec::new();
         let returned = c.pending_return.take();
-        if multiple {
-            while let Some(u) = c.unconfirmed.front() {
-                if u.seq > delivery_tag {
-                    break;
+        let events = &mut self.events;
+        let mut settle = |u: Unconfirmed| {
+            let result = match (ack, &returned) {
+                (true, Some(reply)) if u.seq == delivery_tag => {
+                    Err(Error::from_reply(reply.clone()))
                 }
-                done.extend(c.unconfirmed.pop_front());
-            }
-        } else if let Ok(i) = c.unconfirmed.binary_search_by_key(&delivery_tag, |u| u.seq) {
-            done.extend(c.unconfirmed.remove(i));
-        }
-        for mut u in done {
-            if u.seq == delivery_tag && returned.is_some() {
-                u.returned = returned.clone();
-            }
-            let result = match (ack, u.returned) {
-                (true, None) => Ok(Outcome::Done),
-                (true, Some(reply)) => Err(Error::from_reply(reply)),
+                (true, _) => Ok(Outcome::Done),
                 (false, _) => Err(Error::Nacked),
             };
-            self.complete(u.tag, result);
+            events.push_back(Event::Complete { tag: u.tag, result });
+        };
+        if multiple {
+            while c.unconfirmed.front().is_some_and(|u| u.seq <= delivery_tag) {
+                if let Some(u) = c.unconfirmed.pop_front() {
+                    settle(u);
+                }
+            }
+        } else if let Ok(i) = c.unconfirmed.binary_search_by_key(&delivery_tag, |u| u.seq) {
+            if let Some(u) = c.unconfirmed.remove(i) {
+                settle(u);
+            }
         }
     }
 
