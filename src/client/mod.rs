@@ -97,6 +97,8 @@ type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
 const OWN_TOKEN: Token = Token(0);
 /// Reads per `on_read` before yielding to the caller's loop.
 const READ_BUDGET: usize = 64;
+/// Queued bytes at which a publish writes to the socket without blocking.
+const WRITE_BATCH: usize = 64 * 1024;
 
 /// An AMQP connection: one TCP socket, many hidden channels, and promises.
 ///
@@ -626,7 +628,13 @@ impl Client {
             self.after_io();
             match self.promises.take(promise.id) {
                 Taken::Ready(r) => {
-                    self.flush();
+                    // Frames queued so far (acks of earlier deliveries) go out
+                    // now — unless more results are already here, in which
+                    // case the caller is about to come back and the write
+                    // is batched with the next ones.
+                    if self.promises.has_result(promise.id) != Some(true) {
+                        self.flush();
+                    }
                     return T::resolve(RawResult(r));
                 }
                 Taken::Unknown => return Err(Error::UnknownPromise),
@@ -972,8 +980,12 @@ impl Client {
             properties,
             body,
         );
-        if self.conn.pending_write_bytes() > self.options.write_high_water {
+        let queued = self.conn.pending_write_bytes();
+        if queued > self.options.write_high_water {
             self.drain_to(self.options.write_high_water / 2);
+        } else if queued >= WRITE_BATCH {
+            // Hand the socket full batches early, without blocking.
+            self.flush();
         }
         self.after_io();
         p

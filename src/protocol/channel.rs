@@ -157,6 +157,9 @@ pub(super) struct Channel {
     pub unconfirmed: VecDeque<Unconfirmed>,
     /// A `basic.return` waiting for the ack of the same message.
     pub pending_return: Option<Reply>,
+    /// The highest delivery tag of consecutive user acks not yet sent; sent
+    /// as one `basic.ack` with `multiple` set.
+    pub pending_ack: Option<u64>,
 }
 
 impl Channel {
@@ -172,6 +175,7 @@ impl Channel {
             next_seq: 0,
             unconfirmed: VecDeque::new(),
             pending_return: None,
+            pending_ack: None,
         }
     }
 

@@ -228,6 +228,8 @@ pub struct Connection {
     free_ids: Vec<u16>,
     idle: Vec<u16>,
     publish_channel: Option<u16>,
+    /// Channels holding a coalesced ack not yet encoded.
+    ack_channels: Vec<u16>,
     tx_mode: bool,
     epochs: u32,
     connect_tag: Option<Tag>,
@@ -271,6 +273,7 @@ impl Connection {
             free_ids: Vec::new(),
             idle: Vec::new(),
             publish_channel: None,
+            ack_channels: Vec::new(),
             tx_mode: false,
             epochs: 0,
             connect_tag: Some(connect_tag),
@@ -493,7 +496,7 @@ impl Connection {
 
     /// Whether frames are waiting for the socket.
     pub fn wants_write(&self) -> bool {
-        !self.write_buf.is_empty()
+        !self.write_buf.is_empty() || !self.ack_channels.is_empty()
     }
 
     /// Writes queued frames to `w` until it would block or the queue is
@@ -503,6 +506,7 @@ impl Connection {
     /// The first error `w.write` returns other than `WouldBlock` and
     /// `Interrupted`.
     pub fn write_to(&mut self, w: &mut dyn Write) -> io::Result<usize> {
+        self.emit_pending_acks();
         let mut total = 0;
         while !self.write_buf.is_empty() {
             match w.write(&self.write_buf) {
@@ -802,7 +806,7 @@ impl Connection {
     /// [`Error::UnknownDeliveryTag`] when the delivery is not outstanding
     /// (already settled, no-ack, or its channel is gone); nothing is sent.
     pub fn ack(&mut self, delivery: &Delivery, multiple: bool) -> Result<(), Error> {
-        self.settle(delivery, multiple, |delivery_tag| {
+        self.settle(delivery, multiple, true, |delivery_tag| {
             Method::BasicAck(BasicAck {
                 delivery_tag,
                 multiple,
@@ -821,7 +825,7 @@ impl Connection {
         multiple: bool,
         requeue: bool,
     ) -> Result<(), Error> {
-        self.settle(delivery, multiple, |delivery_tag| {
+        self.settle(delivery, multiple, false, |delivery_tag| {
             Method::BasicNack(BasicNack {
                 delivery_tag,
                 multiple,
@@ -835,7 +839,7 @@ impl Connection {
     /// # Errors
     /// As [`Connection::ack`].
     pub fn reject(&mut self, delivery: &Delivery, requeue: bool) -> Result<(), Error> {
-        self.settle(delivery, false, |delivery_tag| {
+        self.settle(delivery, false, false, |delivery_tag| {
             Method::BasicReject(BasicReject {
                 delivery_tag,
                 requeue,
@@ -956,7 +960,29 @@ impl Connection {
     }
 
     fn send_method(&mut self, ch: u16, method: &Method) -> Result<(), CodecError> {
+        self.emit_pending_ack(ch);
         encode_method(self.out(), ch, method)
+    }
+
+    /// Sends a channel's coalesced ack, if it has one.
+    fn emit_pending_ack(&mut self, ch: u16) {
+        let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
+            return;
+        };
+        let Some(delivery_tag) = c.pending_ack.take() else {
+            return;
+        };
+        let m = Method::BasicAck(BasicAck {
+            delivery_tag,
+            multiple: true,
+        });
+        let _ = encode_method(self.out(), ch, &m);
+    }
+
+    fn emit_pending_acks(&mut self) {
+        for ch in std::mem::take(&mut self.ack_channels) {
+            self.emit_pending_ack(ch);
+        }
     }
 
     fn allocate_id(&mut self) -> Option<u16> {
@@ -1037,6 +1063,7 @@ impl Connection {
         &mut self,
         delivery: &Delivery,
         multiple: bool,
+        is_ack: bool,
         method: impl FnOnce(u64) -> Method,
     ) -> Result<(), Error> {
         if self.state != State::Open {
@@ -1046,13 +1073,29 @@ impl Connection {
         let Some(cref) = delivery.channel else {
             return Err(Error::UnknownDeliveryTag(tag));
         };
-        let Some(c) = self.chan_opt(cref.id) else {
+        let Some(Some(c)) = self.channels.get_mut(usize::from(cref.id)) else {
             return Err(Error::UnknownDeliveryTag(tag));
         };
-        if c.epoch != cref.epoch || c.closing || !c.settle(tag, multiple) {
+        if c.epoch != cref.epoch || c.closing {
             return Err(Error::UnknownDeliveryTag(tag));
         }
-        let _ = self.send_method(cref.id, &method(tag));
+        let lowest = c.unacked.front() == Some(&tag);
+        if !c.settle(tag, multiple) {
+            return Err(Error::UnknownDeliveryTag(tag));
+        }
+        if is_ack && (lowest || multiple) {
+            // Acks of the lowest outstanding tag coalesce into one
+            // `multiple` ack, sent before the next frame on this channel or
+            // at the next write: nothing below it is outstanding, so it
+            // acks exactly what the user acked.
+            if c.pending_ack.is_none() {
+                self.ack_channels.push(cref.id);
+            }
+            c.pending_ack = Some(tag);
+            self.sent_since_heartbeat = true;
+        } else {
+            let _ = self.send_method(cref.id, &method(tag));
+        }
         self.maybe_close_drained_consumer(cref.id);
         Ok(())
     }
