@@ -425,7 +425,14 @@ impl Client {
             return Ok(());
         };
         if registered {
-            registry.reregister(sock, token, interest)
+            match registry.reregister(sock, token, interest) {
+                // The socket was replaced (the next address after a refused
+                // connect): register the new one.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    registry.register(sock, token, interest)
+                }
+                other => other,
+            }
         } else {
             registry.register(sock, token, interest)
         }

@@ -31,6 +31,9 @@ pub(super) struct Consumer {
     pub cancelling: Option<Tag>,
     /// No more deliveries will be reported for this consumer.
     pub ended: bool,
+    /// It consumes from `amq.rabbitmq.reply-to`: requests that name it in
+    /// `reply_to` are published on this channel.
+    pub direct_reply_to: bool,
 }
 
 impl Consumer {
@@ -42,6 +45,7 @@ impl Consumer {
             pending_consume_oks: 0,
             cancelling: None,
             ended: false,
+            direct_reply_to: false,
         }
     }
 }

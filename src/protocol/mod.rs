@@ -207,6 +207,8 @@ enum State {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+/// RabbitMQ's pseudo-queue for direct reply-to.
+pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
 
 /// The AMQP 0-9-1 client protocol state machine. See the module docs.
@@ -632,7 +634,15 @@ impl Connection {
         if self.refuse(tag) {
             return;
         }
-        let Some(ch) = self.publish_channel() else {
+        // RabbitMQ's direct reply-to: a request naming the pseudo-queue must
+        // go on the channel that consumes from it (never in confirm mode).
+        let direct = properties.reply_to() == Some(DIRECT_REPLY_TO);
+        let channel = if direct {
+            self.direct_reply_channel()
+        } else {
+            self.publish_channel()
+        };
+        let Some(ch) = channel else {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
@@ -658,7 +668,7 @@ impl Connection {
             return;
         }
         self.sent_since_heartbeat = true;
-        let confirms = self.confirms && !self.tx_mode;
+        let confirms = self.confirms && !self.tx_mode && !direct;
         if confirms {
             let c = self.chan(ch);
             c.next_seq += 1;
@@ -687,7 +697,9 @@ impl Connection {
         if self.refuse(tag) {
             return;
         }
-        let Some(ch) = self.open_channel(Role::Consumer(Consumer::new(tag, no_ack))) else {
+        let mut consumer = Consumer::new(tag, no_ack);
+        consumer.direct_reply_to = queues.iter().any(|q| q.queue == DIRECT_REPLY_TO);
+        let Some(ch) = self.open_channel(Role::Consumer(consumer)) else {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
@@ -1034,6 +1046,16 @@ impl Connection {
         Some(id)
     }
 
+    /// The channel consuming from `amq.rabbitmq.reply-to`, or else the
+    /// publish channel (the broker then refuses the request with 406).
+    fn direct_reply_channel(&mut self) -> Option<u16> {
+        let found = self.channels.iter().flatten().find_map(|c| match &c.role {
+            Role::Consumer(k) if k.direct_reply_to && !c.closing && !k.ended => Some(c.id),
+            _ => None,
+        });
+        found.or_else(|| self.publish_channel())
+    }
+
     fn consumer_channel(&self, consume_tag: Tag) -> Option<u16> {
         self.channels.iter().flatten().find_map(|c| match &c.role {
             Role::Consumer(k) if k.tag == consume_tag && !c.closing => Some(c.id),
@@ -1198,6 +1220,9 @@ impl Connection {
     }
 
     fn send_connection_close(&mut self, code: u16, text: &str, class_id: u16, method_id: u16) {
+        // Acks the user made go out before the close, or the broker ignores
+        // them and requeues the messages.
+        self.emit_pending_acks();
         let m = Method::ConnectionClose(ConnectionClose {
             reply_code: code,
             reply_text: ShortString::from(text.get(..255).unwrap_or(text)),

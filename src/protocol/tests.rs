@@ -129,7 +129,7 @@ enum Sent {
     Publish {
         ch: u16,
         method: BasicPublish,
-        properties: BasicProperties,
+        properties: Box<BasicProperties>,
         body: Vec<u8>,
     },
     Heartbeat,
@@ -148,7 +148,7 @@ fn publish_sent(ch: u16, exchange: &str, routing_key: &str, mandatory: bool, bod
             mandatory,
             immediate: false,
         },
-        properties: BasicProperties::default(),
+        properties: Box::default(),
         body: body.to_vec(),
     }
 }
@@ -189,7 +189,7 @@ fn parse_sent(frames: Vec<Frame>) -> Vec<Sent> {
                 out.push(Sent::Publish {
                     ch: channel,
                     method: p,
-                    properties: header.properties,
+                    properties: Box::new(header.properties),
                     body,
                 });
             }
@@ -199,6 +199,25 @@ fn parse_sent(frames: Vec<Frame>) -> Vec<Sent> {
         }
     }
     out
+}
+
+/// `sent` with the `multiple` flag of every ack cleared. The client may send
+/// an ack of the lowest outstanding delivery tag with `multiple` set (it
+/// coalesces consecutive acks); nothing lower being outstanding, the flag
+/// then means nothing. Use only where that holds.
+fn lowest_acks(sent: Vec<Sent>) -> Vec<Sent> {
+    sent.into_iter()
+        .map(|s| match s {
+            Sent::M(ch, Method::BasicAck(a)) => m(
+                ch,
+                BasicAck {
+                    delivery_tag: a.delivery_tag,
+                    multiple: false,
+                },
+            ),
+            other => other,
+        })
+        .collect()
 }
 
 fn expect_connection_close(sent: &[Sent], code: u16) {
@@ -363,7 +382,8 @@ struct H {
 
 impl H {
     fn new(config: Config) -> H {
-        H::with_tune(config, default_tune())
+        let (conn, now) = handshake(config);
+        H::wrap(conn, now, true)
     }
 
     fn with_tune(config: Config, server_tune: ConnectionTune) -> H {
@@ -633,14 +653,18 @@ fn handshake_sends_header_start_ok_tune_ok_and_open() {
     assert!(conn.take_output().is_empty());
 }
 
+/// (server channel_max, frame_max, heartbeat), the client's wishes, and the
+/// values agreed.
+type TuneCase = (
+    (u16, u32, u16),
+    (Option<u16>, Option<u32>, Option<u16>),
+    (u16, u32, u16),
+);
+
 #[test]
 fn tune_values_are_negotiated() {
     // (server channel_max, frame_max, heartbeat), (client wishes) -> tune-ok
-    let cases: [(
-        (u16, u32, u16),
-        (Option<u16>, Option<u32>, Option<u16>),
-        (u16, u32, u16),
-    ); 6] = [
+    let cases: [TuneCase; 6] = [
         ((2047, 131_072, 60), (None, None, None), (2047, 131_072, 60)),
         (
             (2047, 131_072, 60),
@@ -649,10 +673,12 @@ fn tune_values_are_negotiated() {
         ),
         ((0, 0, 0), (None, None, None), (2047, 131_072, 0)),
         ((0, 0, 0), (Some(10), Some(8192), Some(5)), (10, 8192, 5)),
+        // Some(0) is "no wish": the broker's 60 stands (as negotiate::tune
+        // documents, like the Java client).
         (
             (100, 65_536, 60),
             (Some(500), Some(1_000_000), Some(0)),
-            (100, 65_536, 0),
+            (100, 65_536, 60),
         ),
         ((2047, 4096, 30), (None, Some(1), None), (2047, 4096, 30)),
     ];
@@ -1321,7 +1347,7 @@ fn consumer_receives_split_and_whole_deliveries_and_acks() {
 
     h.conn.ack(&d1, false).unwrap();
     assert_eq!(
-        h.sent(),
+        lowest_acks(h.sent()),
         vec![m(
             1,
             BasicAck {
@@ -1387,6 +1413,104 @@ fn consumer_receives_split_and_whole_deliveries_and_acks() {
     );
     // The consumer tag never completed: it is still running.
     assert!(!h.completed.contains_key(&20));
+}
+
+#[test]
+fn consecutive_acks_coalesce_without_changing_their_meaning() {
+    let mut h = H::new(Config::default());
+    h.consumer(20, 1, "c", 0);
+    for tag in 1..=5 {
+        h.deliver(1, "c", tag, b"x");
+    }
+    let ds = deliveries(&h.events(), 20);
+    assert_eq!(ds.len(), 5);
+    // 1 then 2: one ack of 2 with multiple.
+    h.conn.ack(&ds[0], false).unwrap();
+    h.conn.ack(&ds[1], false).unwrap();
+    assert!(h.conn.wants_write());
+    assert_eq!(
+        h.sent(),
+        vec![m(
+            1,
+            BasicAck {
+                delivery_tag: 2,
+                multiple: true
+            }
+        )]
+    );
+    // 4 while 3 is outstanding: exactly 4, not multiple.
+    h.conn.ack(&ds[3], false).unwrap();
+    assert_eq!(
+        h.sent(),
+        vec![m(
+            1,
+            BasicAck {
+                delivery_tag: 4,
+                multiple: false
+            }
+        )]
+    );
+    // 3 (now the lowest) then a reject of 5: order kept.
+    h.conn.ack(&ds[2], false).unwrap();
+    h.conn.reject(&ds[4], false).unwrap();
+    assert_eq!(
+        lowest_acks(h.sent()),
+        vec![
+            m(
+                1,
+                BasicAck {
+                    delivery_tag: 3,
+                    multiple: false
+                }
+            ),
+            m(
+                1,
+                BasicReject {
+                    delivery_tag: 5,
+                    requeue: false
+                }
+            ),
+        ]
+    );
+    for d in &ds {
+        assert_matches!(h.conn.ack(d, false), Err(Error::UnknownDeliveryTag(_)));
+    }
+    assert!(h.conn.take_output().is_empty());
+}
+
+#[test]
+fn ack_before_close_is_sent_before_connection_close() {
+    let mut h = H::new(Config::default());
+    h.consumer(20, 1, "c", 0);
+    h.deliver(1, "c", 1, b"x");
+    let d = deliveries(&h.events(), 20).pop().unwrap();
+    h.conn.ack(&d, false).unwrap();
+    h.conn.close(50, h.now, Duration::from_secs(1));
+    // The ack was made while the connection was open: it must reach the
+    // broker, and before connection.close (after which the broker
+    // discards everything but close and close-ok).
+    let sent = lowest_acks(h.sent());
+    assert_eq!(
+        sent,
+        vec![
+            m(
+                1,
+                BasicAck {
+                    delivery_tag: 1,
+                    multiple: false
+                }
+            ),
+            m(
+                0,
+                ConnectionClose {
+                    reply_code: 200,
+                    reply_text: "bye".into(),
+                    class_id: 0,
+                    method_id: 0
+                }
+            ),
+        ]
+    );
 }
 
 #[test]
@@ -1477,7 +1601,7 @@ fn ack_after_channel_reopened_under_same_id_is_refused() {
     );
     h.conn.ack(&new, false).unwrap();
     assert_eq!(
-        h.sent(),
+        lowest_acks(h.sent()),
         vec![m(
             1,
             BasicAck {
@@ -1543,7 +1667,7 @@ fn server_cancel_fails_the_consumer_and_closes_its_channel() {
     assert_matches!(h.result(21), Err(Error::ConsumerCancelled));
     h.conn.ack(&d, false).unwrap();
     assert_eq!(
-        h.sent(),
+        lowest_acks(h.sent()),
         vec![
             m(
                 1,
@@ -1603,7 +1727,7 @@ fn user_cancel_ends_the_consumer_and_closes_after_the_last_ack() {
     assert!(h.sent().is_empty());
     h.conn.ack(&d, false).unwrap();
     assert_eq!(
-        h.sent(),
+        lowest_acks(h.sent()),
         vec![
             m(
                 1,
@@ -1782,7 +1906,7 @@ fn basic_get_ok_and_empty() {
     assert!(d.needs_ack());
     h.conn.ack(&d, false).unwrap();
     assert_eq!(
-        h.sent(),
+        lowest_acks(h.sent()),
         vec![m(
             1,
             BasicAck {
@@ -2607,8 +2731,8 @@ enum Pending {
 
 struct Session {
     h: H,
-    /// Tag -> whether it is a consume operation.
-    issued: HashMap<Tag, bool>,
+    /// Tag -> the operation it was issued for.
+    issued: HashMap<Tag, &'static str>,
     ended: HashSet<Tag>,
     consumes: Vec<Tag>,
     deliveries: Vec<Delivery>,
@@ -2618,6 +2742,14 @@ struct Session {
     next_delivery: HashMap<u16, u64>,
     ctags: HashMap<u16, Vec<String>>,
     steps: u32,
+    deliveries_seen: usize,
+    oks: usize,
+    /// The channel the client publishes on, once seen.
+    publish_ch: Option<u16>,
+    /// Why the connection ended (for the statistics).
+    closed_by: String,
+    /// Channels the fuzz broker has opened and not closed.
+    open_chs: HashSet<u16>,
 }
 
 impl Session {
@@ -2645,33 +2777,52 @@ impl Session {
             next_delivery: HashMap::new(),
             ctags: HashMap::new(),
             steps: 0,
+            deliveries_seen: 0,
+            oks: 0,
+            publish_ch: None,
+            closed_by: String::new(),
+            open_chs: HashSet::new(),
         }
     }
 
     fn user_op(&mut self, rng: &mut XorShift, tag: Tag) {
         let c = &mut self.h.conn;
-        let mut consume = false;
-        match rng.below(14) {
-            0 => c.rpc(tag, declare("q")),
-            1 => c.rpc(
-                tag,
-                QueueDelete {
-                    queue: "q".into(),
-                    ..Default::default()
-                }
-                .into(),
-            ),
-            2 => c.rpc(
-                tag,
-                ExchangeDeclare {
-                    exchange: "x".into(),
-                    kind: "direct".into(),
-                    ..Default::default()
-                }
-                .into(),
-            ),
-            3 => c.rpc(tag, BasicRecover { requeue: true }.into()),
-            4 => c.basic_get(tag, "q", rng.chance(50)),
+        let op = match rng.below(14) {
+            0 => {
+                c.rpc(tag, declare("q"));
+                "rpc queue.declare"
+            }
+            1 => {
+                c.rpc(
+                    tag,
+                    QueueDelete {
+                        queue: "q".into(),
+                        ..Default::default()
+                    }
+                    .into(),
+                );
+                "rpc queue.delete"
+            }
+            2 => {
+                c.rpc(
+                    tag,
+                    ExchangeDeclare {
+                        exchange: "x".into(),
+                        kind: "direct".into(),
+                        ..Default::default()
+                    }
+                    .into(),
+                );
+                "rpc exchange.declare"
+            }
+            3 => {
+                c.rpc(tag, BasicRecover { requeue: true }.into());
+                "rpc basic.recover (refused)"
+            }
+            4 => {
+                c.basic_get(tag, "q", rng.chance(50));
+                "basic_get"
+            }
             5..=7 => {
                 let body = rng.bytes_below(40);
                 c.publish(
@@ -2683,6 +2834,7 @@ impl Session {
                     &BasicProperties::default(),
                     &body,
                 );
+                "publish"
             }
             8 => {
                 let n = 1 + rng.below(2) as usize;
@@ -2693,25 +2845,30 @@ impl Session {
                     })
                     .collect();
                 c.consume(tag, qs, rng.chance(30), rng.below(3) as u16);
-                consume = true;
+                CONSUME
             }
             9 => {
                 let target = pick(rng, &self.consumes).unwrap_or(tag + 1);
                 c.cancel(tag, target);
+                "cancel"
             }
             10 => {
                 let target = pick(rng, &self.consumes).unwrap_or(0);
                 c.qos(tag, target, 0, rng.below(5) as u16, false);
+                "qos"
             }
             11 => {
                 let target = pick(rng, &self.consumes).unwrap_or(0);
                 c.recover(tag, target, rng.chance(50));
+                "recover"
             }
             12 => {
                 if rng.chance(10) {
                     c.close(tag, self.h.now, Duration::from_secs(1));
+                    "close"
                 } else {
                     c.rpc(tag, declare(""));
+                    "rpc queue.declare"
                 }
             }
             _ => {
@@ -2724,10 +2881,11 @@ impl Session {
                     };
                 }
                 c.rpc(tag, declare("s"));
+                "rpc queue.declare"
             }
-        }
-        self.issued.insert(tag, consume);
-        if consume {
+        };
+        self.issued.insert(tag, op);
+        if op == CONSUME {
             self.consumes.push(tag);
         }
     }
@@ -2736,7 +2894,7 @@ impl Session {
     fn server_bytes(&mut self, rng: &mut XorShift) -> Vec<u8> {
         let mut b = BytesMut::new();
         if !self.pending.is_empty() && rng.chance(70) {
-            let i = if rng.chance(80) {
+            let i = if rng.chance(95) {
                 0
             } else {
                 rng.below(self.pending.len() as u64) as usize
@@ -2745,14 +2903,36 @@ impl Session {
             self.answer(rng, p, &mut b);
             return b.to_vec();
         }
-        let ch = 1 + rng.below(4) as u16;
-        let ctag = self
+        // Mostly frames a broker could send now; some that break the rules.
+        let consumer_chs: Vec<u16> = self
             .ctags
-            .get(&ch)
-            .and_then(|v| v.first().cloned())
-            .unwrap_or_else(|| "c1".into());
-        match rng.below(12) {
-            0..=3 => {
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(ch, _)| *ch)
+            .collect();
+        let plausible = rng.chance(97);
+        let open: Vec<u16> = self.open_chs.iter().copied().collect();
+        let mut ch = if plausible {
+            match pick(rng, &open) {
+                Some(c) => c,
+                None => return HEARTBEAT.to_vec(),
+            }
+        } else {
+            1 + rng.below(4) as u16
+        };
+        match rng.below(20) {
+            0..=7 => {
+                if plausible {
+                    match pick(rng, &consumer_chs) {
+                        Some(c) => ch = c,
+                        None => return HEARTBEAT.to_vec(),
+                    }
+                }
+                let ctag = self
+                    .ctags
+                    .get(&ch)
+                    .and_then(|v| pick(rng, v))
+                    .unwrap_or_else(|| "c1".into());
                 let tag = self.next_delivery.entry(ch).or_insert(0);
                 *tag += 1;
                 let tag = *tag;
@@ -2768,7 +2948,19 @@ impl Session {
                 );
                 self.content(rng, ch, &mut b);
             }
-            4 => {
+            8 => {
+                if plausible {
+                    match pick(rng, &consumer_chs) {
+                        Some(c) => ch = c,
+                        None => return HEARTBEAT.to_vec(),
+                    }
+                }
+                let tags = self.ctags.entry(ch).or_default();
+                let ctag = if tags.is_empty() {
+                    "c1".to_string()
+                } else {
+                    tags.remove(rng.below(tags.len() as u64) as usize)
+                };
                 b = method_bytes(
                     ch,
                     BasicCancel {
@@ -2777,7 +2969,15 @@ impl Session {
                     },
                 )
             }
-            5 => {
+            9 => {
+                // The broker closes a channel: forget what it was doing.
+                self.pending.retain(|p| match p {
+                    Pending::Method(c, _) | Pending::Publish(c, _) => *c != ch,
+                });
+                self.ctags.remove(&ch);
+                if !self.open_chs.remove(&ch) && plausible {
+                    return HEARTBEAT.to_vec();
+                }
                 b = method_bytes(
                     ch,
                     ChannelClose {
@@ -2788,18 +2988,24 @@ impl Session {
                     },
                 )
             }
-            6 => {
-                let tag = self.seq.get(&ch).copied().unwrap_or(1);
+            10 => {
+                if plausible {
+                    match self.publish_ch {
+                        Some(c) => ch = c,
+                        None => return HEARTBEAT.to_vec(),
+                    }
+                }
+                let seq = self.seq.get(&ch).copied().unwrap_or(1).max(1);
                 b = method_bytes(
                     ch,
                     BasicAck {
-                        delivery_tag: 1 + rng.below(tag.max(1)),
+                        delivery_tag: 1 + rng.below(seq),
                         multiple: rng.chance(50),
                     },
                 );
             }
-            7 => b.extend_from_slice(&HEARTBEAT),
-            8 => {
+            11..=13 => b.extend_from_slice(&HEARTBEAT),
+            14 => {
                 b = method_bytes(
                     0,
                     ConnectionBlocked {
@@ -2808,7 +3014,7 @@ impl Session {
                 );
                 frame::encode_method(&mut b, 0, &ConnectionUnblocked {}.into()).unwrap();
             }
-            9 => {
+            15 => {
                 b = method_bytes(
                     ch,
                     ChannelFlow {
@@ -2816,7 +3022,7 @@ impl Session {
                     },
                 )
             }
-            10 if rng.chance(10) => {
+            16 if !plausible => {
                 b = method_bytes(
                     0,
                     ConnectionClose {
@@ -2827,13 +3033,14 @@ impl Session {
                     },
                 )
             }
-            _ => b = method_bytes(ch, ChannelOpenOk {}),
+            17 if !plausible => b = method_bytes(ch, ChannelOpenOk {}),
+            _ => b.extend_from_slice(&HEARTBEAT),
         }
         b.to_vec()
     }
 
     fn content(&mut self, rng: &mut XorShift, ch: u16, b: &mut BytesMut) {
-        let body = rng.bytes_below(80);
+        let body = rng.bytes_below(70);
         let props = if rng.chance(30) {
             BasicProperties::default().with_header("k", rng.next() as i64)
         } else {
@@ -2888,6 +3095,7 @@ impl Session {
             Pending::Method(ch, method) => {
                 let reply: Option<Method> = match method {
                     Method::ChannelOpen(_) => {
+                        self.open_chs.insert(ch);
                         self.seq.insert(ch, 0);
                         self.next_delivery.insert(ch, 0);
                         self.ctags.remove(&ch);
@@ -2914,12 +3122,17 @@ impl Session {
                             .into(),
                         )
                     }
-                    Method::BasicCancel(c) => Some(
-                        BasicCancelOk {
-                            consumer_tag: c.consumer_tag,
+                    Method::BasicCancel(c) => {
+                        if let Some(tags) = self.ctags.get_mut(&ch) {
+                            tags.retain(|t| *t != c.consumer_tag.as_str());
                         }
-                        .into(),
-                    ),
+                        Some(
+                            BasicCancelOk {
+                                consumer_tag: c.consumer_tag,
+                            }
+                            .into(),
+                        )
+                    }
                     Method::BasicGet(_) => {
                         if rng.chance(50) {
                             Some(BasicGetEmpty {}.into())
@@ -2943,7 +3156,11 @@ impl Session {
                             None
                         }
                     }
-                    Method::ChannelClose(_) => Some(ChannelCloseOk {}.into()),
+                    Method::ChannelClose(_) => {
+                        self.ctags.remove(&ch);
+                        self.open_chs.remove(&ch);
+                        Some(ChannelCloseOk {}.into())
+                    }
                     Method::ConnectionClose(_) => Some(ConnectionCloseOk {}.into()),
                     _ => None,
                 };
@@ -2961,12 +3178,18 @@ impl Session {
         for s in self.h.sent() {
             match s {
                 Sent::Publish { ch, method, .. } => {
+                    self.publish_ch = Some(ch);
                     if self.h.conn.confirms_enabled() {
                         self.pending
                             .push_back(Pending::Publish(ch, method.mandatory));
                     }
                 }
                 Sent::M(ch, method) => {
+                    if let Method::ChannelOpen(_) = method {
+                        // A new channel under this id: forget the old one.
+                        self.ctags.remove(&ch);
+                        self.open_chs.remove(&ch);
+                    }
                     let answerable = matches!(
                         method,
                         Method::ChannelOpen(_)
@@ -2994,6 +3217,19 @@ impl Session {
 
     fn read_events(&mut self) {
         for e in self.h.events() {
+            match &e {
+                Event::Delivery { .. } => self.deliveries_seen += 1,
+                Event::Closed(e) => {
+                    let text = format!("{e:?}");
+                    let end = text.find([' ', '{']).unwrap_or(text.len());
+                    self.closed_by = text[..end.min(40)].to_string();
+                    if let Some(r) = e.reply() {
+                        self.closed_by = format!("{} {} {}", self.closed_by, r.code, r.text);
+                    }
+                }
+                Event::Complete { result: Ok(_), .. } => self.oks += 1,
+                _ => {}
+            }
             match e {
                 Event::Delivery { delivery, .. } => self.deliveries.push(*delivery),
                 Event::Complete {
@@ -3009,22 +3245,26 @@ impl Session {
     }
 
     /// Once closed: every tag completed exactly once, except consumers that
-    /// ended with ConsumerEnded (which never complete).
-    fn check_finished(&self) {
+    /// ended with ConsumerEnded (which never complete). Violations are
+    /// collected in `problems`.
+    fn check_finished(&self, problems: &mut Vec<String>) {
         assert_eq!(self.h.closed, 1);
-        for (&tag, &consume) in &self.issued {
+        for (&tag, &op) in &self.issued {
             let n = self.h.completed.get(&tag).copied().unwrap_or(0);
-            if consume && self.ended.contains(&tag) {
-                assert_eq!(n, 0, "ended consumer {tag} also completed");
-            } else {
-                assert_eq!(n, 1, "tag {tag} (consume: {consume}) completed {n} times");
+            let want = usize::from(!(op == CONSUME && self.ended.contains(&tag)));
+            if n != want {
+                problems.push(format!("{op}: completed {n} times, expected {want}"));
             }
         }
         for tag in &self.ended {
-            assert!(self.issued[tag], "ConsumerEnded for a non-consumer {tag}");
+            if self.issued[tag] != CONSUME {
+                problems.push(format!("ConsumerEnded for a {}", self.issued[tag]));
+            }
         }
     }
 }
+
+const CONSUME: &str = "consume";
 
 fn pick<T: Clone>(rng: &mut XorShift, v: &[T]) -> Option<T> {
     if v.is_empty() {
@@ -3063,16 +3303,26 @@ fn mutate(rng: &mut XorShift, b: &mut Vec<u8>) {
     }
 }
 
-#[test]
-fn fuzz_never_panics_and_completes_each_tag_once() {
-    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+#[derive(Debug, Default)]
+struct FuzzStats {
+    sessions: usize,
+    max_steps: u32,
+    deliveries: usize,
+    ok: usize,
+    problems: Vec<String>,
+    closed_by: HashMap<String, usize>,
+}
+
+/// Drives connections with `iterations` random steps: user operations,
+/// mostly-correct broker answers, mutated frames, junk, timers and EOFs.
+fn fuzz(seed: u64, iterations: usize) -> FuzzStats {
+    let mut rng = XorShift(seed | 1);
     let mut next_tag: Tag = 1;
     let mut session: Option<Session> = None;
-    let mut sessions = 0;
-    let mut max_steps = 0;
-    for _ in 0..10_000 {
+    let mut stats = FuzzStats::default();
+    for _ in 0..iterations {
         let s = session.get_or_insert_with(|| {
-            sessions += 1;
+            stats.sessions += 1;
             Session::new(&mut rng)
         });
         s.steps += 1;
@@ -3082,16 +3332,16 @@ fn fuzz_never_panics_and_completes_each_tag_once() {
                 next_tag += 1;
                 s.user_op(&mut rng, next_tag);
             }
-            25..=79 => {
+            25..=86 => {
                 let b = s.server_bytes(&mut rng);
                 s.h.recv_raw(&b);
             }
-            80..=86 => {
+            87..=88 => {
                 let mut b = s.server_bytes(&mut rng);
                 mutate(&mut rng, &mut b);
                 s.h.recv_raw(&b);
             }
-            87..=89 => {
+            89 => {
                 let n = 1 + rng.below(16) as usize;
                 let b = rng.bytes(n);
                 s.h.recv_raw(&b);
@@ -3121,22 +3371,40 @@ fn fuzz_never_panics_and_completes_each_tag_once() {
             next_tag += 1;
             s.user_op(&mut rng, next_tag);
             s.read_events();
-            s.check_finished();
-            max_steps = max_steps.max(s.steps);
+            s.check_finished(&mut stats.problems);
+            stats.max_steps = stats.max_steps.max(s.steps);
+            stats.deliveries += s.deliveries_seen;
+            stats.ok += s.oks;
+            *stats.closed_by.entry(s.closed_by.clone()).or_insert(0) += 1;
             session = None;
         }
     }
     if let Some(mut s) = session {
         s.h.conn.handle_eof();
         s.read_events();
-        s.check_finished();
+        s.check_finished(&mut stats.problems);
+        stats.deliveries += s.deliveries_seen;
+        stats.ok += s.oks;
     }
+    stats
+}
+
+#[test]
+fn fuzz_never_panics_and_completes_each_tag_once() {
+    let stats = fuzz(0x9E37_79B9_7F4A_7C15, 10_000);
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for p in &stats.problems {
+        *counts.entry(p.as_str()).or_insert(0) += 1;
+    }
+    let mut summary: Vec<_> = counts.into_iter().collect();
+    summary.sort();
     assert!(
-        sessions > 10,
-        "the fuzz ended connections ({sessions} sessions)"
+        stats.problems.is_empty(),
+        "tags not completed exactly once (problem, count): {summary:#?}"
     );
-    assert!(
-        max_steps > 50,
-        "some connections lived a while ({max_steps} steps)"
-    );
+    // The fuzz reached deep states, not only early violations.
+    assert!(stats.sessions > 10, "{stats:?}");
+    assert!(stats.max_steps > 50, "{stats:?}");
+    assert!(stats.deliveries > 20, "{stats:?}");
+    assert!(stats.ok > 100, "{stats:?}");
 }
