@@ -379,6 +379,9 @@ impl Connection {
             self.got_input = false;
             self.last_recv = now;
         }
+        if self.state == State::AwaitStart && !self.not_amqp_check() {
+            return;
+        }
         while self.state != State::Closed {
             let frame_max = self.tuned.frame_max;
             match frame::decode(&mut self.read_buf, frame_max) {
@@ -397,6 +400,28 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Before `connection.start`, a server sends a method frame or (when it
+    /// cannot speak 0-9-1) a protocol header; anything else is not AMQP.
+    /// Returns false when decoding must wait or stop.
+    fn not_amqp_check(&mut self) -> bool {
+        let first = match self.read_buf.first() {
+            None => return false,
+            Some(&b) => b,
+        };
+        if first == frame::FRAME_METHOD || first == b'A' {
+            return true;
+        }
+        if self.read_buf.len() < 8 {
+            return false;
+        }
+        let mut head = [0u8; 8];
+        head.copy_from_slice(&self.read_buf[..8]);
+        self.read_buf.clear();
+        let e = CodecError::NotAmqp(head);
+        self.violation(e.reply_code(), e.to_string(), Error::Protocol(e));
+        false
     }
 
     /// The peer closed its side (a read returned 0).
@@ -556,9 +581,21 @@ impl Connection {
     /// Runs a synchronous exchange or queue method on a pooled channel:
     /// `exchange.declare/delete/bind/unbind`, `queue.declare/bind/unbind/
     /// purge/delete`. `tag` completes with the reply.
-    pub fn rpc(&mut self, tag: Tag, method: Method) {
+    pub fn rpc(&mut self, tag: Tag, mut method: Method) {
         if self.refuse(tag) {
             return;
+        }
+        // Every operation completes on its reply, so none is sent no-wait.
+        match &mut method {
+            Method::ExchangeDeclare(m) => m.no_wait = false,
+            Method::ExchangeDelete(m) => m.no_wait = false,
+            Method::ExchangeBind(m) => m.no_wait = false,
+            Method::ExchangeUnbind(m) => m.no_wait = false,
+            Method::QueueDeclare(m) => m.no_wait = false,
+            Method::QueueBind(m) => m.no_wait = false,
+            Method::QueuePurge(m) => m.no_wait = false,
+            Method::QueueDelete(m) => m.no_wait = false,
+            _ => {}
         }
         let reply = match &method {
             Method::ExchangeDeclare(_) => ExchangeDeclareOk::METHOD_ID,
@@ -746,6 +783,11 @@ impl Connection {
             return;
         };
         let tags = match &mut self.chan(ch).role {
+            Role::Consumer(c) if c.cancelling.is_some() || c.ended => {
+                // Already cancelled or being cancelled: nothing to send.
+                self.complete(tag, Ok(Outcome::Done));
+                return;
+            }
             Role::Consumer(c) => {
                 c.cancelling = Some(tag);
                 c.tags.clone()
@@ -948,7 +990,7 @@ impl Connection {
     fn refuse(&mut self, tag: Tag) -> bool {
         let err = match self.state {
             State::Closed => self.dead.clone().unwrap_or(Error::ConnectionClosed),
-            State::Closing => Error::ConnectionClosed,
+            State::Closing => self.dead.clone().unwrap_or(Error::ConnectionClosed),
             _ => return false,
         };
         self.complete(tag, Err(err));
@@ -1529,6 +1571,11 @@ impl Connection {
                         ));
                         for u in c.unconfirmed {
                             self.complete(u.tag, Err(err.clone()));
+                        }
+                        if let Role::Consumer(k) = c.role {
+                            if let Some(t) = k.cancelling {
+                                self.complete(t, Ok(Outcome::Done));
+                            }
                         }
                         self.free_ids.push(ch);
                     }

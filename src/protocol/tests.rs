@@ -886,9 +886,9 @@ fn rpc_refuses_methods_that_are_not_pool_operations() {
 
 #[test]
 fn rpc_with_no_wait_does_not_hang() {
-    // The broker never answers a no_wait method, so its tag must not wait
-    // for a reply (either it completes once sent or it is refused), and the
-    // pooled channel must stay usable.
+    // The broker never answers a no_wait method; the connection clears the
+    // flag so every operation completes on its reply, and the pooled
+    // channel stays usable.
     let mut h = H::new(Config::default());
     h.conn.rpc(10, declare("warm-up"));
     let _ = h.sent();
@@ -904,12 +904,9 @@ fn rpc_with_no_wait_does_not_hang() {
         }
         .into(),
     );
-    let _ = h.sent();
-    let events = h.events();
-    assert_matches!(
-        result_of(&events, 11),
-        Ok(Outcome::Done) | Err(Error::InvalidArgument(_))
-    );
+    assert_eq!(h.sent(), vec![m(1, declare("q"))], "sent without no_wait");
+    h.recv(1, declare_ok("q"));
+    assert_matches!(h.result(11), Ok(Outcome::QueueDeclared(_)));
     h.conn.rpc(12, declare("next"));
     assert_eq!(h.sent(), vec![m(1, declare("next"))]);
     h.recv(1, declare_ok("next"));
@@ -2097,8 +2094,22 @@ impl H {
 
 #[test]
 fn access_refused_during_handshake() {
+    for confirms in [Confirms::Auto, Confirms::Off] {
+        access_refused_with_deferred_work(confirms);
+    }
+}
+
+fn access_refused_with_deferred_work(confirms: Confirms) {
     let now = Instant::now();
-    let mut conn = Connection::new(Config::default(), CONNECT, now);
+    let config = Config {
+        confirms,
+        ..Config::default()
+    };
+    let mut conn = Connection::new(config, CONNECT, now);
+    // Work queued before the handshake fails with it, and is never sent.
+    conn.rpc(10, declare("q"));
+    conn.publish(11, "", "q", false, false, &BasicProperties::default(), b"m");
+    conn.consume(12, queues("q"), false, 1);
     let _ = conn.take_output();
     feed(&mut conn, now, &method_bytes(0, server_start()));
     let _ = conn.take_output();
@@ -2119,7 +2130,46 @@ fn access_refused_during_handshake() {
     assert_eq!(h.sent(), vec![m(0, ConnectionCloseOk {})]);
     let events = h.events();
     assert_matches!(result_of(&events, CONNECT), Err(Error::AccessRefused(r)) if r.code == 403);
+    for tag in [10, 11, 12] {
+        assert_matches!(result_of(&events, tag), Err(Error::AccessRefused(_)));
+    }
     assert_matches!(closed_error(&events), Error::AccessRefused(_));
+    assert_eq!(events.len(), 5, "{events:?}");
+    assert!(h.conn.take_output().is_empty());
+}
+
+#[test]
+fn operations_beyond_channel_max_fail_at_once() {
+    let mut h = H::with_tune(Config::default(), tune(2, 131_072, 60));
+    h.conn.rpc(10, declare("a"));
+    h.conn.consume(11, queues("q"), false, 0);
+    h.conn.rpc(12, declare("b"));
+    assert_matches!(h.result(12), Err(Error::ResourceError(r)) if r.code == 506);
+    publish(&mut h, 13, "q", false, b"m");
+    assert_matches!(h.result(13), Err(Error::ResourceError(_)));
+    h.conn.basic_get(14, "q", false);
+    assert_matches!(h.result(14), Err(Error::ResourceError(_)));
+    assert_eq!(
+        h.sent(),
+        vec![
+            m(1, ChannelOpen {}),
+            m(1, declare("a")),
+            m(2, ChannelOpen {}),
+            m(
+                2,
+                BasicConsume {
+                    queue: "q".into(),
+                    ..Default::default()
+                }
+            ),
+        ]
+    );
+    // Channel 1 goes back to the pool and serves the next one.
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, declare_ok("a"));
+    assert_matches!(h.result(10), Ok(_));
+    h.conn.rpc(15, declare("c"));
+    assert_eq!(h.sent(), vec![m(1, declare("c"))]);
 }
 
 // ----------------------------------------------------------------------

@@ -146,3 +146,31 @@ pub fn watchdog(what: &'static str, limit: Duration) -> Watchdog {
 pub struct Watchdog {
     _tx: std::sync::mpsc::Sender<()>,
 }
+
+/// This process's resident set size in bytes (Linux: `VmRSS` of
+/// /proc/self/status); 0 where that is not available.
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|l| l.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The file descriptors this process has open (Linux: /proc/self/fd), each
+/// with what it refers to (e.g. `socket:[12345]`). Empty where unavailable.
+pub fn open_fds() -> Vec<(i32, String)> {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return Vec::new();
+    };
+    dir.filter_map(Result::ok)
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.to_string_lossy().into_owned()))
+        })
+        .collect()
+}

@@ -2,6 +2,9 @@
 //! crate under test. Each test file does `mod common; mod support;`.
 #![allow(dead_code)] // not every test file uses every helper
 
+pub mod fake_broker;
+pub mod proxy;
+
 use crate::common;
 use puka::{
     Client, Delivery, Error, ExchangeDelete, Options, Promise, QueueDeclare, QueueDeclareOk,
