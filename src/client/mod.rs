@@ -500,8 +500,10 @@ impl Client {
 
     /// Moves the connection's events into promise slots, and drops the
     /// socket once the connection has ended.
-    fn after_io(&mut self) {
+    fn after_io(&mut self) -> usize {
+        let mut n = 0;
         while let Some(ev) = self.conn.poll_event() {
+            n += 1;
             match ev {
                 Event::Complete { tag, result } => {
                     let id = PromiseId::from_tag(tag);
@@ -527,6 +529,7 @@ impl Client {
                 }
             }
         }
+        n
     }
 
     // ------------------------------------------------------------------
@@ -536,7 +539,11 @@ impl Client {
     /// or `timeout` (and the heartbeat timer) passes, read, fire timers.
     fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
         self.flush();
-        self.after_io();
+        if self.after_io() > 0 {
+            // The flush resolved something (a publish without confirms):
+            // let the caller look before sleeping.
+            return Ok(());
+        }
         if self.sock.is_none() {
             return Ok(());
         }

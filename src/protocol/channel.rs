@@ -59,6 +59,9 @@ pub(super) enum Expect {
     ConsumeOk,
     CancelOk,
     Qos(Option<Tag>),
+    /// `tx.select-ok`: transaction mode starts (the user's tag, or none
+    /// when a replaced publish channel is made transactional again).
+    TxSelectOk(Option<Tag>),
     Get {
         tag: Tag,
         no_ack: bool,
@@ -75,7 +78,7 @@ impl Expect {
     /// The user operation waiting on this reply, if any.
     pub fn tag(&self) -> Option<Tag> {
         match self {
-            Expect::Qos(t) => *t,
+            Expect::Qos(t) | Expect::TxSelectOk(t) => *t,
             Expect::Get { tag, .. } | Expect::Op { tag, .. } => Some(*tag),
             _ => None,
         }
@@ -89,6 +92,7 @@ impl Expect {
             Expect::ConsumeOk => "basic.consume-ok",
             Expect::CancelOk => "basic.cancel-ok",
             Expect::Qos(_) => "basic.qos-ok",
+            Expect::TxSelectOk(_) => "tx.select-ok",
             Expect::Get { .. } => "basic.get-ok or basic.get-empty",
             Expect::Op { .. } => "a method reply",
         }

@@ -906,8 +906,19 @@ impl Connection {
     /// on a channel already in confirm mode, so use it with
     /// [`Confirms::Off`].
     pub fn tx_select(&mut self, tag: Tag) {
-        self.tx(tag, Method::TxSelect(TxSelect {}), TxSelectOk::METHOD_ID);
-        self.tx_mode = true;
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.publish_channel() else {
+            self.complete(tag, Err(self.no_channel_error()));
+            return;
+        };
+        let _ = self.send_method(ch, &Method::TxSelect(TxSelect {}));
+        // Transaction mode starts with tx.select-ok: a refused select
+        // (e.g. on a confirm channel) leaves publishing as it was.
+        self.chan(ch)
+            .expect
+            .push_back(Expect::TxSelectOk(Some(tag)));
     }
 
     /// `tx.commit` on the publish channel.
@@ -1081,7 +1092,11 @@ impl Connection {
             Confirms::Auto => self.state == State::AwaitStart || self.confirms,
         };
         self.confirms = want;
-        if want && !self.tx_mode {
+        if self.tx_mode {
+            // A replaced publish channel stays transactional.
+            let _ = self.send_method(id, &Method::TxSelect(TxSelect {}));
+            self.chan(id).expect.push_back(Expect::TxSelectOk(None));
+        } else if want {
             let _ = self.send_method(id, &Method::ConfirmSelect(ConfirmSelect { no_wait: false }));
             self.chan(id).expect.push_back(Expect::ConfirmSelectOk);
         }
@@ -1628,6 +1643,12 @@ impl Connection {
         match (expect, method) {
             (Expect::OpenOk, Method::ChannelOpenOk(_)) => {}
             (Expect::ConfirmSelectOk, Method::ConfirmSelectOk(_)) => {}
+            (Expect::TxSelectOk(tag), Method::TxSelectOk(_)) => {
+                self.tx_mode = true;
+                if let Some(t) = tag {
+                    self.complete(t, Ok(Outcome::Done));
+                }
+            }
             (Expect::Qos(tag), Method::BasicQosOk(_)) => {
                 if let Some(t) = tag {
                     self.complete(t, Ok(Outcome::Done));
