@@ -213,19 +213,29 @@ mod tls {
             Ok(TlsStream { sock, tls })
         }
 
-        /// Hands queued frames to rustls, then TLS records to the socket.
+        /// Hands queued frames to rustls and TLS records to the socket,
+        /// alternating until the socket would block or nothing is left (a
+        /// socket that took everything reports no new writability, so
+        /// stopping early would stall a large message).
         pub fn write_from(&mut self, conn: &mut Connection) -> io::Result<()> {
-            conn.write_to(&mut PlainWriter(&mut self.tls))?;
-            while self.tls.wants_write() {
-                match self.tls.write_tls(&mut self.sock) {
-                    Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
+            loop {
+                conn.write_to(&mut PlainWriter(&mut self.tls))?;
+                if !self.tls.wants_write() {
+                    return Ok(());
+                }
+                while self.tls.wants_write() {
+                    match self.tls.write_tls(&mut self.sock) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if !conn.wants_write() {
+                    return Ok(());
                 }
             }
-            Ok(())
         }
     }
 

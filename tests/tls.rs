@@ -1,0 +1,398 @@
+#![cfg(feature = "tls")]
+//! TLS (`amqps://`) against a real broker: a second RabbitMQ node,
+//! `puka-tls@<host>`, that `scripts/tls-broker` sets up (TLS on
+//! 127.0.0.1:5671, plain AMQP on 127.0.0.1:5682, EXTERNAL auth, test
+//! certificates in /var/lib/rabbitmq/puka-tls/certs).
+//!
+//! Run with `cargo test --features tls --test tls`. The first test to need the
+//! node runs `bash scripts/tls-broker` (once per test process); if that fails,
+//! every test fails with its message. Nothing is skipped.
+
+mod common;
+
+use puka::{Client, Error, Options, QueueDeclare, TlsOptions};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// The bound on every wait for something that must happen (or fail).
+const W: Duration = Duration::from_secs(15);
+/// Where `scripts/tls-broker` puts the test certificates.
+const CERTS: &str = "/var/lib/rabbitmq/puka-tls/certs";
+/// The TLS listener of the test node, by a name in its certificate.
+const URL: &str = "amqps://guest:guest@localhost:5671/%2f";
+/// The node's plain AMQP listener.
+const PLAIN_PORT: u16 = 5682;
+
+/// The TLS test node, started (or found running) by `scripts/tls-broker`.
+struct TlsBroker {
+    /// Its Erlang node name, for `rabbitmqctl -n`.
+    node: String,
+}
+
+/// Runs `scripts/tls-broker` once per test process; panics (in every test
+/// that asks) with one line when it failed.
+fn broker() -> &'static TlsBroker {
+    static BROKER: OnceLock<Result<TlsBroker, String>> = OnceLock::new();
+    match BROKER.get_or_init(start_broker) {
+        Ok(b) => b,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn start_broker() -> Result<TlsBroker, String> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tls-broker");
+    let out = Command::new("timeout")
+        .args(["600", "bash", script])
+        .output()
+        .map_err(|e| format!("cannot run `bash {script}`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with the output of the test that happened to run it.
+    eprint!("{stdout}{stderr}");
+    if !out.status.success() {
+        let last = stderr
+            .lines()
+            .chain(stdout.lines())
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("(no output)");
+        return Err(format!(
+            "`bash scripts/tls-broker` failed ({}): {}",
+            out.status,
+            last.trim()
+        ));
+    }
+    // "scripts/tls-broker: node puka-tls@host is up: ..."
+    let node = stdout
+        .lines()
+        .find_map(|l| l.split_once(": node ")?.1.split_once(" is up")?.0.into())
+        .map(str::to_string)
+        .ok_or_else(|| "`bash scripts/tls-broker` did not say which node is up".to_string())?;
+    Ok(TlsBroker { node })
+}
+
+/// The path of one of the test certificates or keys.
+fn cert(name: &str) -> PathBuf {
+    let p = PathBuf::from(CERTS).join(name);
+    assert!(
+        p.is_file(),
+        "missing {} (made by scripts/tls-broker)",
+        p.display()
+    );
+    p
+}
+
+/// Options that trust only the test CA.
+fn with_ca(ca: &str) -> Options {
+    Options {
+        tls: TlsOptions {
+            ca_file: Some(cert(ca)),
+            ..TlsOptions::default()
+        },
+        ..Options::default()
+    }
+}
+
+/// Options that trust the test CA and present the client certificate.
+fn with_client_cert(cert_name: &str, key_name: &str) -> Options {
+    let mut o = with_ca("ca.pem");
+    o.tls.client_cert_file = Some(cert(cert_name));
+    o.tls.client_key_file = Some(cert(key_name));
+    o
+}
+
+/// A client for `url` whose handshake (TLS and AMQP) finished within `W`.
+fn connect(url: &str, options: Options) -> Client {
+    broker();
+    let mut c = Client::with_options(url, options)
+        .unwrap_or_else(|e| panic!("Client::with_options({url}): {e}"));
+    let p = c.connect();
+    match c.wait_timeout(p, W) {
+        Ok(()) => {}
+        Err(e) => panic!("connect to {url}: {e} ({e:?})"),
+    }
+    assert!(c.is_open());
+    c
+}
+
+/// The error a connect to `url` fails with; it must fail, within `W`.
+fn connect_err(url: &str, options: Options) -> Error {
+    broker();
+    let start = Instant::now();
+    let mut c = Client::with_options(url, options)
+        .unwrap_or_else(|e| panic!("Client::with_options({url}): {e}"));
+    let p = c.connect();
+    let e = match c.wait_timeout(p, W) {
+        Ok(()) => panic!("connect to {url} succeeded but must fail"),
+        Err(Error::Timeout) => panic!("connect to {url} neither failed nor succeeded within {W:?}"),
+        Err(e) => e,
+    };
+    eprintln!("{url}: {e}");
+    assert!(start.elapsed() < W, "took {:?}", start.elapsed());
+    // Not necessarily closed yet: after a protocol violation the client
+    // still sends connection.close and may wait for close-ok.
+    assert!(!c.is_open(), "the client is open after {e:?}");
+    e
+}
+
+/// As [`connect_err`], for a connect that the TLS layer must fail: the error
+/// ends the connection and its message contains one of `needles`
+/// (case-insensitive).
+fn tls_err(url: &str, options: Options, needles: &[&str]) -> Error {
+    let e = connect_err(url, options);
+    assert!(e.is_connection_error(), "{e:?}");
+    let msg = format!("{e} {e:?}").to_lowercase();
+    assert!(
+        needles.iter().any(|n| msg.contains(&n.to_lowercase())),
+        "error {e} ({e:?}) mentions none of {needles:?}"
+    );
+    e
+}
+
+/// Publishes `body` to an exclusive queue and gets it back, byte for byte.
+fn roundtrip(c: &mut Client, body: &[u8]) {
+    let q = common::unique("tls");
+    let p = c.queue_declare(QueueDeclare::named(&q).exclusive());
+    c.wait_timeout(p, W).expect("queue_declare");
+    let p = c.basic_publish("", &q, body);
+    c.wait_timeout(p, W).expect("basic_publish");
+    let p = c.basic_get(&q);
+    let d = c
+        .wait_timeout(p, W)
+        .expect("basic_get")
+        .expect("the message is in the queue");
+    assert_eq!(d.body.len(), body.len());
+    assert!(d.body[..] == body[..], "body differs");
+    assert_eq!(d.routing_key, q.as_str());
+    c.basic_ack(&d).expect("ack");
+}
+
+fn close(mut c: Client) {
+    let p = c.close();
+    c.wait_timeout(p, W).expect("close");
+    assert!(c.is_closed());
+}
+
+/// `user<TAB>ssl` of the broker connection whose client properties contain
+/// `marker` (a unique connection name).
+fn connection_info(marker: &str) -> String {
+    let node = &broker().node;
+    let out = common::rabbitmqctl(&[
+        "-n",
+        node,
+        "-q",
+        "list_connections",
+        "user",
+        "ssl",
+        "client_properties",
+    ]);
+    let line = out
+        .lines()
+        .find(|l| l.contains(marker))
+        .unwrap_or_else(|| panic!("no connection named {marker} on {node}:\n{out}"));
+    let mut fields = line.split('\t');
+    let user = fields.next().unwrap_or_default();
+    let ssl = fields.next().unwrap_or_default();
+    format!("{user}\t{ssl}")
+}
+
+/// A body of `len` bytes that is not periodic at any record or frame size.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x9e37_79b9;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn roundtrip_with_the_right_ca() {
+    let name = common::unique("tls-roundtrip");
+    let mut c = connect(URL, with_ca("ca.pem").connection_name(&name));
+    assert!(c.params().tls);
+    assert_eq!(connection_info(&name), "guest\ttrue");
+
+    roundtrip(&mut c, b"Hello over TLS!");
+    let all_bytes: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
+    roundtrip(&mut c, &all_bytes);
+    roundtrip(&mut c, b"");
+    close(c);
+}
+
+#[test]
+fn one_mib_message_roundtrip() {
+    // Many TLS records (16 KiB each) and AMQP frames, both ways, in one
+    // message: no reply comes from the broker until all of it is sent.
+    let mut c = connect(URL, with_ca("ca.pem"));
+    roundtrip(&mut c, &pattern(1 << 20));
+    close(c);
+}
+
+#[test]
+fn many_messages_in_flight() {
+    let mut c = connect(URL, with_ca("ca.pem"));
+    let q = common::unique("tls-burst");
+    let p = c.queue_declare(QueueDeclare::named(&q).exclusive());
+    c.wait_timeout(p, W).expect("queue_declare");
+    let bodies: Vec<Vec<u8>> = (0..300).map(|i| pattern(100 + i * 97)).collect();
+    let publishes: Vec<_> = bodies.iter().map(|b| c.basic_publish("", &q, b)).collect();
+    for p in publishes {
+        c.wait_timeout(p, W).expect("basic_publish");
+    }
+    let consumer = c.basic_consume(&q);
+    for (i, body) in bodies.iter().enumerate() {
+        let d = c.wait_timeout(consumer, W).expect("a delivery");
+        assert!(d.body[..] == body[..], "message {i} differs");
+        c.basic_ack(&d).expect("ack");
+    }
+    close(c);
+}
+
+#[test]
+fn ip_address_in_the_certificate() {
+    // The server certificate names IP 127.0.0.1 besides DNS localhost.
+    let mut c = connect("amqps://guest:guest@127.0.0.1:5671/%2f", with_ca("ca.pem"));
+    roundtrip(&mut c, b"by address");
+    close(c);
+}
+
+#[test]
+fn wrong_ca_is_refused() {
+    tls_err(
+        URL,
+        with_ca("wrong-ca.pem"),
+        &["UnknownIssuer", "unknown issuer"],
+    );
+}
+
+#[test]
+fn default_roots_do_not_trust_the_test_ca() {
+    // No ca_file: the webpki roots, which do not know the test CA.
+    tls_err(
+        URL,
+        Options::default(),
+        &["UnknownIssuer", "unknown issuer"],
+    );
+}
+
+#[test]
+fn wrong_server_name_is_refused() {
+    // Verified against the SNI name, which the certificate does not have.
+    tls_err(
+        "amqps://guest:guest@127.0.0.1:5671/%2f?server_name_indication=wrong.example",
+        with_ca("ca.pem"),
+        &["NotValidForName", "not valid for name"],
+    );
+}
+
+#[test]
+fn external_auth_with_a_client_certificate() {
+    let name = common::unique("tls-external");
+    let mut c = connect(
+        "amqps://localhost:5671/%2f?auth_mechanism=external",
+        with_client_cert("client.pem", "client-key.pem").connection_name(&name),
+    );
+    // The broker took the user name from the certificate's common name.
+    assert_eq!(connection_info(&name), "puka-client\ttrue");
+    roundtrip(&mut c, b"as puka-client");
+    close(c);
+}
+
+#[test]
+fn external_auth_without_a_client_certificate_is_refused() {
+    // RabbitMQ 3.10 offers EXTERNAL on every TLS connection and refuses the
+    // login (403) when there is no peer certificate; other versions offer
+    // it only to connections that have one.
+    let e = connect_err(
+        "amqps://localhost:5671/%2f?auth_mechanism=external",
+        with_ca("ca.pem"),
+    );
+    assert!(
+        matches!(e, Error::AccessRefused(_) | Error::NoAuthMechanism(_)),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn client_certificate_with_plain_login() {
+    let name = common::unique("tls-mutual-plain");
+    let mut c = connect(
+        URL,
+        with_client_cert("client.pem", "client-key.pem").connection_name(&name),
+    );
+    assert_eq!(connection_info(&name), "guest\ttrue");
+    roundtrip(&mut c, b"mutual TLS, PLAIN login");
+    close(c);
+}
+
+#[test]
+fn client_certificate_from_an_unknown_ca_is_refused() {
+    // The broker verifies client certificates it is given (verify_peer).
+    tls_err(
+        URL,
+        with_client_cert("wrong-client.pem", "wrong-client-key.pem"),
+        &["alert", "certificate", "UnknownCA"],
+    );
+}
+
+#[test]
+fn dangerous_skip_verification_needs_no_ca() {
+    let options = Options {
+        tls: TlsOptions {
+            dangerous_skip_verification: true,
+            ..TlsOptions::default()
+        },
+        ..Options::default()
+    };
+    let mut c = connect(URL, options.clone());
+    roundtrip(&mut c, b"unverified");
+    close(c);
+    // Nor does it check the name.
+    let c = connect(
+        "amqps://guest:guest@127.0.0.1:5671/%2f?server_name_indication=wrong.example",
+        options,
+    );
+    close(c);
+}
+
+#[test]
+fn amqps_defaults_to_port_5671() {
+    let c = connect("amqps://guest:guest@localhost/%2f", with_ca("ca.pem"));
+    assert!(c.params().tls);
+    assert_eq!(c.params().port, 5671);
+    close(c);
+    let c = Client::with_options("amqps://localhost", with_ca("ca.pem")).expect("client");
+    assert_eq!(c.params().port, 5671);
+}
+
+#[test]
+fn plain_client_on_the_tls_port_fails() {
+    // The broker's TLS listener drops a connection that does not start
+    // with a TLS handshake.
+    let e = connect_err("amqp://guest:guest@127.0.0.1:5671/%2f", Options::default());
+    assert!(e.is_connection_error(), "{e:?}");
+}
+
+#[test]
+fn tls_client_on_the_plain_port_fails() {
+    let url = format!("amqps://guest:guest@localhost:{PLAIN_PORT}/%2f");
+    // The broker answers the ClientHello with an AMQP protocol header,
+    // which is no TLS record.
+    let e = connect_err(&url, with_ca("ca.pem"));
+    assert!(e.is_connection_error(), "{e:?}");
+}
+
+#[test]
+fn the_plain_listener_of_the_test_node_works() {
+    // Sanity check of the node itself, without TLS.
+    let url = format!("amqp://guest:guest@127.0.0.1:{PLAIN_PORT}/%2f");
+    let mut c = connect(&url, Options::default());
+    assert!(!c.params().tls);
+    roundtrip(&mut c, b"plain");
+    close(c);
+}
