@@ -494,8 +494,33 @@ impl Client {
             return;
         }
         if let Err(e) = sock.write_from(&mut self.conn) {
-            self.conn.handle_io_error(e);
+            // A broker that closes the connection (connection.close, then
+            // the socket) makes our next write fail with a reset while its
+            // close frame is still readable: read what is there first, so
+            // the user sees the broker's reason rather than the reset.
+            self.drain_reads();
+            if !self.conn.is_closed() {
+                self.conn.handle_io_error(e);
+            }
         }
+    }
+
+    /// Reads and handles what the socket already holds, until it would
+    /// block, ends or fails (errors here are left to the caller's).
+    fn drain_reads(&mut self) {
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.sock.as_mut() else {
+                return;
+            };
+            match sock.read_into(&mut self.conn) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => self.conn.handle_input(Instant::now()),
+            }
+            if self.conn.is_closed() {
+                break;
+            }
+        }
+        self.conn.handle_input(Instant::now());
     }
 
     /// Moves the connection's events into promise slots, and drops the

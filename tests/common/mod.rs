@@ -174,3 +174,30 @@ pub fn open_fds() -> Vec<(i32, String)> {
         })
         .collect()
 }
+
+/// As [`rabbitmqctl`], but returns the failure (status, stderr and stdout in
+/// one string) instead of panicking: for `Drop` guards that may run while a
+/// test unwinds.
+pub fn try_rabbitmqctl(args: &[&str]) -> Result<String, String> {
+    let mut cmd: Vec<String> = match std::env::var("RABBITMQCTL") {
+        Ok(s) if !s.trim().is_empty() => s.split_whitespace().map(String::from).collect(),
+        _ if is_root() => vec!["rabbitmqctl".into()],
+        _ => vec!["sudo".into(), "-n".into(), "rabbitmqctl".into()],
+    };
+    cmd.extend(args.iter().map(|a| a.to_string()));
+    let shown = cmd.join(" ");
+    let out = Command::new("timeout")
+        .arg("60")
+        .args(&cmd)
+        .output()
+        .map_err(|e| format!("cannot run `timeout 60 {shown}`: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`{shown}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout).trim(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
