@@ -14,7 +14,7 @@ use puka::codec::wire::Reader;
 use puka::codec::{
     BasicProperties, CodecError, Decimal, FieldArray, FieldTable, FieldValue, Method, Timestamp,
 };
-use puka::protocol::{Config, ConsumeQueue, Connection, Event, Outcome, Tag};
+use puka::protocol::{Config, Connection, ConsumeQueue, Event, Outcome, Tag};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
@@ -61,12 +61,20 @@ pub fn check_decode(data: &[u8]) {
         round_trip(&h, |h, d| h.encode(d), ContentHeader::decode);
     }
     if let Ok(p) = BasicProperties::decode(&mut Reader::new(payload.clone())) {
-        round_trip(&p, |p, d| p.encode(d), decode_whole(BasicProperties::decode));
+        round_trip(
+            &p,
+            |p, d| p.encode(d),
+            decode_whole(BasicProperties::decode),
+        );
     }
     let mut r = Reader::new(payload.clone());
     if let Ok(t) = FieldTable::decode(&mut r) {
         let consumed = rest.len() - r.remaining();
-        assert_eq!(consumed, t.encoded_len(), "table length differs from the bytes read");
+        assert_eq!(
+            consumed,
+            t.encoded_len(),
+            "table length differs from the bytes read"
+        );
         check_table(&t);
     }
     if let Ok(a) = FieldArray::decode(&mut Reader::new(payload)) {
@@ -182,7 +190,11 @@ fn decode_whole<T>(
     move |b| {
         let mut r = Reader::new(b);
         let v = f(&mut r)?;
-        assert_eq!(r.remaining(), 0, "a re-encoded value was not consumed whole");
+        assert_eq!(
+            r.remaining(),
+            0,
+            "a re-encoded value was not consumed whole"
+        );
         Ok(v)
     }
 }
@@ -314,9 +326,21 @@ pub fn setup_bytes() -> Vec<u8> {
 struct Tracker {
     issued: Vec<Tag>,
     completed: HashMap<Tag, usize>,
+    succeeded: Vec<Tag>,
     consumer_ended: bool,
     closed: bool,
     deliveries: usize,
+    late_deliveries: usize,
+}
+
+/// Whether a delivery reported after its consumer completed or ended is
+/// tolerated (counted, not a failure): set `PUKA_FUZZ_ALLOW_LATE_DELIVERY=1`
+/// to keep fuzzing past that known finding (see
+/// `regressions/connection/delivery-after-server-cancel`) until it is fixed.
+fn allow_late_delivery() -> bool {
+    static ALLOW: OnceLock<bool> = OnceLock::new();
+    *ALLOW
+        .get_or_init(|| std::env::var_os("PUKA_FUZZ_ALLOW_LATE_DELIVERY").is_some_and(|v| v == "1"))
 }
 
 impl Tracker {
@@ -325,35 +349,57 @@ impl Tracker {
             assert!(!self.closed, "event after Event::Closed: {ev:?}");
             match ev {
                 Event::Complete { tag, result } => {
-                    assert!(self.issued.contains(&tag), "completion of unknown tag {tag}");
+                    assert!(
+                        self.issued.contains(&tag),
+                        "completion of unknown tag {tag}"
+                    );
                     let n = self.completed.entry(tag).or_insert(0);
                     *n += 1;
                     assert_eq!(*n, 1, "tag {tag} completed twice, now with {result:?}");
                     if tag == tags::CONSUME {
                         assert!(!self.consumer_ended, "consumer completed after it ended");
                     }
+                    if result.is_ok() {
+                        self.succeeded.push(tag);
+                    }
                     if let Ok(Outcome::Get(Some(d))) = &result {
                         self.settle(conn, d, settle);
                     }
                 }
                 Event::Delivery { tag, delivery } => {
-                    assert_eq!(tag, tags::CONSUME, "delivery for a tag that is not a consumer");
-                    assert!(
-                        !self.completed.contains_key(&tag),
-                        "delivery after the consumer completed"
+                    assert_eq!(
+                        tag,
+                        tags::CONSUME,
+                        "delivery for a tag that is not a consumer"
                     );
+                    let late = self.completed.contains_key(&tag) || self.consumer_ended;
+                    if late && allow_late_delivery() {
+                        self.late_deliveries += 1;
+                    } else {
+                        assert!(
+                            !self.completed.contains_key(&tag),
+                            "delivery after the consumer completed"
+                        );
+                        assert!(!self.consumer_ended, "delivery after Event::ConsumerEnded");
+                    }
                     self.deliveries += 1;
                     self.settle(conn, &delivery, settle);
                 }
                 Event::ConsumerEnded { tag } => {
                     assert_eq!(tag, tags::CONSUME);
                     assert!(!self.consumer_ended, "consumer ended twice");
-                    assert!(!self.completed.contains_key(&tag), "consumer ended after completing");
+                    assert!(
+                        !self.completed.contains_key(&tag),
+                        "consumer ended after completing"
+                    );
                     self.consumer_ended = true;
                 }
                 Event::Closed(e) => {
                     let _ = e.to_string();
-                    assert!(conn.is_closed(), "Event::Closed but the connection is not closed");
+                    assert!(
+                        conn.is_closed(),
+                        "Event::Closed but the connection is not closed"
+                    );
                     self.closed = true;
                 }
                 Event::Returned(r) => {
@@ -386,6 +432,20 @@ impl Tracker {
 /// the consumer before the input, 5 end with EOF (else with a timer an hour
 /// later).
 pub fn check_connection(data: &[u8]) {
+    run_connection(data);
+}
+
+/// What one run of the connection target saw (for tests of the harness).
+#[derive(Debug)]
+pub struct RunSummary {
+    /// Deliveries reported to the consumer.
+    pub deliveries: usize,
+    /// Operations that completed successfully, in order.
+    pub succeeded: Vec<Tag>,
+}
+
+/// [`check_connection`], returning what happened.
+pub fn run_connection(data: &[u8]) -> RunSummary {
     static HANDSHAKE: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
     let (handshake, setup) = HANDSHAKE.get_or_init(|| (handshake_bytes(), setup_bytes()));
     let piece = match data.first() {
@@ -402,7 +462,11 @@ pub fn check_connection(data: &[u8]) {
     conn.handle_bytes(handshake);
     conn.handle_input(t0);
     t.drain(&mut conn, 0);
-    assert_eq!(t.completed.get(&tags::CONNECT), Some(&1), "handshake did not complete");
+    assert_eq!(
+        t.completed.get(&tags::CONNECT),
+        Some(&1),
+        "handshake did not complete"
+    );
     assert!(conn.is_open());
 
     t.issued.extend([tags::CONSUME, tags::PUBLISH]);
@@ -468,7 +532,10 @@ pub fn check_connection(data: &[u8]) {
     t.drain(&mut conn, settle);
     let _ = conn.take_output();
     t.drain(&mut conn, settle);
-    assert!(conn.is_closed(), "connection still open after EOF or a silent hour");
+    assert!(
+        conn.is_closed(),
+        "connection still open after EOF or a silent hour"
+    );
     assert!(t.closed, "no Event::Closed");
     assert_eq!(conn.poll_timeout(), None);
     for tag in &t.issued {
@@ -479,12 +546,17 @@ pub fn check_connection(data: &[u8]) {
             assert_eq!(n, 1, "tag {tag} never completed: {:?}", t.completed);
         }
     }
+    RunSummary {
+        deliveries: t.deliveries,
+        succeeded: t.succeeded,
+    }
 }
 
 // ---------------------------------------------------------------------------
 // Seeds.
 
 /// Every (class, method) pair of AMQP 0-9-1 with RabbitMQ's extensions.
+#[rustfmt::skip]
 pub const METHOD_IDS: &[(u16, u16)] = &[
     (10, 10), (10, 11), (10, 20), (10, 21), (10, 30), (10, 31), (10, 40), (10, 41),
     (10, 50), (10, 51), (10, 60), (10, 61), (10, 70), (10, 71), (20, 10), (20, 11),
@@ -514,7 +586,11 @@ pub fn every_type_table() -> FieldTable {
         .with("S", "long string")
         .with(
             "A",
-            vec![FieldValue::from(1i32), FieldValue::Void, FieldValue::from("x")],
+            vec![
+                FieldValue::from(1i32),
+                FieldValue::Void,
+                FieldValue::from("x"),
+            ],
         )
         .with("T", FieldValue::Timestamp(Timestamp(1_700_000_000)))
         .with("F", inner)
@@ -813,6 +889,29 @@ mod tests {
             eprintln!("{name}");
             check_connection(&data);
         }
+    }
+
+    #[test]
+    fn connection_seeds_reach_the_states_they_aim_at() {
+        let seeds: HashMap<String, Vec<u8>> = connection_seeds().into_iter().collect();
+        let run = |name: &str| run_connection(&seeds[name]);
+        assert_eq!(run("deliveries-ack").deliveries, 3);
+        assert_eq!(run("deliveries-bytewise-nack-multiple").deliveries, 3);
+        assert_eq!(run("deliveries-reject-eof").deliveries, 3);
+        // The return makes publish 1 fail with NO_ROUTE; the nack fails 2.
+        assert_eq!(run("confirms").succeeded, vec![tags::CONNECT]);
+        assert_eq!(
+            run("pool-replies").succeeded,
+            vec![tags::CONNECT, tags::DECLARE, tags::GET]
+        );
+        assert_eq!(run("get-empty").succeeded, vec![tags::CONNECT, tags::GET]);
+        assert_eq!(run("close-ok").succeeded, vec![tags::CONNECT, tags::CLOSE]);
+        assert_eq!(
+            run("cancel-ok").succeeded,
+            vec![tags::CONNECT, tags::CANCEL]
+        );
+        // The broker's cancel ends the consumer; the server's close ends the rest.
+        assert_eq!(run("server-closes").succeeded, vec![tags::CONNECT]);
     }
 
     #[test]

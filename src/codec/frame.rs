@@ -16,7 +16,7 @@ use super::method::{BasicPublish, Method};
 use super::properties::BasicProperties;
 use super::wire::{put_shortstr, Reader};
 use super::CodecError;
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// The protocol header a client sends first: "AMQP", 0, then version 0-9-1.
 pub const PROTOCOL_HEADER: [u8; 8] = *b"AMQP\x00\x00\x09\x01";
@@ -163,6 +163,47 @@ impl Frame {
 /// assert_eq!(decode(&mut buf, 4096).unwrap(), None);
 /// ```
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
+    let Some(raw) = decode_raw(buf, frame_max)? else {
+        return Ok(None);
+    };
+    let channel = raw.channel;
+    let frame = match raw.frame_type {
+        FRAME_METHOD => Frame::Method {
+            channel,
+            method: Method::decode(raw.payload)?,
+        },
+        FRAME_HEADER => Frame::Header {
+            channel,
+            header: Box::new(ContentHeader::decode(raw.payload)?),
+        },
+        FRAME_BODY => Frame::Body {
+            channel,
+            payload: raw.payload,
+        },
+        _ => Frame::Heartbeat,
+    };
+    Ok(Some(frame))
+}
+
+/// A frame whose payload is not parsed yet: what [`decode_raw`] yields, for
+/// callers (the protocol state machine) that parse payloads in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawFrame {
+    /// [`FRAME_METHOD`], [`FRAME_HEADER`], [`FRAME_BODY`] or [`FRAME_HEARTBEAT`].
+    pub frame_type: u8,
+    /// The channel it came on.
+    pub channel: u16,
+    /// The payload, a slice of the read buffer.
+    pub payload: Bytes,
+}
+
+/// Splits one frame off the front of `buf` with every frame-level check of
+/// [`decode`] (type, size against `frame_max` before any allocation,
+/// heartbeat shape, frame end), leaving the payload unparsed.
+///
+/// # Errors
+/// As [`decode`], for the frame-level checks.
+pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, CodecError> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -217,22 +258,16 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Codec
         // as a fatal error" — 501 frame-error.
         return Err(CodecError::BadFrameEnd(end));
     }
-    let mut frame = buf.split_to(total).freeze();
-    let payload = frame.split_off(7);
-    let payload = payload.slice(..payload.len() - 1);
-    let frame = match frame_type {
-        FRAME_METHOD => Frame::Method {
-            channel,
-            method: Method::decode(payload)?,
-        },
-        FRAME_HEADER => Frame::Header {
-            channel,
-            header: Box::new(ContentHeader::decode(payload)?),
-        },
-        FRAME_BODY => Frame::Body { channel, payload },
-        _ => Frame::Heartbeat,
-    };
-    Ok(Some(frame))
+    // One shared handle per frame: skip the header, split the payload off,
+    // skip the frame end.
+    buf.advance(7);
+    let payload = buf.split_to(total - 8).freeze();
+    buf.advance(1);
+    Ok(Some(RawFrame {
+        frame_type,
+        channel,
+        payload,
+    }))
 }
 
 /// Writes a frame of `frame_type` whose payload `body` writes, back-filling

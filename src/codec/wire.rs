@@ -174,7 +174,10 @@ impl Reader {
     pub fn shortstr(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
         let len = self.u8(what)? as usize;
         let bytes = self.bytes(len, what)?;
-        std::str::from_utf8(&bytes).map_err(|_| CodecError::InvalidUtf8(what))?;
+        // Names and routing keys are nearly always ASCII: check that first.
+        if !bytes.is_ascii() {
+            std::str::from_utf8(&bytes).map_err(|_| CodecError::InvalidUtf8(what))?;
+        }
         Ok(ShortString(bytes))
     }
 

@@ -1,9 +1,9 @@
 //! One AMQP channel as the connection sees it: its role in the pool, the
 //! replies it waits for, and the content it is assembling.
 
+use super::Delivery;
 use super::Tag;
-use crate::codec::method::{BasicDeliver, BasicGetOk, BasicReturn};
-use crate::codec::{BasicProperties, ShortString};
+use crate::codec::ShortString;
 use crate::error::Reply;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -117,31 +117,40 @@ pub(super) enum Body {
     Many(BytesMut),
 }
 
+/// What content being received will become.
 #[derive(Debug)]
 pub(super) enum IncomingKind {
-    Deliver(BasicDeliver),
-    GetOk {
-        tag: Tag,
-        no_ack: bool,
-        ok: BasicGetOk,
+    /// A delivery to the consume operation `tag`.
+    Deliver { tag: Tag, no_ack: bool },
+    /// The answer to the `basic.get` operation `tag`.
+    GetOk { tag: Tag, no_ack: bool },
+    /// A returned message, with the broker's reply.
+    Return {
+        reply_code: u16,
+        reply_text: ShortString,
     },
-    Return(BasicReturn),
+    /// A delivery for a consumer that has ended: its content is read and
+    /// dropped, and it is rejected back to the queue when it needs an ack.
+    Stray { reject: bool },
 }
 
-/// Content being received: method, then header, then body frames.
+/// Content being received: method, then header, then body frames. The
+/// message is filled in place, so completing it moves no large values.
 #[derive(Debug)]
 pub(super) struct Incoming {
     pub kind: IncomingKind,
-    pub header: Option<BasicProperties>,
+    pub message: Box<Delivery>,
+    pub header_seen: bool,
     pub remaining: u64,
     pub body: Body,
 }
 
 impl Incoming {
-    pub fn new(kind: IncomingKind) -> Self {
+    pub fn new(kind: IncomingKind, message: Delivery) -> Self {
         Incoming {
             kind,
-            header: None,
+            message: Box::new(message),
+            header_seen: false,
             remaining: 0,
             body: Body::Empty,
         }

@@ -29,8 +29,9 @@ pub mod negotiate;
 
 pub use delivery::{ChannelRef, Delivery, Returned};
 
-use crate::codec::frame::{self, encode_method, Frame, FRAME_MIN_SIZE};
+use crate::codec::frame::{self, encode_method, RawFrame, FRAME_MIN_SIZE};
 use crate::codec::method::*;
+use crate::codec::wire::Reader;
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
 use bytes::{Bytes, BytesMut};
@@ -384,20 +385,21 @@ impl Connection {
         }
         while self.state != State::Closed {
             let frame_max = self.tuned.frame_max;
-            match frame::decode(&mut self.read_buf, frame_max) {
-                Ok(Some(f)) => self.handle_frame(f),
+            let result = match frame::decode_raw(&mut self.read_buf, frame_max) {
+                Ok(Some(raw)) => self.handle_raw(raw),
                 Ok(None) => break,
-                Err(e) => {
-                    self.read_buf.clear();
-                    if self.state == State::Closing {
-                        // Garbage after our close: give up waiting for close-ok.
-                        self.finish(Error::Protocol(e));
-                    } else {
-                        let code = e.reply_code();
-                        self.violation(code, e.to_string(), Error::Protocol(e));
-                    }
-                    break;
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                self.read_buf.clear();
+                if self.state == State::Closing {
+                    // Garbage after our close: give up waiting for close-ok.
+                    self.finish(Error::Protocol(e));
+                } else {
+                    let code = e.reply_code();
+                    self.violation(code, e.to_string(), Error::Protocol(e));
                 }
+                break;
             }
         }
     }
@@ -1347,14 +1349,22 @@ impl Connection {
     // ------------------------------------------------------------------
     // Internals: frames.
 
-    fn handle_frame(&mut self, f: Frame) {
-        match f {
-            Frame::Heartbeat => {}
-            Frame::Method { channel: 0, method } => self.handle_connection_method(method),
-            Frame::Method { channel, method } => self.handle_channel_method(channel, method),
-            Frame::Header { channel, header } => self.handle_header(channel, header),
-            Frame::Body { channel, payload } => self.handle_body(channel, payload),
+    /// Handles one frame; a payload that does not parse is the error.
+    fn handle_raw(&mut self, raw: RawFrame) -> Result<(), CodecError> {
+        match (raw.frame_type, raw.channel) {
+            (frame::FRAME_METHOD, 0) => {
+                let method = Method::decode(raw.payload)?;
+                self.handle_connection_method(method);
+            }
+            (frame::FRAME_METHOD, ch) => {
+                let method = Method::decode(raw.payload)?;
+                self.handle_channel_method(ch, method);
+            }
+            (frame::FRAME_HEADER, ch) => self.handle_header(ch, raw.payload)?,
+            (frame::FRAME_BODY, ch) => self.handle_body(ch, raw.payload),
+            _ => {}
         }
+        Ok(())
     }
 
     fn unexpected(&mut self, what: &str) {
@@ -1602,14 +1612,50 @@ impl Connection {
         match method {
             Method::BasicDeliver(d) => {
                 let c = self.chan(ch);
-                if !matches!(c.role, Role::Consumer(_)) {
+                let Role::Consumer(k) = &c.role else {
                     self.unexpected("basic.deliver on a channel without a consumer");
                     return;
-                }
-                c.incoming = Some(Incoming::new(IncomingKind::Deliver(d)));
+                };
+                let kind = if k.ended || !k.tags.contains(&d.consumer_tag) {
+                    // A broker delivering to a consumer that has ended
+                    // (cancelled, or never confirmed): never reported.
+                    IncomingKind::Stray { reject: !k.no_ack }
+                } else {
+                    IncomingKind::Deliver {
+                        tag: k.tag,
+                        no_ack: k.no_ack,
+                    }
+                };
+                let message = Delivery {
+                    delivery_tag: d.delivery_tag,
+                    redelivered: d.redelivered,
+                    exchange: d.exchange,
+                    routing_key: d.routing_key,
+                    consumer_tag: d.consumer_tag,
+                    message_count: None,
+                    properties: BasicProperties::default(),
+                    body: Bytes::new(),
+                    channel: None,
+                };
+                c.incoming = Some(Incoming::new(kind, message));
             }
             Method::BasicReturn(r) => {
-                self.chan(ch).incoming = Some(Incoming::new(IncomingKind::Return(r)));
+                let message = Delivery {
+                    delivery_tag: 0,
+                    redelivered: false,
+                    exchange: r.exchange,
+                    routing_key: r.routing_key,
+                    consumer_tag: ShortString::new(),
+                    message_count: None,
+                    properties: BasicProperties::default(),
+                    body: Bytes::new(),
+                    channel: None,
+                };
+                let kind = IncomingKind::Return {
+                    reply_code: r.reply_code,
+                    reply_text: r.reply_text,
+                };
+                self.chan(ch).incoming = Some(Incoming::new(kind, message));
             }
             Method::BasicAck(a) => self.on_confirm(ch, a.delivery_tag, a.multiple, true),
             Method::BasicNack(n) => self.on_confirm(ch, n.delivery_tag, n.multiple, false),
@@ -1663,8 +1709,19 @@ impl Connection {
                 self.maybe_close_drained_consumer(ch);
             }
             (Expect::Get { tag, no_ack }, Method::BasicGetOk(ok)) => {
+                let message = Delivery {
+                    delivery_tag: ok.delivery_tag,
+                    redelivered: ok.redelivered,
+                    exchange: ok.exchange,
+                    routing_key: ok.routing_key,
+                    consumer_tag: ShortString::new(),
+                    message_count: Some(ok.message_count),
+                    properties: BasicProperties::default(),
+                    body: Bytes::new(),
+                    channel: None,
+                };
                 self.chan(ch).incoming =
-                    Some(Incoming::new(IncomingKind::GetOk { tag, no_ack, ok }));
+                    Some(Incoming::new(IncomingKind::GetOk { tag, no_ack }, message));
                 // The channel returns to the pool when the content is in.
                 return;
             }
@@ -1780,51 +1837,61 @@ impl Connection {
         }
     }
 
-    fn handle_header(&mut self, ch: u16, header: Box<frame::ContentHeader>) {
+    fn handle_header(&mut self, ch: u16, payload: Bytes) -> Result<(), CodecError> {
         if self.state != State::Open {
             if self.state != State::Closing {
                 self.unexpected("content header before the connection is open");
             }
-            return;
+            return Ok(());
         }
         if ch == 0 {
             self.unexpected("content header on channel 0");
-            return;
+            return Ok(());
         }
         let max = self.config.max_message_size;
         let Some(c) = self.chan_opt(ch) else {
             self.unexpected("content header on a channel that is not open");
-            return;
+            return Ok(());
         };
         if c.closing {
-            return;
+            return Ok(());
         }
         let Some(inc) = c.incoming.as_mut() else {
             self.unexpected("content header without a content method");
-            return;
+            return Ok(());
         };
-        if inc.header.is_some() {
+        if inc.header_seen {
             self.unexpected("second content header");
-            return;
+            return Ok(());
         }
-        if header.class_id != CLASS_BASIC {
+        let mut r = Reader::new(payload);
+        let class_id = r.u16("content header class")?;
+        // The weight field is unused and must be zero; it is not checked.
+        let _weight = r.u16("content header weight")?;
+        let body_size = r.u64("content header body size")?;
+        if class_id != CLASS_BASIC {
             self.unexpected("content header class differs from its method's");
-            return;
+            return Ok(());
         }
-        if header.body_size > max {
-            let size = header.body_size;
+        if body_size > max {
             self.violation(
                 reply_code::CONTENT_TOO_LARGE,
-                format!("CONTENT_TOO_LARGE - message of {size} bytes exceeds {max}"),
-                Error::MessageTooLarge { size, max },
+                format!("CONTENT_TOO_LARGE - message of {body_size} bytes exceeds {max}"),
+                Error::MessageTooLarge {
+                    size: body_size,
+                    max,
+                },
             );
-            return;
+            return Ok(());
         }
-        inc.remaining = header.body_size;
-        inc.header = Some(header.properties);
-        if inc.remaining == 0 {
+        // Decoded straight into the message being built.
+        inc.message.properties = BasicProperties::decode(&mut r)?;
+        inc.remaining = body_size;
+        inc.header_seen = true;
+        if body_size == 0 {
             self.content_complete(ch);
         }
+        Ok(())
     }
 
     fn handle_body(&mut self, ch: u16, payload: Bytes) {
@@ -1845,7 +1912,7 @@ impl Connection {
         if c.closing {
             return;
         }
-        let Some(inc) = c.incoming.as_mut().filter(|i| i.header.is_some()) else {
+        let Some(inc) = c.incoming.as_mut().filter(|i| i.header_seen) else {
             self.unexpected("content body without a content header");
             return;
         };
@@ -1863,78 +1930,58 @@ impl Connection {
 
     fn content_complete(&mut self, ch: u16) {
         let confirming = self.confirms && !self.tx_mode;
-        let c = self.chan(ch);
+        let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
+            return;
+        };
         let Some(inc) = c.incoming.take() else { return };
+        let mut message = inc.message;
+        message.body = inc.body.into_bytes();
         let cref = ChannelRef {
             id: ch,
             epoch: c.epoch,
         };
-        let properties = inc.header.unwrap_or_default();
-        let body = inc.body.into_bytes();
         match inc.kind {
-            IncomingKind::Deliver(d) => {
-                let Role::Consumer(k) = &c.role else { return };
-                let (tag, no_ack) = (k.tag, k.no_ack);
+            IncomingKind::Deliver { tag, no_ack } => {
                 if !no_ack {
-                    c.unacked.push_back(d.delivery_tag);
+                    c.unacked.push_back(message.delivery_tag);
+                    message.channel = Some(cref);
                 }
-                let delivery = Delivery {
-                    delivery_tag: d.delivery_tag,
-                    redelivered: d.redelivered,
-                    exchange: d.exchange,
-                    routing_key: d.routing_key,
-                    consumer_tag: d.consumer_tag,
-                    message_count: None,
-                    properties,
-                    body,
-                    channel: (!no_ack).then_some(cref),
-                };
                 self.events.push_back(Event::Delivery {
                     tag,
-                    delivery: Box::new(delivery),
+                    delivery: message,
                 });
             }
-            IncomingKind::GetOk { tag, no_ack, ok } => {
+            IncomingKind::GetOk { tag, no_ack } => {
                 if !no_ack {
-                    c.unacked.push_back(ok.delivery_tag);
+                    c.unacked.push_back(message.delivery_tag);
+                    message.channel = Some(cref);
                 }
-                let delivery = Delivery {
-                    delivery_tag: ok.delivery_tag,
-                    redelivered: ok.redelivered,
-                    exchange: ok.exchange,
-                    routing_key: ok.routing_key,
-                    consumer_tag: ShortString::new(),
-                    message_count: Some(ok.message_count),
-                    properties,
-                    body,
-                    channel: (!no_ack).then_some(cref),
-                };
-                self.complete(tag, Ok(Outcome::Get(Some(Box::new(delivery)))));
+                self.complete(tag, Ok(Outcome::Get(Some(message))));
                 self.maybe_idle(ch);
             }
-            IncomingKind::Return(r) => {
-                let reply = Reply::new(r.reply_code, r.reply_text.to_string());
+            IncomingKind::Return {
+                reply_code,
+                reply_text,
+            } => {
                 if matches!(c.role, Role::Publish) && confirming {
                     // RabbitMQ sends basic.return right before the basic.ack
                     // of the same message (and the ack's tag names it).
-                    c.pending_return = Some(reply);
+                    c.pending_return = Some(Reply::new(reply_code, reply_text.to_string()));
                 } else {
-                    let message = Delivery {
-                        delivery_tag: 0,
-                        redelivered: false,
-                        exchange: r.exchange,
-                        routing_key: r.routing_key,
-                        consumer_tag: ShortString::new(),
-                        message_count: None,
-                        properties,
-                        body,
-                        channel: None,
-                    };
                     self.events.push_back(Event::Returned(Box::new(Returned {
-                        reply_code: r.reply_code,
-                        reply_text: r.reply_text,
-                        message,
+                        reply_code,
+                        reply_text,
+                        message: *message,
                     })));
+                }
+            }
+            IncomingKind::Stray { reject } => {
+                if reject {
+                    let m = Method::BasicReject(BasicReject {
+                        delivery_tag: message.delivery_tag,
+                        requeue: true,
+                    });
+                    let _ = self.send_method(ch, &m);
                 }
             }
         }

@@ -3458,3 +3458,91 @@ fn fuzz_never_panics_and_completes_each_tag_once() {
     assert!(stats.deliveries > 20, "{stats:?}");
     assert!(stats.ok > 100, "{stats:?}");
 }
+
+/// Found by the `connection` fuzz target (input in
+/// `fuzz/regressions/connection/delivery-after-server-cancel`): once a
+/// consumer has completed (the broker cancelled it) or ended (the user's
+/// cancel was confirmed), no `Event::Delivery` may follow for its tag, even
+/// when its channel stays open (a cancel-ok still expected, or deliveries
+/// still unacked) and a broken broker keeps delivering.
+#[test]
+fn no_delivery_after_the_consumer_completed_or_ended() {
+    // The user cancels; the broker's own basic.cancel crosses it; then a
+    // delivery for the cancelled tag.
+    let mut h = H::new(Config::default());
+    h.consumer(2, 1, "ctag.1", 0);
+    h.conn.cancel(3, 2);
+    let _ = h.sent();
+    h.recv(
+        1,
+        BasicCancel {
+            consumer_tag: "ctag.1".into(),
+            no_wait: false,
+        },
+    );
+    let events = h.events();
+    assert_matches!(result_of(&events, 2), Err(Error::ConsumerCancelled));
+    h.deliver(1, "ctag.1", 1, b"late");
+    let events = h.events();
+    assert!(
+        deliveries(&events, 2).is_empty(),
+        "delivery after the consumer completed: {events:?}"
+    );
+
+    // The broker cancels while a delivery is unacked (the channel stays
+    // open until it is settled), then delivers again: the stray delivery
+    // is rejected back to the queue.
+    let mut h = H::new(Config::default());
+    h.consumer(2, 1, "ctag.1", 0);
+    h.deliver(1, "ctag.1", 1, b"x");
+    assert_eq!(deliveries(&h.events(), 2).len(), 1);
+    h.recv(
+        1,
+        BasicCancel {
+            consumer_tag: "ctag.1".into(),
+            no_wait: true,
+        },
+    );
+    assert_matches!(h.result(2), Err(Error::ConsumerCancelled));
+    h.deliver(1, "ctag.1", 2, b"late");
+    let events = h.events();
+    assert!(
+        deliveries(&events, 2).is_empty(),
+        "delivery after the consumer completed: {events:?}"
+    );
+    assert_eq!(
+        h.sent(),
+        vec![m(
+            1,
+            BasicReject {
+                delivery_tag: 2,
+                requeue: true
+            }
+        )]
+    );
+
+    // The user's cancel is confirmed while a delivery is unacked, then the
+    // broker delivers again.
+    let mut h = H::new(Config::default());
+    h.consumer(2, 1, "ctag.1", 0);
+    h.deliver(1, "ctag.1", 1, b"x");
+    assert_eq!(deliveries(&h.events(), 2).len(), 1);
+    h.conn.cancel(3, 2);
+    let _ = h.sent();
+    h.recv(
+        1,
+        BasicCancelOk {
+            consumer_tag: "ctag.1".into(),
+        },
+    );
+    let events = h.events();
+    assert!(events
+        .iter()
+        .any(|e| matches!(e, Event::ConsumerEnded { tag: 2 })));
+    h.deliver(1, "ctag.1", 2, b"late");
+    let events = h.events();
+    assert!(
+        deliveries(&events, 2).is_empty(),
+        "delivery after Event::ConsumerEnded: {events:?}"
+    );
+}
