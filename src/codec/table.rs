@@ -337,7 +337,7 @@ impl From<String> for FieldValue {
 
 impl From<ShortString> for FieldValue {
     fn from(s: ShortString) -> Self {
-        FieldValue::LongString(s.as_bytes().clone())
+        FieldValue::LongString(Bytes::copy_from_slice(s.as_bytes()))
     }
 }
 

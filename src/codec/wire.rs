@@ -7,8 +7,12 @@ use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
 
-/// An AMQP `shortstr`: at most 255 bytes of UTF-8, held as a [`Bytes`] so a
-/// string decoded from the wire is a slice of the read buffer, not a copy.
+/// An AMQP `shortstr`: at most 255 bytes of UTF-8.
+///
+/// Short values (up to [`ShortString::INLINE_CAPACITY`] bytes: nearly every
+/// routing key, consumer tag and content type) are stored inline, so
+/// decoding one copies a few bytes and touches no reference count; longer
+/// ones are a [`Bytes`] slice of the read buffer, not a copy.
 ///
 /// ```
 /// use puka::codec::ShortString;
@@ -16,18 +20,38 @@ use std::ops::Deref;
 /// assert_eq!(s, "amq.direct");
 /// assert_eq!(s.len(), 10);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ShortString(Bytes);
+#[derive(Clone)]
+pub struct ShortString(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Inline { len: u8, buf: [u8; INLINE] },
+    Shared(Bytes),
+}
+
+const INLINE: usize = 23;
+
+impl Default for ShortString {
+    fn default() -> Self {
+        ShortString::new()
+    }
+}
 
 impl ShortString {
+    /// Strings up to this many bytes are stored inline.
+    pub const INLINE_CAPACITY: usize = INLINE;
+
     /// The empty string.
     pub const fn new() -> Self {
-        ShortString(Bytes::new())
+        ShortString(Repr::Inline {
+            len: 0,
+            buf: [0; INLINE],
+        })
     }
 
     /// A string from a `'static` literal, without allocating.
     pub const fn from_static(s: &'static str) -> Self {
-        ShortString(Bytes::from_static(s.as_bytes()))
+        ShortString(Repr::Shared(Bytes::from_static(s.as_bytes())))
     }
 
     /// Wraps bytes that must be valid UTF-8.
@@ -36,19 +60,69 @@ impl ShortString {
     /// [`CodecError::InvalidUtf8`] when they are not.
     pub fn from_utf8(bytes: Bytes) -> Result<Self, CodecError> {
         std::str::from_utf8(&bytes).map_err(|_| CodecError::InvalidUtf8("short string"))?;
-        Ok(ShortString(bytes))
+        Ok(ShortString::from_checked(bytes))
+    }
+
+    /// Bytes already checked as UTF-8: inline when short, shared otherwise.
+    fn from_checked(bytes: Bytes) -> Self {
+        match Self::inline(&bytes) {
+            Some(s) => s,
+            None => ShortString(Repr::Shared(bytes)),
+        }
+    }
+
+    fn inline(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > INLINE {
+            return None;
+        }
+        let mut buf = [0u8; INLINE];
+        buf[..bytes.len()].copy_from_slice(bytes);
+        Some(ShortString(Repr::Inline {
+            len: bytes.len() as u8,
+            buf,
+        }))
     }
 
     /// The string.
     pub fn as_str(&self) -> &str {
         // The bytes were checked as UTF-8 when this value was made; the
         // fallback is never taken and only avoids `unsafe`.
-        std::str::from_utf8(&self.0).unwrap_or_default()
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
     }
 
-    /// The bytes, shared with the buffer they came from.
-    pub fn as_bytes(&self) -> &Bytes {
-        &self.0
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &self.0 {
+            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            Repr::Shared(b) => b,
+        }
+    }
+}
+
+impl PartialEq for ShortString {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_bytes() == other.as_bytes()
+    }
+}
+
+impl Eq for ShortString {}
+
+impl PartialOrd for ShortString {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ShortString {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.as_bytes().cmp(other.as_bytes())
+    }
+}
+
+impl std::hash::Hash for ShortString {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // As `str` hashes, so `Borrow<str>` lookups agree.
+        self.as_str().hash(state);
     }
 }
 
@@ -85,13 +159,14 @@ impl fmt::Display for ShortString {
 
 impl From<&str> for ShortString {
     fn from(s: &str) -> Self {
-        ShortString(Bytes::copy_from_slice(s.as_bytes()))
+        Self::inline(s.as_bytes())
+            .unwrap_or_else(|| ShortString(Repr::Shared(Bytes::copy_from_slice(s.as_bytes()))))
     }
 }
 
 impl From<String> for ShortString {
     fn from(s: String) -> Self {
-        ShortString(Bytes::from(s))
+        Self::inline(s.as_bytes()).unwrap_or_else(|| ShortString(Repr::Shared(Bytes::from(s))))
     }
 }
 
@@ -173,12 +248,17 @@ impl Reader {
     /// Reads a `shortstr`: an octet length, then that many bytes of UTF-8.
     pub fn shortstr(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
         let len = self.u8(what)? as usize;
-        let bytes = self.bytes(len, what)?;
+        self.need(len, what)?;
+        let raw = &self.buf[..len];
         // Names and routing keys are nearly always ASCII: check that first.
-        if !bytes.is_ascii() {
-            std::str::from_utf8(&bytes).map_err(|_| CodecError::InvalidUtf8(what))?;
+        if !raw.is_ascii() {
+            std::str::from_utf8(raw).map_err(|_| CodecError::InvalidUtf8(what))?;
         }
-        Ok(ShortString(bytes))
+        if let Some(s) = ShortString::inline(raw) {
+            self.buf.advance(len);
+            return Ok(s);
+        }
+        Ok(ShortString(Repr::Shared(self.buf.split_to(len))))
     }
 
     /// Reads a `longstr`: a u32 length, then that many bytes (checked against
@@ -247,6 +327,26 @@ mod tests {
         assert_eq!(r.longstr("body"), Err(CodecError::Truncated("body")));
         let mut r = Reader::new(Bytes::from_static(b"\x01"));
         assert_eq!(r.u16("x"), Err(CodecError::Truncated("x")));
+    }
+
+    #[test]
+    fn short_values_are_inline_and_long_ones_shared() {
+        assert_eq!(std::mem::size_of::<ShortString>(), 32);
+        let long = "x".repeat(100);
+        let mut dst = BytesMut::new();
+        put_shortstr(&mut dst, b"rk").unwrap();
+        put_shortstr(&mut dst, long.as_bytes()).unwrap();
+        let payload = dst.freeze();
+        let range = payload.as_ptr_range();
+        let mut r = Reader::new(payload.clone());
+        let short = r.shortstr("a").unwrap();
+        let shared = r.shortstr("b").unwrap();
+        assert_eq!(short, "rk");
+        assert!(!range.contains(&short.as_bytes().as_ptr()), "inline");
+        assert_eq!(shared.as_str(), long);
+        assert!(range.contains(&shared.as_bytes().as_ptr()), "a slice");
+        assert_eq!(ShortString::from(long.as_str()), shared);
+        assert_eq!(ShortString::from_static("rk"), short);
     }
 
     #[test]
