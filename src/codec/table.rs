@@ -396,7 +396,7 @@ impl FieldTable {
     fn position(&self, key: &str) -> Option<usize> {
         self.entries
             .iter()
-            .position(|(k, _)| k.as_bytes().as_ref() == key.as_bytes())
+            .position(|(k, _)| k.as_bytes() == key.as_bytes())
     }
 
     /// The value named `key` (the first, if the peer sent duplicates).
