@@ -165,7 +165,7 @@ fn each_field_type_alone_keeps_its_type() {
     for (k, v) in all.iter() {
         let p = c.basic_get(&q);
         let d = c.wait_timeout(p, W).expect("get").expect("message");
-        assert_eq!(&d.body[..], &k.as_bytes()[..]);
+        assert_eq!(&d.body[..], k.as_bytes());
         let h = d.properties.headers().expect("headers");
         assert_eq!(h.len(), 1);
         let got = h.get(k.as_str()).expect("the header");
