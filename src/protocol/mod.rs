@@ -1196,15 +1196,12 @@ impl Connection {
             self.publish_channel = None;
         }
         self.free_ids.push(ch);
-        let mut first = true;
+        // The first pending request caused the close; later ones were
+        // pipelined behind it and fail with the same error.
         for e in c.expect {
             if let Some(tag) = e.tag() {
-                // The first pending request caused the close; later ones
-                // were pipelined behind it and fail with the same error.
-                let _ = first;
                 self.complete(tag, Err(err.clone()));
             }
-            first = false;
         }
         if let Some(Incoming {
             kind: IncomingKind::GetOk { tag, .. },
@@ -1741,10 +1738,8 @@ impl Connection {
             }
             (expect, m) => {
                 let text = format!("{} while waiting for {}", m.name(), expect.name());
-                if let Some(tag) = expect.tag() {
-                    self.chan(ch).expect.push_front(expect);
-                    let _ = tag;
-                }
+                // Put it back so the violation fails its operation too.
+                self.chan(ch).expect.push_front(expect);
                 self.command_invalid(text);
                 return;
             }
