@@ -16,7 +16,7 @@ use crate::codec::method::{
 };
 use crate::codec::{BasicProperties, FieldTable, FieldValue, Method};
 use crate::error::Error;
-use crate::protocol::{self, Config, Confirms, Connection, Delivery, Event, Returned};
+use crate::protocol::{self, Config, Confirms, Connection, Delivery, Event, Returned, Tag};
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -865,9 +865,13 @@ impl Client {
         self.conn_events.pop_front()
     }
 
-    fn promise<T>(&mut self) -> (Promise<T>, u64) {
+    /// Starts an operation: a new promise whose tag `start` hands to the
+    /// protocol, then the events that produced (e.g. an immediate failure).
+    fn operation<T>(&mut self, start: impl FnOnce(&mut Connection, Tag)) -> Promise<T> {
         let id = self.promises.create();
-        (Promise::new(id), id.tag())
+        start(&mut self.conn, id.tag());
+        self.after_io();
+        Promise::new(id)
     }
 
     fn with_callback<T: Resolve>(
@@ -893,18 +897,14 @@ impl Client {
     /// [`Options::close_timeout`]). Pending operations fail with
     /// [`Error::ConnectionClosed`].
     pub fn close(&mut self) -> Promise<()> {
-        let (p, tag) = self.promise();
         let timeout = self.options.close_timeout;
-        self.conn.close(tag, Instant::now(), timeout);
-        self.after_io();
-        p
+        self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout))
     }
 
     fn rpc<T>(&mut self, method: Method) -> Promise<T> {
-        let (p, tag) = self.promise();
-        self.conn.rpc(tag, method);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.rpc(tag, method);
+        })
     }
 
     /// Declares an exchange (`exchange.declare`).
@@ -1056,10 +1056,9 @@ impl Client {
 
     /// `basic.get` with the `no_ack` flag.
     pub fn basic_get_with(&mut self, queue: &str, no_ack: bool) -> Promise<Option<Delivery>> {
-        let (p, tag) = self.promise();
-        self.conn.basic_get(tag, queue, no_ack);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.basic_get(tag, queue, no_ack);
+        })
     }
 
     /// Consumes from `queue` with manual acks; the promise resolves once per
@@ -1080,11 +1079,9 @@ impl Client {
     /// Consumes as described by [`Consume`] (queues, `no_ack`, prefetch,
     /// exclusive, consumer tags, arguments).
     pub fn basic_consume_with(&mut self, consume: Consume) -> Promise<Delivery> {
-        let (p, tag) = self.promise();
-        self.conn
-            .consume(tag, consume.queues, consume.no_ack, consume.prefetch_count);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.consume(tag, consume.queues, consume.no_ack, consume.prefetch_count);
+        })
     }
 
     /// Sets the prefetch window of a consumer's channel (`basic.qos`).
@@ -1095,34 +1092,31 @@ impl Client {
         prefetch_size: u32,
         global: bool,
     ) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.qos(
-            tag,
-            consumer.id.tag(),
-            prefetch_size,
-            prefetch_count,
-            global,
-        );
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.qos(
+                tag,
+                consumer.id.tag(),
+                prefetch_size,
+                prefetch_count,
+                global,
+            );
+        })
     }
 
     /// Cancels a consumer (`basic.cancel`). Deliveries already received stay
     /// valid to ack; the consumer's promise then ends.
     pub fn basic_cancel(&mut self, consumer: Promise<Delivery>) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.cancel(tag, consumer.id.tag());
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.cancel(tag, consumer.id.tag());
+        })
     }
 
     /// Asks the broker to redeliver a consumer's unacked messages
     /// (`basic.recover`).
     pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: bool) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.recover(tag, consumer.id.tag(), requeue);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.recover(tag, consumer.id.tag(), requeue);
+        })
     }
 
     /// Acknowledges one delivery. Queued; sent by the next flush (every
@@ -1170,26 +1164,23 @@ impl Client {
     /// publisher confirms off ([`Confirms::Off`]): RabbitMQ refuses both on
     /// one channel.
     pub fn tx_select(&mut self) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.tx_select(tag);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.tx_select(tag);
+        })
     }
 
     /// Commits the publishes and acks since the last commit (`tx.commit`).
     pub fn tx_commit(&mut self) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.tx_commit(tag);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.tx_commit(tag);
+        })
     }
 
     /// Discards the publishes since the last commit (`tx.rollback`).
     pub fn tx_rollback(&mut self) -> Promise<()> {
-        let (p, tag) = self.promise();
-        self.conn.tx_rollback(tag);
-        self.after_io();
-        p
+        self.operation(|conn, tag| {
+            conn.tx_rollback(tag);
+        })
     }
 
     /// [`Client::queue_declare`] with a callback.
