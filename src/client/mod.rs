@@ -633,10 +633,13 @@ impl Client {
     }
 
     /// Blocks until `promise` resolves and returns its result. Callbacks of
-    /// other promises run meanwhile; queued frames are flushed before it
-    /// returns.
+    /// other promises run meanwhile; queued frames (acks included) are
+    /// written before it returns.
     ///
-    /// For a consumer's promise, each call returns the next delivery.
+    /// For a consumer's promise, each call returns the next delivery. While
+    /// more deliveries are already buffered, the write is left to the call
+    /// that returns the last of them (or to `run_loop`, `on_write`, `close`
+    /// and drop), so acks of a burst go out as one write.
     ///
     /// # Errors
     /// The operation's error, or [`Error::UnknownPromise`] for a promise
