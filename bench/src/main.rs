@@ -1,0 +1,528 @@
+//! puka's benchmarks: against RabbitMQ next to lapin, amiquip and amqprs,
+//! against loopback servers (puka's client path alone, and the raw TCP
+//! limit), and peak memory in child processes.
+//!
+//! ```text
+//! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--n 200000] [--rounds 3]
+//!     [--client puka,lapin,amiquip,amqprs] [--scenario publish,publish_confirm,consume_ack,
+//!      consume_noack,get,rpc,loopback,memory] [--size 32|65536] [--url amqp://...]
+//! ```
+//!
+//! See bench/README.md for what each figure measures.
+
+mod c_amiquip;
+mod c_amqprs;
+mod c_lapin;
+mod c_puka;
+mod common;
+mod loopback;
+mod memory;
+
+use common::*;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Lib {
+    Puka,
+    Lapin,
+    Amiquip,
+    Amqprs,
+}
+
+impl Lib {
+    pub const ALL: [Lib; 4] = [Lib::Puka, Lib::Lapin, Lib::Amiquip, Lib::Amqprs];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Lib::Puka => "puka",
+            Lib::Lapin => "lapin",
+            Lib::Amiquip => "amiquip",
+            Lib::Amqprs => "amqprs",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Lib> {
+        Lib::ALL.into_iter().find(|l| l.name() == s)
+    }
+
+    fn run(self, job: &Job) -> Res<Outcome> {
+        match self {
+            Lib::Puka => c_puka::run(job),
+            Lib::Lapin => c_lapin::run(job),
+            Lib::Amiquip => c_amiquip::run(job),
+            Lib::Amqprs => c_amqprs::run(job),
+        }
+    }
+}
+
+struct Args {
+    url: String,
+    quick: bool,
+    n: usize,
+    rounds: usize,
+    libs: Vec<Lib>,
+    scenarios: Vec<String>,
+    sizes: Vec<usize>,
+}
+
+const USAGE: &str = "\
+Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
+
+  --quick              small counts, one round (a smoke test, ~1 minute)
+  --n N                messages per 32 B throughput run (default 200000;
+                       64 KiB runs use N/20, get and rpc N/100 (at most 5000))
+  --rounds R           rounds of the broker scenarios (default 3; --quick: 1)
+  --client LIST        puka,lapin,amiquip,amqprs (default all)
+  --scenario LIST      publish,publish_confirm,consume_ack,consume_noack,get,
+                       rpc,loopback,memory (default all; loopback_consume or
+                       loopback_publish for half of loopback)
+  --size LIST          32,65536 (default both; broker and loopback scenarios)
+  --url URL            broker (default $AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f)
+";
+
+fn parse_args() -> Args {
+    let mut a = Args {
+        url: std::env::var("AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
+        quick: false,
+        n: 0,
+        rounds: 0,
+        libs: Lib::ALL.to_vec(),
+        scenarios: Vec::new(),
+        sizes: vec![32, 65536],
+    };
+    let mut it = std::env::args().skip(1);
+    let list = |v: Option<String>| -> Vec<String> {
+        v.unwrap_or_default()
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--quick" => a.quick = true,
+            "--n" => {
+                a.n = it
+                    .next()
+                    .and_then(|v| v.replace('_', "").parse().ok())
+                    .unwrap_or(0)
+            }
+            "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(0),
+            "--url" => a.url = it.next().unwrap_or_default(),
+            "--client" => {
+                a.libs = list(it.next())
+                    .iter()
+                    .map(|s| Lib::parse(s).unwrap_or_else(|| die(&format!("unknown client {s}"))))
+                    .collect()
+            }
+            "--scenario" => a.scenarios = list(it.next()),
+            "--size" => {
+                a.sizes = list(it.next())
+                    .iter()
+                    .map(|s| s.parse().unwrap_or_else(|_| die("bad --size")))
+                    .collect()
+            }
+            "-h" | "--help" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => die(&format!("unknown argument {other}")),
+        }
+    }
+    if a.n == 0 {
+        a.n = if a.quick { 20_000 } else { 200_000 };
+    }
+    if a.rounds == 0 {
+        a.rounds = if a.quick { 1 } else { 3 };
+    }
+    a
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench: {msg}\n\n{USAGE}");
+    std::process::exit(2);
+}
+
+fn wants(args: &Args, name: &str) -> bool {
+    args.scenarios.is_empty() || args.scenarios.iter().any(|s| s == name)
+}
+
+/// Messages per run for a scenario and body size.
+fn count_for(args: &Args, s: Scenario, size: usize) -> usize {
+    let base = if size > 1024 { args.n / 20 } else { args.n };
+    if s.latency() {
+        (args.n / 100).clamp(200, 5000) / if size > 1024 { 4 } else { 1 }
+    } else {
+        base.max(1)
+    }
+}
+
+/// One figure of one run, as printed.
+#[derive(Debug, Clone)]
+struct Figure {
+    scenario: String,
+    client: String,
+    n: usize,
+    size: usize,
+    secs: f64,
+    cpu: f64,
+    p50: f64,
+    p99: f64,
+}
+
+impl Figure {
+    fn msgs_per_s(&self) -> f64 {
+        self.n as f64 / self.secs
+    }
+    fn mb_per_s(&self) -> f64 {
+        (self.n * self.size) as f64 / self.secs / 1e6
+    }
+    fn cpu_us_per_msg(&self) -> f64 {
+        self.cpu * 1e6 / self.n as f64
+    }
+    fn print(&self, round: usize) {
+        let mut line = format!(
+            "result scenario={} client={} size={} n={} round={} secs={:.4} msgs_per_s={:.0} \
+             mb_per_s={:.1} cpu_s={:.4} cpu_us_per_msg={:.3}",
+            self.scenario,
+            self.client,
+            self.size,
+            self.n,
+            round,
+            self.secs,
+            self.msgs_per_s(),
+            self.mb_per_s(),
+            self.cpu,
+            self.cpu_us_per_msg(),
+        );
+        if !self.p50.is_nan() {
+            line += &format!(" p50_us={:.1} p99_us={:.1}", self.p50, self.p99);
+        }
+        println!("{line}");
+    }
+}
+
+fn broker_run(admin: &mut Admin, args: &Args, lib: Lib, s: Scenario, size: usize) -> Res<Figure> {
+    let n = count_for(args, s, size);
+    let queue = format!("puka-bench-{}", s.name());
+    admin.fresh_queue(&queue, None)?;
+    let prefill = match s {
+        Scenario::Get => n + WARMUP,
+        _ if s.prefilled() => n,
+        _ => 0,
+    };
+    if prefill > 0 {
+        admin.prefill(&queue, prefill, size)?;
+    }
+    let job = Job {
+        url: args.url.clone(),
+        scenario: s,
+        queue: queue.clone(),
+        n,
+        size,
+    };
+    let out = lib.run(&job)?;
+    if out.count != n {
+        return Err(format!("counted {} messages, expected {n}", out.count));
+    }
+    match s {
+        Scenario::Publish | Scenario::Confirm => {
+            admin.await_count(&queue, n, Duration::from_secs(10))?;
+        }
+        _ => admin.await_count(&queue, 0, Duration::from_secs(10))?,
+    }
+    admin.delete(&queue)?;
+    let mut lat = out.lat_us.clone();
+    lat.sort_by(f64::total_cmp);
+    Ok(Figure {
+        scenario: s.name().into(),
+        client: lib.name().into(),
+        n,
+        size,
+        secs: out.secs,
+        cpu: out.cpu,
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    })
+}
+
+type Key = (Scenario, usize);
+
+fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some("__mem") {
+        // A memory scenario in a fresh process (see memory.rs).
+        std::process::exit(memory::child(&argv[2..]));
+    }
+    let args = parse_args();
+    let started = Instant::now();
+    println!(
+        "# puka bench: n={} rounds={} clients={} url host={} quick={}",
+        args.n,
+        args.rounds,
+        args.libs
+            .iter()
+            .map(|l| l.name())
+            .collect::<Vec<_>>()
+            .join(","),
+        url_parts(&args.url)
+            .map(|p| format!("{}:{}", p.host, p.port))
+            .unwrap_or_default(),
+        args.quick
+    );
+    let mut results: BTreeMap<Key, BTreeMap<Lib, Vec<Figure>>> = BTreeMap::new();
+    let mut failures = Vec::new();
+
+    let broker_scenarios: Vec<Scenario> = Scenario::ALL
+        .into_iter()
+        .filter(|s| wants(&args, s.name()))
+        .collect();
+    if !broker_scenarios.is_empty() {
+        let mut admin = Admin::connect(&args.url).unwrap_or_else(|e| die(&e));
+        for round in 1..=args.rounds {
+            for &s in &broker_scenarios {
+                for &size in &args.sizes {
+                    // Alternate the clients, and rotate who goes first.
+                    let k = args.libs.len();
+                    for i in 0..k {
+                        let lib = args.libs[(i + round - 1) % k];
+                        match broker_run(&mut admin, &args, lib, s, size) {
+                            Ok(f) => {
+                                f.print(round);
+                                results
+                                    .entry((s, size))
+                                    .or_default()
+                                    .entry(lib)
+                                    .or_default()
+                                    .push(f);
+                            }
+                            Err(e) => {
+                                let msg = format!(
+                                    "{} {} size={size} round={round}: {e}",
+                                    s.name(),
+                                    lib.name()
+                                );
+                                println!("error {msg}");
+                                failures.push(msg);
+                                // A failed run may leave a broken admin connection.
+                                admin = Admin::connect(&args.url).unwrap_or_else(|e| die(&e));
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    let loop_dirs: Vec<&str> = ["consume", "publish"]
+        .into_iter()
+        .filter(|d| wants(&args, "loopback") || wants(&args, &format!("loopback_{d}")))
+        .collect();
+    let loop_figs = if !loop_dirs.is_empty() && args.libs.contains(&Lib::Puka) {
+        loopback::run_all(
+            args.quick,
+            args.n,
+            args.rounds,
+            &loop_dirs,
+            &args.sizes,
+            &mut failures,
+        )
+    } else {
+        Vec::new()
+    };
+
+    let mem_figs = if wants(&args, "memory") {
+        memory::run_all(&args.url, args.quick, &args.libs, &mut failures)
+    } else {
+        Vec::new()
+    };
+
+    summary(&args, &results, &loop_figs, &mem_figs);
+    println!("# total {:.0} s", started.elapsed().as_secs_f64());
+    if !failures.is_empty() {
+        println!("# {} FAILED runs:", failures.len());
+        for f in &failures {
+            println!("#   {f}");
+        }
+        std::process::exit(1);
+    }
+}
+
+struct Stat {
+    rate: f64,
+    rate_min: f64,
+    rate_max: f64,
+    cpu_us: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn stat(figs: &[Figure]) -> Stat {
+    let rates: Vec<f64> = figs.iter().map(Figure::msgs_per_s).collect();
+    Stat {
+        rate: median(&rates),
+        rate_min: rates.iter().copied().fold(f64::INFINITY, f64::min),
+        rate_max: rates.iter().copied().fold(0.0, f64::max),
+        cpu_us: median(&figs.iter().map(Figure::cpu_us_per_msg).collect::<Vec<_>>()),
+        p50: median(&figs.iter().map(|f| f.p50).collect::<Vec<_>>()),
+        p99: median(&figs.iter().map(|f| f.p99).collect::<Vec<_>>()),
+    }
+}
+
+fn fmt_rate(x: f64) -> String {
+    if x >= 1e6 {
+        format!("{:.2}M", x / 1e6)
+    } else if x >= 1e3 {
+        format!("{:.1}k", x / 1e3)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+fn size_name(size: usize) -> String {
+    if size >= 1024 && size.is_multiple_of(1024) {
+        format!("{} KiB", size / 1024)
+    } else {
+        format!("{size} B")
+    }
+}
+
+fn summary(
+    args: &Args,
+    results: &BTreeMap<Key, BTreeMap<Lib, Vec<Figure>>>,
+    loop_figs: &[loopback::LoopFigure],
+    mem_figs: &[memory::MemFigure],
+) {
+    if !results.is_empty() {
+        println!();
+        println!(
+            "## RabbitMQ 127.0.0.1, median of {} round(s) [min–max]: msgs/s, client CPU µs/msg \
+             (getrusage RUSAGE_SELF: all threads of the process)",
+            args.rounds
+        );
+        println!();
+        let libs: Vec<Lib> = Lib::ALL
+            .into_iter()
+            .filter(|l| args.libs.contains(l))
+            .collect();
+        let mut head = "| scenario | size | n |".to_string();
+        let mut sep = "| --- | --- | --- |".to_string();
+        for l in &libs {
+            head += &format!(" {} |", l.name());
+            sep += " --- |";
+        }
+        println!("{head}");
+        println!("{sep}");
+        for ((s, size), by_lib) in results {
+            let n = by_lib
+                .values()
+                .next()
+                .and_then(|v| v.first())
+                .map_or(0, |f| f.n);
+            let mut row = format!("| {} | {} | {} |", s.name(), size_name(*size), n);
+            for l in &libs {
+                match by_lib.get(l) {
+                    Some(f) if !f.is_empty() => {
+                        let st = stat(f);
+                        if s.latency() {
+                            row += &format!(
+                                " p50 {:.0} µs, p99 {:.0} µs ({}/s; {:.1} µs CPU) |",
+                                st.p50,
+                                st.p99,
+                                fmt_rate(st.rate),
+                                st.cpu_us
+                            );
+                        } else {
+                            row += &format!(
+                                " {} [{}–{}]; {:.2} µs CPU |",
+                                fmt_rate(st.rate),
+                                fmt_rate(st.rate_min),
+                                fmt_rate(st.rate_max),
+                                st.cpu_us
+                            );
+                        }
+                    }
+                    _ => row += " – |",
+                }
+            }
+            println!("{row}");
+        }
+        // Ratios against the best peer.
+        if libs.contains(&Lib::Puka) && libs.len() > 1 {
+            println!();
+            println!("## puka against the best peer (medians)");
+            println!();
+            println!("| scenario | size | puka | best peer | ratio | target |");
+            println!("| --- | --- | --- | --- | --- | --- |");
+            for ((s, size), by_lib) in results {
+                let Some(pk) = by_lib.get(&Lib::Puka).map(|f| stat(f)) else {
+                    continue;
+                };
+                let peers: Vec<(Lib, Stat)> = by_lib
+                    .iter()
+                    .filter(|(l, f)| **l != Lib::Puka && !f.is_empty())
+                    .map(|(l, f)| (*l, stat(f)))
+                    .collect();
+                if peers.is_empty() {
+                    continue;
+                }
+                let sz = size_name(*size);
+                if s.latency() {
+                    for (label, get) in [
+                        ("p50", (|st: &Stat| st.p50) as fn(&Stat) -> f64),
+                        ("p99", |st: &Stat| st.p99),
+                    ] {
+                        let (bl, bv) = peers
+                            .iter()
+                            .map(|(l, st)| (*l, get(st)))
+                            .min_by(|a, b| a.1.total_cmp(&b.1))
+                            .unwrap();
+                        let ratio = bv / get(&pk);
+                        println!(
+                            "| {} {label} latency | {sz} | {:.0} µs | {} {:.0} µs | {:.2}× faster | >1 {} |",
+                            s.name(),
+                            get(&pk),
+                            bl.name(),
+                            bv,
+                            ratio,
+                            if ratio > 1.0 { "met" } else { "MISSED" }
+                        );
+                    }
+                } else {
+                    let (bl, bst) = peers
+                        .iter()
+                        .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
+                        .unwrap();
+                    let ratio = pk.rate / bst.rate;
+                    println!(
+                        "| {} throughput | {sz} | {} | {} {} | {:.2}× | ≥1.15 {} |",
+                        s.name(),
+                        fmt_rate(pk.rate),
+                        bl.name(),
+                        fmt_rate(bst.rate),
+                        ratio,
+                        if ratio >= 1.15 { "met" } else { "MISSED" }
+                    );
+                    let (cl, cst) = peers
+                        .iter()
+                        .min_by(|a, b| a.1.cpu_us.total_cmp(&b.1.cpu_us))
+                        .unwrap();
+                    let cr = pk.cpu_us / cst.cpu_us;
+                    println!(
+                        "| {} CPU/msg | {sz} | {:.2} µs | {} {:.2} µs | {:.2}× | ≤0.25 {} |",
+                        s.name(),
+                        pk.cpu_us,
+                        cl.name(),
+                        cst.cpu_us,
+                        cr,
+                        if cr <= 0.25 { "met" } else { "MISSED" }
+                    );
+                }
+            }
+        }
+    }
+    loopback::summary(loop_figs);
+    memory::summary(mem_figs);
+}
