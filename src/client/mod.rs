@@ -97,6 +97,9 @@ type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
 const OWN_TOKEN: Token = Token(0);
 /// Reads per `on_read` before yielding to the caller's loop.
 const READ_BUDGET: usize = 64;
+/// What `basic_publish` sends: no properties.
+static NO_PROPERTIES: BasicProperties = BasicProperties::EMPTY;
+
 /// Queued bytes at which a publish writes to the socket without blocking.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -991,13 +994,7 @@ impl Client {
     /// socket. When more than [`Options::write_high_water`] bytes are
     /// queued, this first writes (blocking) until half of them are sent.
     pub fn basic_publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) -> Promise<()> {
-        self.basic_publish_with(
-            exchange,
-            routing_key,
-            body,
-            &BasicProperties::default(),
-            false,
-        )
+        self.basic_publish_with(exchange, routing_key, body, &NO_PROPERTIES, false)
     }
 
     /// Publishes with properties and the `mandatory` flag: a mandatory

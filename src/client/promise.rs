@@ -263,16 +263,23 @@ impl Promises {
             .filter(|s| s.generation == id.generation)
     }
 
+    /// Where `seq` sits in `publish_pending`: its sequence numbers are
+    /// contiguous (created in order, removed only from the front).
+    fn publish_index(&self, seq: u64) -> Option<usize> {
+        let &(front, _) = self.publish_pending.front()?;
+        let i = usize::try_from(seq.checked_sub(front)?).ok()?;
+        (i < self.publish_pending.len()).then_some(i)
+    }
+
     fn publish_is_pending(&self, seq: u64) -> bool {
-        self.publish_pending
-            .binary_search_by_key(&seq, |&(s, _)| s)
-            .is_ok_and(|i| !self.publish_pending[i].1)
+        self.publish_index(seq)
+            .is_some_and(|i| !self.publish_pending[i].1)
     }
 
     /// Records a result for `id`; `last` when no more will come.
     pub fn push(&mut self, id: PromiseId, result: Result<Raw, Error>, last: bool) {
         if let Some(seq) = publish_seq(id) {
-            let Ok(i) = self.publish_pending.binary_search_by_key(&seq, |&(s, _)| s) else {
+            let Some(i) = self.publish_index(seq) else {
                 return;
             };
             self.publish_pending[i].1 = true;

@@ -75,6 +75,24 @@ impl BasicProperties {
     /// The `delivery_mode` of a message a durable queue writes to disk.
     pub const DELIVERY_MODE_PERSISTENT: u8 = 2;
 
+    /// No properties set, as a constant.
+    pub const EMPTY: BasicProperties = BasicProperties {
+        content_type: None,
+        content_encoding: None,
+        headers: None,
+        delivery_mode: None,
+        priority: None,
+        correlation_id: None,
+        reply_to: None,
+        expiration: None,
+        message_id: None,
+        timestamp: None,
+        kind: None,
+        user_id: None,
+        app_id: None,
+        cluster_id: None,
+    };
+
     /// No properties set; the same as [`BasicProperties::default`].
     pub fn new() -> Self {
         Self::default()

@@ -219,6 +219,7 @@ pub struct Connection {
     state: State,
     tuned: Tuned,
     read_buf: BytesMut,
+    scratch: Box<[u8]>,
     write_buf: BytesMut,
     /// Channel frames queued before `connection.open-ok`.
     deferred: BytesMut,
@@ -266,6 +267,7 @@ impl Connection {
                 heartbeat: 0,
             },
             read_buf: BytesMut::with_capacity(READ_CHUNK),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             write_buf,
             deferred: BytesMut::new(),
             deferred_marks: Vec::new(),
@@ -351,19 +353,20 @@ impl Connection {
     /// # Errors
     /// Whatever `r.read` returns, including `WouldBlock`.
     pub fn read_from(&mut self, r: &mut dyn Read) -> io::Result<usize> {
-        let len = self.read_buf.len();
-        if self.read_buf.capacity() - len < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK);
-        }
-        let cap = self.read_buf.capacity();
-        self.read_buf.resize(cap, 0);
-        let result = r.read(&mut self.read_buf[len..]);
-        let n = *result.as_ref().unwrap_or(&0);
-        self.read_buf.truncate(len + n);
+        // Read into a scratch buffer zeroed once (no `unsafe`, so no reads
+        // into uninitialised capacity), then append only what arrived.
+        let n = r.read(&mut self.scratch)?;
         if n > 0 {
+            if self.read_buf.capacity() - self.read_buf.len() < n {
+                // Grow by a frame and a read at once, so a frame split
+                // across reads is moved to a new buffer at most once.
+                let frame = self.tuned.frame_max as usize;
+                self.read_buf.reserve(n.max(frame + READ_CHUNK));
+            }
+            self.read_buf.extend_from_slice(&self.scratch[..n]);
             self.got_input = true;
         }
-        result
+        Ok(n)
     }
 
     /// Appends received bytes (for callers that read elsewhere, and tests).
