@@ -93,6 +93,24 @@ impl BasicProperties {
         cluster_id: None,
     };
 
+    /// Whether no property is set (the property flags are 0).
+    pub fn is_empty(&self) -> bool {
+        self.content_type.is_none()
+            && self.content_encoding.is_none()
+            && self.headers.is_none()
+            && self.delivery_mode.is_none()
+            && self.priority.is_none()
+            && self.correlation_id.is_none()
+            && self.reply_to.is_none()
+            && self.expiration.is_none()
+            && self.message_id.is_none()
+            && self.timestamp.is_none()
+            && self.kind.is_none()
+            && self.user_id.is_none()
+            && self.app_id.is_none()
+            && self.cluster_id.is_none()
+    }
+
     /// No properties set; the same as [`BasicProperties::default`].
     pub fn new() -> Self {
         Self::default()
