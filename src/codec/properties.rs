@@ -51,8 +51,13 @@ const CONTINUATION: u16 = 1;
 /// let mut r = puka::codec::wire::Reader::new(buf.freeze());
 /// assert_eq!(BasicProperties::decode(&mut r).unwrap(), props);
 /// ```
+#[derive(Clone, Default)]
+pub struct BasicProperties(Option<Box<Fields>>);
+
+/// The property values, boxed so a message without properties (and the
+/// `Delivery` that carries it) stays small and allocates nothing for them.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct BasicProperties {
+struct Fields {
     content_type: Option<ShortString>,
     content_encoding: Option<ShortString>,
     headers: Option<FieldTable>,
@@ -70,45 +75,25 @@ pub struct BasicProperties {
 }
 
 impl BasicProperties {
+    fn fields(&self) -> &Fields {
+        self.0.as_deref().unwrap_or(&NO_FIELDS)
+    }
+
+    fn fields_mut(&mut self) -> &mut Fields {
+        self.0.get_or_insert_with(Box::default)
+    }
+
     /// The `delivery_mode` of a message the broker may lose on restart.
     pub const DELIVERY_MODE_TRANSIENT: u8 = 1;
     /// The `delivery_mode` of a message a durable queue writes to disk.
     pub const DELIVERY_MODE_PERSISTENT: u8 = 2;
 
     /// No properties set, as a constant.
-    pub const EMPTY: BasicProperties = BasicProperties {
-        content_type: None,
-        content_encoding: None,
-        headers: None,
-        delivery_mode: None,
-        priority: None,
-        correlation_id: None,
-        reply_to: None,
-        expiration: None,
-        message_id: None,
-        timestamp: None,
-        kind: None,
-        user_id: None,
-        app_id: None,
-        cluster_id: None,
-    };
+    pub const EMPTY: BasicProperties = BasicProperties(None);
 
     /// Whether no property is set (the property flags are 0).
     pub fn is_empty(&self) -> bool {
-        self.content_type.is_none()
-            && self.content_encoding.is_none()
-            && self.headers.is_none()
-            && self.delivery_mode.is_none()
-            && self.priority.is_none()
-            && self.correlation_id.is_none()
-            && self.reply_to.is_none()
-            && self.expiration.is_none()
-            && self.message_id.is_none()
-            && self.timestamp.is_none()
-            && self.kind.is_none()
-            && self.user_id.is_none()
-            && self.app_id.is_none()
-            && self.cluster_id.is_none()
+        self.0.as_ref().map_or(true, |f| f.flags() == 0)
     }
 
     /// No properties set; the same as [`BasicProperties::default`].
@@ -118,105 +103,107 @@ impl BasicProperties {
 
     /// The MIME content type of the body.
     pub fn content_type(&self) -> Option<&str> {
-        self.content_type.as_deref()
+        self.fields().content_type.as_deref()
     }
 
     /// The MIME content encoding of the body.
     pub fn content_encoding(&self) -> Option<&str> {
-        self.content_encoding.as_deref()
+        self.fields().content_encoding.as_deref()
     }
 
     /// The application headers.
     pub fn headers(&self) -> Option<&FieldTable> {
-        self.headers.as_ref()
+        self.fields().headers.as_ref()
     }
 
     /// The delivery mode: [`Self::DELIVERY_MODE_TRANSIENT`] or
     /// [`Self::DELIVERY_MODE_PERSISTENT`].
     pub fn delivery_mode(&self) -> Option<u8> {
-        self.delivery_mode
+        self.fields().delivery_mode
     }
 
     /// The message priority.
     pub fn priority(&self) -> Option<u8> {
-        self.priority
+        self.fields().priority
     }
 
     /// The correlation id, usually the message id of the request this replies to.
     pub fn correlation_id(&self) -> Option<&str> {
-        self.correlation_id.as_deref()
+        self.fields().correlation_id.as_deref()
     }
 
     /// The queue to send replies to.
     pub fn reply_to(&self) -> Option<&str> {
-        self.reply_to.as_deref()
+        self.fields().reply_to.as_deref()
     }
 
     /// The per-message TTL, in milliseconds as a decimal string (RabbitMQ's
     /// interpretation).
     pub fn expiration(&self) -> Option<&str> {
-        self.expiration.as_deref()
+        self.fields().expiration.as_deref()
     }
 
     /// The application's message id.
     pub fn message_id(&self) -> Option<&str> {
-        self.message_id.as_deref()
+        self.fields().message_id.as_deref()
     }
 
     /// The message timestamp.
     pub fn timestamp(&self) -> Option<Timestamp> {
-        self.timestamp
+        self.fields().timestamp
     }
 
     /// The AMQP `type` property: the application's message type name.
     pub fn kind(&self) -> Option<&str> {
-        self.kind.as_deref()
+        self.fields().kind.as_deref()
     }
 
     /// The id of the user who published the message (RabbitMQ checks it
     /// against the connection's user).
     pub fn user_id(&self) -> Option<&str> {
-        self.user_id.as_deref()
+        self.fields().user_id.as_deref()
     }
 
     /// The id of the publishing application.
     pub fn app_id(&self) -> Option<&str> {
-        self.app_id.as_deref()
+        self.fields().app_id.as_deref()
     }
 
     /// The cluster id (deprecated in AMQP 0-9-1).
     pub fn cluster_id(&self) -> Option<&str> {
-        self.cluster_id.as_deref()
+        self.fields().cluster_id.as_deref()
     }
 
     /// Whether the delivery mode is [`Self::DELIVERY_MODE_PERSISTENT`].
     pub fn is_persistent(&self) -> bool {
-        self.delivery_mode == Some(Self::DELIVERY_MODE_PERSISTENT)
+        self.fields().delivery_mode == Some(Self::DELIVERY_MODE_PERSISTENT)
     }
 
     /// The application headers, created empty if they were not set.
     pub fn headers_mut(&mut self) -> &mut FieldTable {
-        self.headers.get_or_insert_with(FieldTable::new)
+        self.fields_mut()
+            .headers
+            .get_or_insert_with(FieldTable::new)
     }
 
     /// Sets the MIME content type of the body.
     #[must_use]
     pub fn with_content_type(mut self, v: impl Into<ShortString>) -> Self {
-        self.content_type = Some(v.into());
+        self.fields_mut().content_type = Some(v.into());
         self
     }
 
     /// Sets the MIME content encoding of the body.
     #[must_use]
     pub fn with_content_encoding(mut self, v: impl Into<ShortString>) -> Self {
-        self.content_encoding = Some(v.into());
+        self.fields_mut().content_encoding = Some(v.into());
         self
     }
 
     /// Sets the application headers, replacing any set before.
     #[must_use]
     pub fn with_headers(mut self, headers: FieldTable) -> Self {
-        self.headers = Some(headers);
+        self.fields_mut().headers = Some(headers);
         self
     }
 
@@ -234,7 +221,7 @@ impl BasicProperties {
     /// Sets the delivery mode.
     #[must_use]
     pub fn with_delivery_mode(mut self, v: u8) -> Self {
-        self.delivery_mode = Some(v);
+        self.fields_mut().delivery_mode = Some(v);
         self
     }
 
@@ -247,21 +234,21 @@ impl BasicProperties {
     /// Sets the message priority.
     #[must_use]
     pub fn with_priority(mut self, v: u8) -> Self {
-        self.priority = Some(v);
+        self.fields_mut().priority = Some(v);
         self
     }
 
     /// Sets the correlation id.
     #[must_use]
     pub fn with_correlation_id(mut self, v: impl Into<ShortString>) -> Self {
-        self.correlation_id = Some(v.into());
+        self.fields_mut().correlation_id = Some(v.into());
         self
     }
 
     /// Sets the queue to send replies to.
     #[must_use]
     pub fn with_reply_to(mut self, v: impl Into<ShortString>) -> Self {
-        self.reply_to = Some(v.into());
+        self.fields_mut().reply_to = Some(v.into());
         self
     }
 
@@ -269,52 +256,89 @@ impl BasicProperties {
     /// `"60000"`.
     #[must_use]
     pub fn with_expiration(mut self, v: impl Into<ShortString>) -> Self {
-        self.expiration = Some(v.into());
+        self.fields_mut().expiration = Some(v.into());
         self
     }
 
     /// Sets the application's message id.
     #[must_use]
     pub fn with_message_id(mut self, v: impl Into<ShortString>) -> Self {
-        self.message_id = Some(v.into());
+        self.fields_mut().message_id = Some(v.into());
         self
     }
 
     /// Sets the message timestamp.
     #[must_use]
     pub fn with_timestamp(mut self, v: impl Into<Timestamp>) -> Self {
-        self.timestamp = Some(v.into());
+        self.fields_mut().timestamp = Some(v.into());
         self
     }
 
     /// Sets the AMQP `type` property: the application's message type name.
     #[must_use]
     pub fn with_kind(mut self, v: impl Into<ShortString>) -> Self {
-        self.kind = Some(v.into());
+        self.fields_mut().kind = Some(v.into());
         self
     }
 
     /// Sets the id of the publishing user.
     #[must_use]
     pub fn with_user_id(mut self, v: impl Into<ShortString>) -> Self {
-        self.user_id = Some(v.into());
+        self.fields_mut().user_id = Some(v.into());
         self
     }
 
     /// Sets the id of the publishing application.
     #[must_use]
     pub fn with_app_id(mut self, v: impl Into<ShortString>) -> Self {
-        self.app_id = Some(v.into());
+        self.fields_mut().app_id = Some(v.into());
         self
     }
 
     /// Sets the cluster id.
     #[must_use]
     pub fn with_cluster_id(mut self, v: impl Into<ShortString>) -> Self {
-        self.cluster_id = Some(v.into());
+        self.fields_mut().cluster_id = Some(v.into());
         self
     }
 
+    /// Reads the property flags and the properties they say are present.
+    ///
+    /// Further flag words (announced by bit 0) are read and their bits
+    /// ignored, as is the unused bit 1 of the first word: this protocol
+    /// defines only 14 properties.
+    ///
+    /// # Errors
+    /// [`CodecError::Truncated`] if the input ends early,
+    /// [`CodecError::InvalidUtf8`] for a string property that is not UTF-8,
+    /// and the errors of [`FieldTable::decode`] for the headers.
+    pub fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+        Fields::decode(r)
+    }
+
+    /// Writes one property-flags word, then the properties that are set.
+    ///
+    /// # Errors
+    /// [`CodecError::ShortStringTooLong`] for a string property over 255
+    /// bytes, and the errors of [`FieldTable::encode`] for the headers. On
+    /// error `dst` is left as it was.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
+        let start = dst.len();
+        let result = match &self.0 {
+            Some(f) => f.encode_inner(dst),
+            None => {
+                dst.put_u16(0);
+                Ok(())
+            }
+        };
+        if result.is_err() {
+            dst.truncate(start);
+        }
+        result
+    }
+}
+
+impl Fields {
     /// The property-flags word for the properties that are set.
     fn flags(&self) -> u16 {
         let bit = |present: bool, flag: u16| if present { flag } else { 0 };
@@ -334,22 +358,16 @@ impl BasicProperties {
             | bit(self.cluster_id.is_some(), CLUSTER_ID)
     }
 
-    /// Reads the property flags and the properties they say are present.
-    ///
-    /// Further flag words (announced by bit 0) are read and their bits
-    /// ignored, as is the unused bit 1 of the first word: this protocol
-    /// defines only 14 properties.
-    ///
-    /// # Errors
-    /// [`CodecError::Truncated`] if the input ends early,
-    /// [`CodecError::InvalidUtf8`] for a string property that is not UTF-8,
-    /// and the errors of [`FieldTable::decode`] for the headers.
-    pub fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+    fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
         let flags = r.u16("property flags")?;
         let mut word = flags;
         // Each word consumes two bytes, so this ends with the input at worst.
         while word & CONTINUATION != 0 {
             word = r.u16("property flags")?;
+        }
+        if flags & !(CONTINUATION | 0b10) == 0 {
+            // No property present: nothing to allocate.
+            return Ok(BasicProperties(None));
         }
 
         let shortstr = |r: &mut Reader, flag: u16, what| -> Result<_, CodecError> {
@@ -390,7 +408,7 @@ impl BasicProperties {
         let app_id = shortstr(r, APP_ID, "app-id")?;
         let cluster_id = shortstr(r, CLUSTER_ID, "cluster-id")?;
 
-        Ok(BasicProperties {
+        Ok(BasicProperties(Some(Box::new(Fields {
             content_type,
             content_encoding,
             headers,
@@ -405,22 +423,7 @@ impl BasicProperties {
             user_id,
             app_id,
             cluster_id,
-        })
-    }
-
-    /// Writes one property-flags word, then the properties that are set.
-    ///
-    /// # Errors
-    /// [`CodecError::ShortStringTooLong`] for a string property over 255
-    /// bytes, and the errors of [`FieldTable::encode`] for the headers. On
-    /// error `dst` is left as it was.
-    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
-        let start = dst.len();
-        let result = self.encode_inner(dst);
-        if result.is_err() {
-            dst.truncate(start);
-        }
-        result
+        }))))
     }
 
     fn encode_inner(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -454,6 +457,53 @@ impl BasicProperties {
         shortstr(dst, &self.user_id)?;
         shortstr(dst, &self.app_id)?;
         shortstr(dst, &self.cluster_id)
+    }
+}
+
+/// What [`BasicProperties`] without a box reads as.
+static NO_FIELDS: Fields = Fields {
+    content_type: None,
+    content_encoding: None,
+    headers: None,
+    delivery_mode: None,
+    priority: None,
+    correlation_id: None,
+    reply_to: None,
+    expiration: None,
+    message_id: None,
+    timestamp: None,
+    kind: None,
+    user_id: None,
+    app_id: None,
+    cluster_id: None,
+};
+
+impl PartialEq for BasicProperties {
+    fn eq(&self, other: &Self) -> bool {
+        // No box and a box of nothing are the same properties.
+        self.fields() == other.fields()
+    }
+}
+
+impl std::fmt::Debug for BasicProperties {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let p = self.fields();
+        f.debug_struct("BasicProperties")
+            .field("content_type", &p.content_type)
+            .field("content_encoding", &p.content_encoding)
+            .field("headers", &p.headers)
+            .field("delivery_mode", &p.delivery_mode)
+            .field("priority", &p.priority)
+            .field("correlation_id", &p.correlation_id)
+            .field("reply_to", &p.reply_to)
+            .field("expiration", &p.expiration)
+            .field("message_id", &p.message_id)
+            .field("timestamp", &p.timestamp)
+            .field("kind", &p.kind)
+            .field("user_id", &p.user_id)
+            .field("app_id", &p.app_id)
+            .field("cluster_id", &p.cluster_id)
+            .finish()
     }
 }
 
