@@ -20,7 +20,6 @@ use puka::{
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::rc::Rc;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -56,33 +55,7 @@ fn node() -> &'static str {
 }
 
 fn start_node() -> Result<String, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fault-broker");
-    let out = Command::new("timeout")
-        .args(["600", "bash", script])
-        .output()
-        .map_err(|e| format!("cannot run `bash {script}`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Shown with the output of the test that happened to run it.
-    eprint!("{stdout}{stderr}");
-    if !out.status.success() {
-        let last = stderr
-            .lines()
-            .chain(stdout.lines())
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("(no output)");
-        return Err(format!(
-            "`bash scripts/fault-broker` failed ({}): {}",
-            out.status,
-            last.trim()
-        ));
-    }
-    // "scripts/fault-broker: node puka-fault@host is up: ..."
-    let node = stdout
-        .lines()
-        .find_map(|l| l.split_once(": node ")?.1.split_once(" is up")?.0.into())
-        .map(str::to_string)
-        .ok_or("`bash scripts/fault-broker` did not say which node is up")?;
+    let node = common::run_node_script("fault-broker")?;
     // A run killed mid-test (e.g. by a watchdog) may have left the alarm on.
     common::try_rabbitmqctl(&[
         "-n",

@@ -12,7 +12,6 @@ mod common;
 
 use puka::{Client, Error, Options, QueueDeclare, TlsOptions};
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -42,33 +41,7 @@ fn broker() -> &'static TlsBroker {
 }
 
 fn start_broker() -> Result<TlsBroker, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/tls-broker");
-    let out = Command::new("timeout")
-        .args(["600", "bash", script])
-        .output()
-        .map_err(|e| format!("cannot run `bash {script}`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Shown with the output of the test that happened to run it.
-    eprint!("{stdout}{stderr}");
-    if !out.status.success() {
-        let last = stderr
-            .lines()
-            .chain(stdout.lines())
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("(no output)");
-        return Err(format!(
-            "`bash scripts/tls-broker` failed ({}): {}",
-            out.status,
-            last.trim()
-        ));
-    }
-    // "scripts/tls-broker: node puka-tls@host is up: ..."
-    let node = stdout
-        .lines()
-        .find_map(|l| l.split_once(": node ")?.1.split_once(" is up")?.0.into())
-        .map(str::to_string)
-        .ok_or_else(|| "`bash scripts/tls-broker` did not say which node is up".to_string())?;
+    let node = common::run_node_script("tls-broker")?;
     Ok(TlsBroker { node })
 }
 

@@ -201,3 +201,35 @@ pub fn try_rabbitmqctl(args: &[&str]) -> Result<String, String> {
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
+
+/// Runs one of the repo's broker scripts (`scripts/tls-broker`,
+/// `scripts/fault-broker`), echoing its output, and returns the node name
+/// it reports ("...: node NAME is up: ..."); the error is one line.
+pub fn run_node_script(name: &str) -> Result<String, String> {
+    let script = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("timeout")
+        .args(["600", "bash", &script])
+        .output()
+        .map_err(|e| format!("cannot run `bash {script}`: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Shown with the output of the test that happened to run it.
+    eprint!("{stdout}{stderr}");
+    if !out.status.success() {
+        let last = stderr
+            .lines()
+            .chain(stdout.lines())
+            .rfind(|l| !l.trim().is_empty())
+            .unwrap_or("(no output)");
+        return Err(format!(
+            "`bash scripts/{name}` failed ({}): {}",
+            out.status,
+            last.trim()
+        ));
+    }
+    stdout
+        .lines()
+        .find_map(|l| l.split_once(": node ")?.1.split_once(" is up")?.0.into())
+        .map(str::to_string)
+        .ok_or_else(|| format!("`bash scripts/{name}` did not say which node is up"))
+}
