@@ -270,7 +270,7 @@ fn decode_single_split(buf: &mut BytesMut) -> Option<Frame> {
         },
         frame::FRAME_HEADER => Frame::Header {
             channel,
-            header: Box::new(frame::ContentHeader::decode(payload).unwrap()),
+            header: frame::ContentHeader::decode(payload).unwrap(),
         },
         frame::FRAME_BODY => Frame::Body { channel, payload },
         _ => Frame::Heartbeat,

@@ -151,7 +151,7 @@ fn check_frame(f: &Frame, frame_max: u32) -> BytesMut {
             if let Some(h) = header.properties.headers() {
                 check_table(h);
             }
-            round_trip(&**header, |h, d| h.encode(d), ContentHeader::decode)
+            round_trip(header, |h, d| h.encode(d), ContentHeader::decode)
         }
         Frame::Body { payload, .. } => {
             assert!(payload.len() + 8 <= frame_max as usize);

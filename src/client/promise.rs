@@ -86,7 +86,7 @@ impl<T> From<Promise<T>> for PromiseId {
 #[derive(Debug)]
 pub(crate) enum Raw {
     Outcome(Outcome),
-    Delivery(Box<Delivery>),
+    Delivery(Delivery),
 }
 
 /// A value a promise can resolve to.
@@ -137,7 +137,7 @@ impl Resolve for u32 {
 impl Resolve for Option<Delivery> {
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
-            Raw::Outcome(Outcome::Get(d)) => Ok(d.map(|d| *d)),
+            Raw::Outcome(Outcome::Get(d)) => Ok(d),
             _ => Err(mismatch()),
         }
     }
@@ -146,7 +146,7 @@ impl Resolve for Option<Delivery> {
 impl Resolve for Delivery {
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
-            Raw::Delivery(d) => Ok(*d),
+            Raw::Delivery(d) => Ok(d),
             _ => Err(mismatch()),
         }
     }

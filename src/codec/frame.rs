@@ -94,8 +94,8 @@ pub enum Frame {
     Header {
         /// The channel it came on.
         channel: u16,
-        /// The header (boxed: it is much larger than the other variants).
-        header: Box<ContentHeader>,
+        /// The header.
+        header: ContentHeader,
     },
     /// A content body frame; the payload is a slice of the read buffer.
     Body {
@@ -174,7 +174,7 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Codec
         },
         FRAME_HEADER => Frame::Header {
             channel,
-            header: Box::new(ContentHeader::decode(raw.payload)?),
+            header: ContentHeader::decode(raw.payload)?,
         },
         FRAME_BODY => Frame::Body {
             channel,

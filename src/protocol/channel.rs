@@ -139,7 +139,7 @@ pub(super) enum IncomingKind {
 #[derive(Debug)]
 pub(super) struct Incoming {
     pub kind: IncomingKind,
-    pub message: Box<Delivery>,
+    pub message: Delivery,
     pub header_seen: bool,
     pub remaining: u64,
     pub body: Body,
@@ -149,7 +149,7 @@ impl Incoming {
     pub fn new(kind: IncomingKind, message: Delivery) -> Self {
         Incoming {
             kind,
-            message: Box::new(message),
+            message,
             header_seen: false,
             remaining: 0,
             body: Body::Empty,

@@ -144,7 +144,7 @@ pub enum Outcome {
     /// A message count: `queue.purge-ok` or `queue.delete-ok`.
     MessageCount(u32),
     /// `basic.get`: a message, or `None` when the queue was empty.
-    Get(Option<Box<Delivery>>),
+    Get(Option<Delivery>),
 }
 
 /// What the connection reports to its caller.
@@ -164,7 +164,7 @@ pub enum Event {
         /// The consume operation's tag.
         tag: Tag,
         /// The message.
-        delivery: Box<Delivery>,
+        delivery: Delivery,
     },
     /// A consumer was cancelled by the user; no more deliveries come for it.
     ConsumerEnded {
@@ -1969,7 +1969,7 @@ impl Connection {
                     self.events.push_back(Event::Returned(Box::new(Returned {
                         reply_code,
                         reply_text,
-                        message: *message,
+                        message,
                     })));
                 }
             }

@@ -70,11 +70,11 @@ fn header_bytes(ch: u16, class_id: u16, body_size: u64, properties: BasicPropert
     let mut b = BytesMut::new();
     Frame::Header {
         channel: ch,
-        header: Box::new(ContentHeader {
+        header: ContentHeader {
             class_id,
             body_size,
             properties,
-        }),
+        },
     }
     .encode(&mut b)
     .expect("encodable header");
@@ -262,7 +262,7 @@ fn deliveries(events: &[Event], consume_tag: Tag) -> Vec<Delivery> {
     events
         .iter()
         .filter_map(|e| match e {
-            Event::Delivery { tag, delivery } if *tag == consume_tag => Some((**delivery).clone()),
+            Event::Delivery { tag, delivery } if *tag == consume_tag => Some(delivery.clone()),
             _ => None,
         })
         .collect()
@@ -3281,11 +3281,11 @@ impl Session {
                 _ => {}
             }
             match e {
-                Event::Delivery { delivery, .. } => self.deliveries.push(*delivery),
+                Event::Delivery { delivery, .. } => self.deliveries.push(delivery),
                 Event::Complete {
                     result: Ok(Outcome::Get(Some(d))),
                     ..
-                } => self.deliveries.push(*d),
+                } => self.deliveries.push(d),
                 Event::ConsumerEnded { tag } => {
                     assert!(self.ended.insert(tag), "ConsumerEnded twice for {tag}");
                 }
