@@ -184,6 +184,9 @@ impl fmt::Debug for Slot {
 
 /// What [`Promises::take`] found.
 #[derive(Debug)]
+// A return value, moved once: boxing the large variant would only add an
+// allocation per result.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Taken {
     Ready(Result<Raw, Error>),
     Pending,

@@ -24,6 +24,18 @@ const TYPE: u16 = 1 << 5;
 const USER_ID: u16 = 1 << 4;
 const APP_ID: u16 = 1 << 3;
 const CLUSTER_ID: u16 = 1 << 2;
+/// The flags of the properties kept out of line.
+const REST: u16 = CONTENT_ENCODING
+    | HEADERS
+    | CORRELATION_ID
+    | REPLY_TO
+    | EXPIRATION
+    | MESSAGE_ID
+    | TIMESTAMP
+    | TYPE
+    | USER_ID
+    | APP_ID
+    | CLUSTER_ID;
 /// Bit 0 of a flag word: another flag word follows.
 const CONTINUATION: u16 = 1;
 
@@ -52,17 +64,20 @@ const CONTINUATION: u16 = 1;
 /// assert_eq!(BasicProperties::decode(&mut r).unwrap(), props);
 /// ```
 #[derive(Clone, Default)]
-pub struct BasicProperties(Option<Box<Fields>>);
-
-/// The property values, boxed so a message without properties (and the
-/// `Delivery` that carries it) stays small and allocates nothing for them.
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Fields {
+pub struct BasicProperties {
     content_type: Option<ShortString>,
-    content_encoding: Option<ShortString>,
-    headers: Option<FieldTable>,
     delivery_mode: Option<u8>,
     priority: Option<u8>,
+    /// The other eleven, boxed so a message that has none of them (and the
+    /// `Delivery` that carries it) stays small and allocates nothing.
+    rest: Option<Box<Fields>>,
+}
+
+/// The properties kept out of line.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Fields {
+    content_encoding: Option<ShortString>,
+    headers: Option<FieldTable>,
     correlation_id: Option<ShortString>,
     reply_to: Option<ShortString>,
     expiration: Option<ShortString>,
@@ -76,11 +91,11 @@ struct Fields {
 
 impl BasicProperties {
     fn fields(&self) -> &Fields {
-        self.0.as_deref().unwrap_or(&NO_FIELDS)
+        self.rest.as_deref().unwrap_or(&NO_FIELDS)
     }
 
     fn fields_mut(&mut self) -> &mut Fields {
-        self.0.get_or_insert_with(Box::default)
+        self.rest.get_or_insert_with(Box::default)
     }
 
     /// The `delivery_mode` of a message the broker may lose on restart.
@@ -89,11 +104,16 @@ impl BasicProperties {
     pub const DELIVERY_MODE_PERSISTENT: u8 = 2;
 
     /// No properties set, as a constant.
-    pub const EMPTY: BasicProperties = BasicProperties(None);
+    pub const EMPTY: BasicProperties = BasicProperties {
+        content_type: None,
+        delivery_mode: None,
+        priority: None,
+        rest: None,
+    };
 
     /// Whether no property is set (the property flags are 0).
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().map_or(true, |f| f.flags() == 0)
+        self.flags() == 0
     }
 
     /// No properties set; the same as [`BasicProperties::default`].
@@ -103,7 +123,7 @@ impl BasicProperties {
 
     /// The MIME content type of the body.
     pub fn content_type(&self) -> Option<&str> {
-        self.fields().content_type.as_deref()
+        self.content_type.as_deref()
     }
 
     /// The MIME content encoding of the body.
@@ -119,12 +139,12 @@ impl BasicProperties {
     /// The delivery mode: [`Self::DELIVERY_MODE_TRANSIENT`] or
     /// [`Self::DELIVERY_MODE_PERSISTENT`].
     pub fn delivery_mode(&self) -> Option<u8> {
-        self.fields().delivery_mode
+        self.delivery_mode
     }
 
     /// The message priority.
     pub fn priority(&self) -> Option<u8> {
-        self.fields().priority
+        self.priority
     }
 
     /// The correlation id, usually the message id of the request this replies to.
@@ -176,7 +196,7 @@ impl BasicProperties {
 
     /// Whether the delivery mode is [`Self::DELIVERY_MODE_PERSISTENT`].
     pub fn is_persistent(&self) -> bool {
-        self.fields().delivery_mode == Some(Self::DELIVERY_MODE_PERSISTENT)
+        self.delivery_mode == Some(Self::DELIVERY_MODE_PERSISTENT)
     }
 
     /// The application headers, created empty if they were not set.
@@ -189,7 +209,7 @@ impl BasicProperties {
     /// Sets the MIME content type of the body.
     #[must_use]
     pub fn with_content_type(mut self, v: impl Into<ShortString>) -> Self {
-        self.fields_mut().content_type = Some(v.into());
+        self.content_type = Some(v.into());
         self
     }
 
@@ -221,7 +241,7 @@ impl BasicProperties {
     /// Sets the delivery mode.
     #[must_use]
     pub fn with_delivery_mode(mut self, v: u8) -> Self {
-        self.fields_mut().delivery_mode = Some(v);
+        self.delivery_mode = Some(v);
         self
     }
 
@@ -234,7 +254,7 @@ impl BasicProperties {
     /// Sets the message priority.
     #[must_use]
     pub fn with_priority(mut self, v: u8) -> Self {
-        self.fields_mut().priority = Some(v);
+        self.priority = Some(v);
         self
     }
 
@@ -313,7 +333,7 @@ impl BasicProperties {
     /// [`CodecError::InvalidUtf8`] for a string property that is not UTF-8,
     /// and the errors of [`FieldTable::decode`] for the headers.
     pub fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
-        Fields::decode(r)
+        Self::decode_fields(r)
     }
 
     /// Writes one property-flags word, then the properties that are set.
@@ -324,41 +344,33 @@ impl BasicProperties {
     /// error `dst` is left as it was.
     pub fn encode(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
         let start = dst.len();
-        let result = match &self.0 {
-            Some(f) => f.encode_inner(dst),
-            None => {
-                dst.put_u16(0);
-                Ok(())
-            }
-        };
+        let result = self.encode_inner(dst);
         if result.is_err() {
             dst.truncate(start);
         }
         result
     }
-}
 
-impl Fields {
     /// The property-flags word for the properties that are set.
     fn flags(&self) -> u16 {
         let bit = |present: bool, flag: u16| if present { flag } else { 0 };
         bit(self.content_type.is_some(), CONTENT_TYPE)
-            | bit(self.content_encoding.is_some(), CONTENT_ENCODING)
-            | bit(self.headers.is_some(), HEADERS)
+            | bit(self.fields().content_encoding.is_some(), CONTENT_ENCODING)
+            | bit(self.fields().headers.is_some(), HEADERS)
             | bit(self.delivery_mode.is_some(), DELIVERY_MODE)
             | bit(self.priority.is_some(), PRIORITY)
-            | bit(self.correlation_id.is_some(), CORRELATION_ID)
-            | bit(self.reply_to.is_some(), REPLY_TO)
-            | bit(self.expiration.is_some(), EXPIRATION)
-            | bit(self.message_id.is_some(), MESSAGE_ID)
-            | bit(self.timestamp.is_some(), TIMESTAMP)
-            | bit(self.kind.is_some(), TYPE)
-            | bit(self.user_id.is_some(), USER_ID)
-            | bit(self.app_id.is_some(), APP_ID)
-            | bit(self.cluster_id.is_some(), CLUSTER_ID)
+            | bit(self.fields().correlation_id.is_some(), CORRELATION_ID)
+            | bit(self.fields().reply_to.is_some(), REPLY_TO)
+            | bit(self.fields().expiration.is_some(), EXPIRATION)
+            | bit(self.fields().message_id.is_some(), MESSAGE_ID)
+            | bit(self.fields().timestamp.is_some(), TIMESTAMP)
+            | bit(self.fields().kind.is_some(), TYPE)
+            | bit(self.fields().user_id.is_some(), USER_ID)
+            | bit(self.fields().app_id.is_some(), APP_ID)
+            | bit(self.fields().cluster_id.is_some(), CLUSTER_ID)
     }
 
-    fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+    fn decode_fields(r: &mut Reader) -> Result<BasicProperties, CodecError> {
         let flags = r.u16("property flags")?;
         let mut word = flags;
         // Each word consumes two bytes, so this ends with the input at worst.
@@ -367,7 +379,7 @@ impl Fields {
         }
         if flags & !(CONTINUATION | 0b10) == 0 {
             // No property present: nothing to allocate.
-            return Ok(BasicProperties(None));
+            return Ok(BasicProperties::EMPTY);
         }
 
         let shortstr = |r: &mut Reader, flag: u16, what| -> Result<_, CodecError> {
@@ -408,22 +420,29 @@ impl Fields {
         let app_id = shortstr(r, APP_ID, "app-id")?;
         let cluster_id = shortstr(r, CLUSTER_ID, "cluster-id")?;
 
-        Ok(BasicProperties(Some(Box::new(Fields {
+        let rest = if flags & REST != 0 {
+            Some(Box::new(Fields {
+                content_encoding,
+                headers,
+                correlation_id,
+                reply_to,
+                expiration,
+                message_id,
+                timestamp,
+                kind,
+                user_id,
+                app_id,
+                cluster_id,
+            }))
+        } else {
+            None
+        };
+        Ok(BasicProperties {
             content_type,
-            content_encoding,
-            headers,
             delivery_mode,
             priority,
-            correlation_id,
-            reply_to,
-            expiration,
-            message_id,
-            timestamp,
-            kind,
-            user_id,
-            app_id,
-            cluster_id,
-        }))))
+            rest,
+        })
     }
 
     fn encode_inner(&self, dst: &mut BytesMut) -> Result<(), CodecError> {
@@ -436,8 +455,8 @@ impl Fields {
 
         dst.put_u16(self.flags());
         shortstr(dst, &self.content_type)?;
-        shortstr(dst, &self.content_encoding)?;
-        if let Some(headers) = &self.headers {
+        shortstr(dst, &self.fields().content_encoding)?;
+        if let Some(headers) = &self.fields().headers {
             headers.encode(dst)?;
         }
         if let Some(v) = self.delivery_mode {
@@ -446,27 +465,24 @@ impl Fields {
         if let Some(v) = self.priority {
             dst.put_u8(v);
         }
-        shortstr(dst, &self.correlation_id)?;
-        shortstr(dst, &self.reply_to)?;
-        shortstr(dst, &self.expiration)?;
-        shortstr(dst, &self.message_id)?;
-        if let Some(t) = self.timestamp {
+        shortstr(dst, &self.fields().correlation_id)?;
+        shortstr(dst, &self.fields().reply_to)?;
+        shortstr(dst, &self.fields().expiration)?;
+        shortstr(dst, &self.fields().message_id)?;
+        if let Some(t) = self.fields().timestamp {
             dst.put_u64(t.0);
         }
-        shortstr(dst, &self.kind)?;
-        shortstr(dst, &self.user_id)?;
-        shortstr(dst, &self.app_id)?;
-        shortstr(dst, &self.cluster_id)
+        shortstr(dst, &self.fields().kind)?;
+        shortstr(dst, &self.fields().user_id)?;
+        shortstr(dst, &self.fields().app_id)?;
+        shortstr(dst, &self.fields().cluster_id)
     }
 }
 
 /// What [`BasicProperties`] without a box reads as.
 static NO_FIELDS: Fields = Fields {
-    content_type: None,
     content_encoding: None,
     headers: None,
-    delivery_mode: None,
-    priority: None,
     correlation_id: None,
     reply_to: None,
     expiration: None,
@@ -481,7 +497,10 @@ static NO_FIELDS: Fields = Fields {
 impl PartialEq for BasicProperties {
     fn eq(&self, other: &Self) -> bool {
         // No box and a box of nothing are the same properties.
-        self.fields() == other.fields()
+        self.content_type == other.content_type
+            && self.delivery_mode == other.delivery_mode
+            && self.priority == other.priority
+            && self.fields() == other.fields()
     }
 }
 
@@ -489,11 +508,11 @@ impl std::fmt::Debug for BasicProperties {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let p = self.fields();
         f.debug_struct("BasicProperties")
-            .field("content_type", &p.content_type)
+            .field("content_type", &self.content_type)
             .field("content_encoding", &p.content_encoding)
             .field("headers", &p.headers)
-            .field("delivery_mode", &p.delivery_mode)
-            .field("priority", &p.priority)
+            .field("delivery_mode", &self.delivery_mode)
+            .field("priority", &self.priority)
             .field("correlation_id", &p.correlation_id)
             .field("reply_to", &p.reply_to)
             .field("expiration", &p.expiration)
