@@ -284,6 +284,59 @@ fn mandatory_unroutable_without_confirms_comes_back_as_an_event() {
 }
 
 #[test]
+fn refused_publish_without_confirms_is_reported_as_an_event() {
+    common::require_broker();
+    let q = common::unique("after-refused");
+    let missing = common::unique("missing-exchange");
+    let mut c = connect_with(Options {
+        confirms: Confirms::Off,
+        ..Default::default()
+    });
+    let p = c.basic_publish(&missing, "rk", b"lost");
+    // Without confirms the promise resolves once the bytes are written...
+    c.wait_timeout(p, W).expect("publish");
+    // ...and the broker's refusal arrives as a connection event.
+    let deadline = std::time::Instant::now() + W;
+    let event = loop {
+        if let Some(ev) = c.next_connection_event() {
+            break ev;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no PublishChannelClosed event within {W:?}"
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    };
+    let ConnectionEvent::PublishChannelClosed(Error::NotFound(reply)) = event else {
+        panic!("expected PublishChannelClosed(NotFound), got {event:?}");
+    };
+    assert_eq!(reply.code, 404);
+    assert!(reply.text.contains(&missing), "{}", reply.text);
+    // The next publish opens a new channel and works.
+    let p = c.queue_declare(puka::QueueDeclare::named(&q).auto_delete());
+    c.wait_timeout(p, W).expect("declare");
+    let p = c.basic_publish("", &q, b"kept");
+    c.wait_timeout(p, W).expect("publish");
+    // Another channel: the get may run before the broker routed the publish.
+    let deadline = std::time::Instant::now() + W;
+    let got = loop {
+        let p = c.basic_get_with(&q, true);
+        if let Some(d) = c.wait_timeout(p, W).expect("get") {
+            break d;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "message never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(&got.body[..], b"kept");
+    assert!(c.is_open());
+    close(c);
+}
+
+#[test]
 fn connection_refused() {
     common::require_broker();
     let mut c = Client::new("amqp://guest:guest@127.0.0.1:1/").expect("Client::new");

@@ -40,6 +40,10 @@ pub enum ConnectionEvent {
     /// A mandatory message came back unroutable while publisher confirms are
     /// off (with confirms on, the publish promise fails with `NoRoute`).
     Returned(Box<Returned>),
+    /// The broker closed the publish channel with this error while no
+    /// promise could report it (publishes without confirms had already
+    /// resolved), e.g. after a publish to a missing exchange.
+    PublishChannelClosed(Error),
     /// The connection ended; every pending promise has been failed with this.
     Closed(Error),
 }
@@ -543,6 +547,9 @@ impl Client {
                 }
                 Event::ConsumerEnded { tag } => self.promises.end(PromiseId::from_tag(tag)),
                 Event::Returned(r) => self.conn_events.push_back(ConnectionEvent::Returned(r)),
+                Event::PublishChannelClosed(e) => self
+                    .conn_events
+                    .push_back(ConnectionEvent::PublishChannelClosed(e)),
                 Event::Blocked(reason) => {
                     self.conn_events.push_back(ConnectionEvent::Blocked(reason))
                 }

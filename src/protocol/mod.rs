@@ -177,6 +177,11 @@ pub enum Event {
     Blocked(String),
     /// The broker lifted the block (`connection.unblocked`).
     Unblocked,
+    /// The broker closed the publish channel while no pending operation
+    /// could carry the error (publishes without confirms had resolved),
+    /// e.g. after a publish to a missing exchange. The next publish opens a
+    /// new channel.
+    PublishChannelClosed(Error),
     /// The connection is finished; every pending operation has been failed.
     Closed(Error),
 }
@@ -1668,7 +1673,17 @@ impl Connection {
                     class_id: close.class_id,
                     method_id: close.method_id,
                 };
-                self.fail_channel(ch, Error::from_reply(reply));
+                let err = Error::from_reply(reply);
+                let unreported = self.publish_channel == Some(ch)
+                    && self.chan(ch).unconfirmed.is_empty()
+                    && self.chan(ch).expect.iter().all(|e| e.tag().is_none());
+                if unreported {
+                    // Publishes without confirms already resolved: nothing
+                    // else would tell the user the broker refused one.
+                    self.events
+                        .push_back(Event::PublishChannelClosed(err.clone()));
+                }
+                self.fail_channel(ch, err);
             }
             Method::ChannelFlow(f) => {
                 let _ = self.send_method(
