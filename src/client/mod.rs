@@ -914,6 +914,8 @@ impl Client {
         self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout))
     }
 
+    /// A pooled-channel operation (the protocol sends it without `no_wait`:
+    /// every operation completes on its reply).
     fn rpc<T>(&mut self, method: Method) -> Promise<T> {
         self.operation(|conn, tag| {
             conn.rpc(tag, method);
@@ -922,52 +924,34 @@ impl Client {
 
     /// Declares an exchange (`exchange.declare`).
     pub fn exchange_declare(&mut self, args: ExchangeDeclare) -> Promise<()> {
-        self.rpc(Method::ExchangeDeclare(ExchangeDeclare {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::ExchangeDeclare(args))
     }
 
     /// Deletes an exchange (`exchange.delete`).
     pub fn exchange_delete(&mut self, args: ExchangeDelete) -> Promise<()> {
-        self.rpc(Method::ExchangeDelete(ExchangeDelete {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::ExchangeDelete(args))
     }
 
     /// Binds exchange `destination` to `source` (`exchange.bind`, a RabbitMQ
     /// extension).
     pub fn exchange_bind(&mut self, args: ExchangeBind) -> Promise<()> {
-        self.rpc(Method::ExchangeBind(ExchangeBind {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::ExchangeBind(args))
     }
 
     /// Removes an exchange-to-exchange binding (`exchange.unbind`).
     pub fn exchange_unbind(&mut self, args: ExchangeUnbind) -> Promise<()> {
-        self.rpc(Method::ExchangeUnbind(ExchangeUnbind {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::ExchangeUnbind(args))
     }
 
     /// Declares a queue (`queue.declare`); an empty name asks the broker to
     /// choose one, returned in [`QueueDeclareOk::queue`].
     pub fn queue_declare(&mut self, args: QueueDeclare) -> Promise<QueueDeclareOk> {
-        self.rpc(Method::QueueDeclare(QueueDeclare {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::QueueDeclare(args))
     }
 
     /// Binds a queue to an exchange (`queue.bind`).
     pub fn queue_bind(&mut self, args: QueueBind) -> Promise<()> {
-        self.rpc(Method::QueueBind(QueueBind {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::QueueBind(args))
     }
 
     /// Removes a binding (`queue.unbind`).
@@ -987,10 +971,7 @@ impl Client {
     /// Deletes a queue (`queue.delete`); resolves with how many messages it
     /// held.
     pub fn queue_delete(&mut self, args: QueueDelete) -> Promise<u32> {
-        self.rpc(Method::QueueDelete(QueueDelete {
-            no_wait: false,
-            ..args
-        }))
+        self.rpc(Method::QueueDelete(args))
     }
 
     /// Publishes `body` to `exchange` with `routing_key` and no properties.
@@ -1040,16 +1021,9 @@ impl Client {
     /// Writes (and reads, so the broker never stalls on us) until at most
     /// `level` bytes are queued or the connection ends.
     fn drain_to(&mut self, level: usize) {
+        // During the handshake the bytes wait for open-ok; turns drive that too.
         while self.conn.pending_write_bytes() > level && self.sock.is_some() {
-            if !self.conn.is_open() && !self.conn.wants_write() {
-                // Still in the handshake: the bytes wait for open-ok.
-                let _ = self.turn(Some(Duration::from_millis(100)));
-                if self.conn.is_closed() {
-                    break;
-                }
-                continue;
-            }
-            if self.turn(Some(Duration::from_millis(100))).is_err() {
+            if self.turn(Some(Duration::from_millis(100))).is_err() || self.conn.is_closed() {
                 break;
             }
         }

@@ -4,7 +4,7 @@
 
 use crate::protocol::Connection;
 use mio::net::TcpStream;
-use std::io::{self, Read};
+use std::io;
 
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;
@@ -72,20 +72,8 @@ impl Transport {
     }
 }
 
-/// Reads that keep `Interrupted` out of the caller's way.
-#[allow(dead_code)]
-fn read_retry(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        match r.read(buf) {
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            other => return other,
-        }
-    }
-}
-
 #[cfg(feature = "tls")]
 mod tls {
-    use super::read_retry;
     use crate::error::Error;
     use crate::protocol::Connection;
     use mio::net::TcpStream;
@@ -191,6 +179,16 @@ mod tls {
                 }
             };
             Ok(Arc::new(config))
+        }
+    }
+
+    /// Reads that keep `Interrupted` out of the caller's way.
+    fn read_retry(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match r.read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
         }
     }
 
