@@ -76,6 +76,11 @@ struct Shared {
     closing: bool,
     /// The broker confirmed the close.
     closed: bool,
+    /// Publishes the broker has not confirmed yet. The loop closes the
+    /// connection only once this is zero: a close cuts off the confirms
+    /// still on their way (RabbitMQ may deliver a message to our consumer
+    /// before it confirms the publish).
+    unconfirmed: usize,
 }
 
 fn run() -> common::Result {
@@ -149,7 +154,10 @@ fn run() -> common::Result {
                         (alive, lines) = read_lines(peer);
                         // Each complete line becomes one message.
                         for line in lines {
-                            client.basic_publish_then("", &queue, &line, |_, confirmed| {
+                            shared.borrow_mut().unconfirmed += 1;
+                            let s = shared.clone();
+                            client.basic_publish_then("", &queue, &line, move |_, confirmed| {
+                                s.borrow_mut().unconfirmed -= 1;
                                 if let Err(e) = confirmed {
                                     eprintln!("reactor: publish failed: {e}");
                                 }
@@ -214,8 +222,9 @@ fn run() -> common::Result {
             relayed += 1;
         }
 
-        // Enough: close the AMQP connection gracefully, from this loop too.
-        if !closing && args.done(relayed) {
+        // Enough: close the AMQP connection gracefully, from this loop too,
+        // once every publish is settled.
+        if !closing && args.done(relayed) && shared.borrow().unconfirmed == 0 {
             closing = true;
             shared.borrow_mut().closing = true;
             let closed = client.close();
