@@ -1,10 +1,15 @@
 //! Codec throughput and allocations: `cargo bench --bench codec`.
 //!
 //! Decode: a stream of `basic.deliver` + content header + 32-byte body
-//! frames (as RabbitMQ sends a consumer), decoded with `frame::decode`,
-//! either from one buffer holding everything or fed in 64 KiB reads the way
-//! `Connection::read_from` fills its read buffer. Once with no `headers`
-//! property and once with a 2-entry headers table.
+//! frames (as RabbitMQ sends a consumer), either from one buffer holding
+//! everything or fed in 64 KiB reads the way `Connection::read_from` fills
+//! its read buffer. Once with no `headers` property and once with a 2-entry
+//! headers table. `codec_decode_deliver` decodes frame by frame with
+//! `frame::decode` (one split of the read buffer per frame);
+//! `codec_decode_deliver_batch` splits off every whole frame at once with
+//! `frame::split_frames` and decodes each in place with `frames` +
+//! `FrameRef::decode` (what `Connection` does). Both yield owned `Frame`s
+//! whose bodies are slices of the read buffer.
 //!
 //! Encode: `frame::encode_basic_publish` with content-type, delivery-mode and
 //! a 2-entry headers table, into a buffer cleared every 64 KiB as a socket
@@ -240,53 +245,43 @@ fn decode_whole(input: &[u8]) -> (Sample, usize) {
     measure(move || drain(&mut buf))
 }
 
-/// What-if: `frame::decode` with the payload split off the read buffer as
-/// one `Bytes` (skip the 7-byte header and the frame end with `advance`)
-/// instead of `split_to(total).freeze()` + `split_off(7)` + `slice(..)`,
-/// which clone and drop two extra handles (two atomic increments and two
-/// decrements of the buffer's reference count) per frame. Not part of puka:
-/// here to show the lead what that change alone is worth.
-fn decode_single_split(buf: &mut BytesMut) -> Option<Frame> {
-    use bytes::Buf;
-    if buf.len() < 7 {
-        return None;
-    }
-    let ty = buf[0];
-    let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-    let total = size + 8;
-    assert!(total <= FRAME_MAX as usize);
-    if buf.len() < total {
-        return None;
-    }
-    assert_eq!(buf[total - 1], frame::FRAME_END);
-    buf.advance(7);
-    let payload = buf.split_to(size).freeze();
-    buf.advance(1);
-    Some(match ty {
-        frame::FRAME_METHOD => Frame::Method {
-            channel,
-            method: Method::decode(payload).unwrap(),
-        },
-        frame::FRAME_HEADER => Frame::Header {
-            channel,
-            header: frame::ContentHeader::decode(payload).unwrap(),
-        },
-        frame::FRAME_BODY => Frame::Body { channel, payload },
-        _ => Frame::Heartbeat,
-    })
-}
-
-fn whatif_single_split(input: &[u8]) -> (Sample, usize) {
-    let mut buf = BytesMut::from(input);
-    measure(move || {
-        let mut msgs = 0;
-        while let Some(f) = decode_single_split(&mut buf) {
+/// `split_frames` + `frames`: the read buffer split once per batch of whole
+/// frames, each frame decoded in place (what `Connection` does).
+#[inline(never)]
+fn drain_batch(buf: &mut BytesMut) -> usize {
+    let mut msgs = 0;
+    loop {
+        let whole = frame::split_frames(buf, FRAME_MAX).expect("valid stream");
+        if whole.is_empty() {
+            return msgs;
+        }
+        for f in frame::frames(&whole) {
+            let f = f.decode().expect("valid frame");
             if let Frame::Body { .. } = f {
                 msgs += 1;
             }
             black_box(f);
         }
+    }
+}
+
+fn decode_batch_whole(input: &[u8]) -> (Sample, usize) {
+    let mut buf = BytesMut::from(input);
+    measure(move || drain_batch(&mut buf))
+}
+
+fn decode_batch_chunked(input: &[u8]) -> (Sample, usize) {
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    measure(move || {
+        let mut msgs = 0;
+        for chunk in input.chunks(CHUNK) {
+            if buf.capacity() - buf.len() < CHUNK / 4 {
+                buf.reserve(CHUNK);
+            }
+            buf.extend_from_slice(chunk);
+            msgs += drain_batch(&mut buf);
+        }
+        assert!(buf.is_empty());
         msgs
     })
 }
@@ -496,21 +491,19 @@ fn main() {
         }
     }
 
-    if wanted("whatif") {
-        figures.push(figure(
-            "whatif_decode_single_split",
-            "whole",
-            n,
-            runs,
-            || whatif_single_split(&plain),
-        ));
-        figures.push(figure(
-            "whatif_decode_single_split_headers",
-            "whole",
-            n,
-            runs,
-            || whatif_single_split(&with_headers),
-        ));
+    for (name, input) in [
+        ("codec_decode_deliver_batch", &plain),
+        ("codec_decode_deliver_batch_headers", &with_headers),
+    ] {
+        if wanted(name) {
+            figures.push(figure(name, "whole", n, runs, || decode_batch_whole(input)));
+            figures.push(figure(name, "chunked64k", n, runs, || {
+                decode_batch_chunked(input)
+            }));
+        }
+    }
+
+    if wanted("floor") {
         figures.push(figure("floor_split_frames_only", "whole", n, runs, || {
             floor_split_only(&plain)
         }));

@@ -383,7 +383,8 @@ def reserved_note(m, f):
 
 def gen_decode(m, out):
     what = lambda f: f'"{m.full} {f.spec_name}"'
-    out.append("    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {")
+    out.append("    #[inline(always)]")
+    out.append("    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {")
     for kind, item in bit_groups(m.fields):
         if kind == "bits":
             public = [f for f in item if not f.reserved]
@@ -403,7 +404,7 @@ def gen_decode(m, out):
             elif f.typ == "shortstr":
                 out.append(f"        skip_shortstr(r, {what(f)})?; // {note}")
             elif f.typ == "longstr":
-                out.append(f"        r.longstr({what(f)})?; // {note}")
+                out.append(f"        skip_longstr(r, {what(f)})?; // {note}")
             else:
                 raise SystemExit(f"reserved field of type {f.typ}")
             continue
@@ -599,10 +600,13 @@ def generate(methods):
     o.append("impl Method {")
     o.append(DECODE_DOC)
     o.append("    pub fn decode(payload: Bytes) -> Result<Method, CodecError> {")
-    o.append("        let mut r = Reader::new(payload);")
+    o.append("        Method::read(&mut Reader::new(&payload))")
+    o.append("    }")
+    o.append("")
+    o.append(READ_DOC)
+    o.append("    pub fn read(r: &mut Reader<'_>) -> Result<Method, CodecError> {")
     o.append('        let class_id = r.u16("method class id")?;')
     o.append('        let method_id = r.u16("method id")?;')
-    o.append("        let r = &mut r;")
     o.append("        Ok(match (class_id, method_id) {")
     for m in methods:
         if m.fields:
@@ -767,12 +771,24 @@ impl fmt::Debug for Redacted {
 }
 
 /// Skips a reserved `shortstr` without checking that it is UTF-8.
-fn skip_shortstr(r: &mut Reader, what: &'static str) -> Result<(), CodecError> {
+fn skip_shortstr(r: &mut Reader<'_>, what: &'static str) -> Result<(), CodecError> {
     let len = r.u8(what)?;
-    r.bytes(usize::from(len), what)?;
-    Ok(())
+    r.skip(usize::from(len), what)
+}
+
+/// Skips a reserved `longstr`.
+fn skip_longstr(r: &mut Reader<'_>, what: &'static str) -> Result<(), CodecError> {
+    let len = r.u32(what)?;
+    r.skip(len as usize, what)
 }
 '''
+
+READ_DOC = '''    /// Reads a method (class id, method id, then the arguments) from `r`,
+    /// which a caller has bounded to one method frame's payload: what
+    /// [`Method::decode`] does, without taking a handle on the payload.
+    ///
+    /// # Errors
+    /// As [`Method::decode`].'''
 
 DECODE_DOC = '''    /// Decodes a method frame's payload: class id, method id, then the arguments.
     ///

@@ -51,6 +51,12 @@ pub fn check_decode(data: &[u8]) {
         whole, pieces,
         "decoding in pieces of {piece} bytes differs from decoding at once"
     );
+    // The batch path (split_frames + frames) agrees with frame by frame.
+    let batch = decode_stream_batch(rest, frame_max, piece);
+    assert_eq!(
+        whole, batch,
+        "split_frames in pieces of {piece} bytes differs from decode"
+    );
 
     // Each decoder directly on the same bytes.
     let payload = Bytes::copy_from_slice(rest);
@@ -60,14 +66,14 @@ pub fn check_decode(data: &[u8]) {
     if let Ok(h) = ContentHeader::decode(payload.clone()) {
         round_trip(&h, |h, d| h.encode(d), ContentHeader::decode);
     }
-    if let Ok(p) = BasicProperties::decode(&mut Reader::new(payload.clone())) {
+    if let Ok(p) = BasicProperties::decode(&mut Reader::new(&payload)) {
         round_trip(
             &p,
             |p, d| p.encode(d),
             decode_whole(BasicProperties::decode),
         );
     }
-    let mut r = Reader::new(payload.clone());
+    let mut r = Reader::new(&payload);
     if let Ok(t) = FieldTable::decode(&mut r) {
         let consumed = rest.len() - r.remaining();
         assert_eq!(
@@ -77,7 +83,7 @@ pub fn check_decode(data: &[u8]) {
         );
         check_table(&t);
     }
-    if let Ok(a) = FieldArray::decode(&mut Reader::new(payload)) {
+    if let Ok(a) = FieldArray::decode(&mut Reader::new(&payload)) {
         let mut e = BytesMut::new();
         a.encode(&mut e).expect("a decoded array must re-encode");
         assert_eq!(e.len(), a.encoded_len(), "FieldArray::encoded_len is wrong");
@@ -140,6 +146,56 @@ fn decode_stream(bytes: &[u8], frame_max: u32, piece: usize) -> Stream {
     }
 }
 
+/// As [`decode_stream`], with `frame::split_frames` and `FrameRef::decode`.
+fn decode_stream_batch(bytes: &[u8], frame_max: u32, piece: usize) -> Stream {
+    let mut buf = BytesMut::new();
+    let mut frames = Vec::new();
+    let mut fed = 0;
+    loop {
+        let before = buf.len();
+        match frame::split_frames(&mut buf, frame_max) {
+            Ok(whole) if whole.is_empty() => {
+                assert_eq!(buf.len(), before, "an empty split consumed bytes");
+                if fed == bytes.len() {
+                    return Stream {
+                        frames,
+                        error: None,
+                        left: buf.len(),
+                    };
+                }
+                let n = piece.min(bytes.len() - fed);
+                buf.extend_from_slice(&bytes[fed..fed + n]);
+                fed += n;
+            }
+            Ok(whole) => {
+                assert_eq!(whole.len() + buf.len(), before, "bytes lost in a split");
+                let mut walked = 0;
+                for f in frame::frames(&whole) {
+                    walked += f.len() + 8;
+                    match f.decode() {
+                        Ok(f) => frames.push(check_frame(&f, frame_max)),
+                        Err(e) => {
+                            return Stream {
+                                frames,
+                                error: Some(e),
+                                left: usize::MAX,
+                            }
+                        }
+                    }
+                }
+                assert_eq!(walked, whole.len(), "frames() skipped bytes");
+            }
+            Err(e) => {
+                return Stream {
+                    frames,
+                    error: Some(e),
+                    left: usize::MAX,
+                };
+            }
+        }
+    }
+}
+
 /// Checks one decoded frame: within `frame_max`, and it round-trips. Returns
 /// its encoding.
 fn check_frame(f: &Frame, frame_max: u32) -> BytesMut {
@@ -185,10 +241,10 @@ fn decode_method_payload(b: Bytes) -> Result<Method, CodecError> {
 
 /// A decoder on a [`Reader`] that must consume all of its input.
 fn decode_whole<T>(
-    f: impl Fn(&mut Reader) -> Result<T, CodecError>,
+    f: impl Fn(&mut Reader<'_>) -> Result<T, CodecError>,
 ) -> impl Fn(Bytes) -> Result<T, CodecError> {
     move |b| {
-        let mut r = Reader::new(b);
+        let mut r = Reader::new(&b);
         let v = f(&mut r)?;
         assert_eq!(
             r.remaining(),

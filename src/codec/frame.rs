@@ -55,12 +55,20 @@ impl ContentHeader {
     /// # Errors
     /// A [`CodecError`] when the payload is truncated or malformed.
     pub fn decode(payload: Bytes) -> Result<ContentHeader, CodecError> {
-        let mut r = Reader::new(payload);
+        Self::read(&mut Reader::new(&payload))
+    }
+
+    /// Reads a content header from `r`, which a caller has bounded to one
+    /// header frame's payload (see [`FrameRef::reader`]).
+    ///
+    /// # Errors
+    /// As [`ContentHeader::decode`].
+    pub fn read(r: &mut Reader<'_>) -> Result<ContentHeader, CodecError> {
         let class_id = r.u16("content header class")?;
         // The weight field is unused and must be zero; it is not checked.
         let _weight = r.u16("content header weight")?;
         let body_size = r.u64("content header body size")?;
-        let properties = BasicProperties::decode(&mut r)?;
+        let properties = BasicProperties::decode(r)?;
         Ok(ContentHeader {
             class_id,
             body_size,
@@ -170,11 +178,11 @@ pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, Codec
     let frame = match raw.frame_type {
         FRAME_METHOD => Frame::Method {
             channel,
-            method: Method::decode(raw.payload)?,
+            method: Method::read(&mut Reader::new(&raw.payload))?,
         },
         FRAME_HEADER => Frame::Header {
             channel,
-            header: ContentHeader::decode(raw.payload)?,
+            header: ContentHeader::read(&mut Reader::new(&raw.payload))?,
         },
         FRAME_BODY => Frame::Body {
             channel,
@@ -204,35 +212,228 @@ pub struct RawFrame {
 /// # Errors
 /// As [`decode`], for the frame-level checks.
 pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>, CodecError> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    if buf[0] == b'A' {
-        // A server that cannot speak our version answers with its own
-        // protocol header and closes the socket (spec 4.2.2).
-        if buf.len() < PROTOCOL_HEADER.len() {
+    let head = match check(buf, frame_max)? {
+        Check::Whole(head) => head,
+        Check::Partial { total } => {
+            buf.reserve(total - buf.len());
             return Ok(None);
         }
-        let mut header = [0u8; 8];
-        header.copy_from_slice(&buf[..8]);
-        return Err(if &header[..4] == b"AMQP" {
-            CodecError::ProtocolHeader(header)
+        Check::Short => return Ok(None),
+    };
+    // One shared handle per frame: skip the header, split the payload off,
+    // skip the frame end.
+    buf.advance(7);
+    let payload = buf.split_to(head.size).freeze();
+    buf.advance(1);
+    Ok(Some(RawFrame {
+        frame_type: head.frame_type,
+        channel: head.channel,
+        payload,
+    }))
+}
+
+/// Splits every whole frame at the front of `buf` off as one shared buffer,
+/// each checked as [`decode_raw`] checks it; iterate them with [`frames`].
+///
+/// This is the fast way to decode what one socket read brought: the read
+/// buffer is split once, not once per frame, and payloads are parsed in
+/// place ([`FrameRef::reader`]) or sliced ([`FrameRef::payload`]) only when
+/// they must outlive the buffer. The result is empty when `buf` does not
+/// start with a whole frame (it then reserves room for the rest of a frame
+/// whose header it has seen, never more than `frame_max`).
+///
+/// The walk stops before the first frame that is incomplete or wrong; a
+/// wrong frame is only an error once it is at the front, so the frames
+/// before it are handled first, as they arrived.
+///
+/// # Errors
+/// As [`decode`], for the frame-level checks of the first frame.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use puka::codec::frame::{frames, split_frames, FRAME_HEARTBEAT};
+///
+/// let heartbeat = [8u8, 0, 0, 0, 0, 0, 0, 0xCE];
+/// let mut buf = BytesMut::new();
+/// buf.extend_from_slice(&heartbeat);
+/// buf.extend_from_slice(&heartbeat);
+/// buf.extend_from_slice(&heartbeat[..3]); // the start of a third
+/// let whole = split_frames(&mut buf, 4096).unwrap();
+/// assert_eq!(frames(&whole).filter(|f| f.frame_type == FRAME_HEARTBEAT).count(), 2);
+/// assert_eq!(buf.len(), 3);
+/// ```
+pub fn split_frames(buf: &mut BytesMut, frame_max: u32) -> Result<Bytes, CodecError> {
+    let mut end = 0;
+    let mut partial = None;
+    loop {
+        match check(&buf[end..], frame_max) {
+            Ok(Check::Whole(head)) => end += head.size + FRAME_OVERHEAD as usize,
+            Ok(Check::Partial { total }) => {
+                partial = Some(total);
+                break;
+            }
+            Ok(Check::Short) => break,
+            Err(e) if end == 0 => return Err(e),
+            Err(_) => break,
+        }
+    }
+    let whole = buf.split_to(end).freeze();
+    if let Some(total) = partial {
+        // Bounded by frame_max: `check` refused anything larger.
+        buf.reserve(total - buf.len());
+    }
+    Ok(whole)
+}
+
+/// The frames in `buf`, a buffer [`split_frames`] returned. On other bytes
+/// it stops at the first frame that is incomplete or does not end with the
+/// frame end; it never panics, but it checks nothing else.
+#[inline]
+pub fn frames(buf: &Bytes) -> Frames<'_> {
+    Frames { buf, pos: 0 }
+}
+
+/// An iterator over the frames of a buffer: see [`frames`].
+#[derive(Debug, Clone)]
+pub struct Frames<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = FrameRef<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<FrameRef<'a>> {
+        let rest = self.buf.get(self.pos..)?;
+        let header = rest.get(..7)?;
+        let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+        let total = size.checked_add(FRAME_OVERHEAD as usize)?;
+        if rest.get(total - 1) != Some(&FRAME_END) {
+            return None;
+        }
+        let start = self.pos + 7;
+        self.pos += total;
+        Some(FrameRef {
+            frame_type: header[0],
+            channel: u16::from_be_bytes([header[1], header[2]]),
+            buf: self.buf,
+            start,
+            end: start + size,
+        })
+    }
+}
+
+/// One frame of a shared buffer, its payload not parsed yet.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameRef<'a> {
+    /// [`FRAME_METHOD`], [`FRAME_HEADER`], [`FRAME_BODY`] or [`FRAME_HEARTBEAT`].
+    pub frame_type: u8,
+    /// The channel it came on.
+    pub channel: u16,
+    buf: &'a Bytes,
+    start: usize,
+    end: usize,
+}
+
+impl<'a> FrameRef<'a> {
+    /// A reader over the payload, to parse it in place.
+    #[inline]
+    pub fn reader(&self) -> Reader<'a> {
+        Reader::clamped(self.buf, self.start, self.end)
+    }
+
+    /// The payload as a slice of the shared buffer (one reference count, no
+    /// copy).
+    #[inline]
+    pub fn payload(&self) -> Bytes {
+        self.buf.slice(self.start..self.end)
+    }
+
+    /// The payload's length.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// Whether the payload is empty.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Decodes the payload as [`decode`] does.
+    ///
+    /// # Errors
+    /// A [`CodecError`] when the payload does not parse.
+    pub fn decode(&self) -> Result<Frame, CodecError> {
+        let channel = self.channel;
+        Ok(match self.frame_type {
+            FRAME_METHOD => Frame::Method {
+                channel,
+                method: Method::read(&mut self.reader())?,
+            },
+            FRAME_HEADER => Frame::Header {
+                channel,
+                header: ContentHeader::read(&mut self.reader())?,
+            },
+            FRAME_BODY => Frame::Body {
+                channel,
+                payload: self.payload(),
+            },
+            _ => Frame::Heartbeat,
+        })
+    }
+}
+
+/// A frame header that passed the checks.
+struct Head {
+    frame_type: u8,
+    channel: u16,
+    size: usize,
+}
+
+/// What the front of a buffer holds.
+enum Check {
+    /// A whole frame.
+    Whole(Head),
+    /// The start of a frame of `total` bytes (header, payload, frame end).
+    Partial { total: usize },
+    /// Too little to tell.
+    Short,
+}
+
+/// Every frame-level check of the frame at the front of `buf`, reading only
+/// its header and its frame-end octet.
+fn check(buf: &[u8], frame_max: u32) -> Result<Check, CodecError> {
+    let Some(&frame_type) = buf.first() else {
+        return Ok(Check::Short);
+    };
+    if frame_type == b'A' {
+        // A server that cannot speak our version answers with its own
+        // protocol header and closes the socket (spec 4.2.2).
+        let Some(header) = buf.get(..PROTOCOL_HEADER.len()) else {
+            return Ok(Check::Short);
+        };
+        let mut header8 = [0u8; 8];
+        header8.copy_from_slice(header);
+        return Err(if &header8[..4] == b"AMQP" {
+            CodecError::ProtocolHeader(header8)
         } else {
-            CodecError::NotAmqp(header)
+            CodecError::NotAmqp(header8)
         });
     }
-    let frame_type = buf[0];
     if !matches!(
         frame_type,
         FRAME_METHOD | FRAME_HEADER | FRAME_BODY | FRAME_HEARTBEAT
     ) {
         return Err(CodecError::UnknownFrameType(frame_type));
     }
-    if buf.len() < 7 {
-        return Ok(None);
-    }
-    let channel = u16::from_be_bytes([buf[1], buf[2]]);
-    let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]);
+    let Some(header) = buf.get(..7) else {
+        return Ok(Check::Short);
+    };
+    let channel = u16::from_be_bytes([header[1], header[2]]);
+    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]);
     // "A peer MUST NOT send frames larger than the agreed-upon size. A peer
     // that receives an oversized frame MUST signal a connection exception
     // with reply code 501 (frame error)." Checked before any allocation.
@@ -248,25 +449,18 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
     if frame_type == FRAME_HEARTBEAT && (channel != 0 || size != 0) {
         return Err(CodecError::BadHeartbeat { channel, size });
     }
-    if buf.len() < total {
-        buf.reserve(total - buf.len());
-        return Ok(None);
-    }
-    let end = buf[total - 1];
+    let Some(&end) = buf.get(total - 1) else {
+        return Ok(Check::Partial { total });
+    };
     if end != FRAME_END {
         // "If the frame-end octet is not 0xCE, the recipient MUST treat this
         // as a fatal error" — 501 frame-error.
         return Err(CodecError::BadFrameEnd(end));
     }
-    // One shared handle per frame: skip the header, split the payload off,
-    // skip the frame end.
-    buf.advance(7);
-    let payload = buf.split_to(total - 8).freeze();
-    buf.advance(1);
-    Ok(Some(RawFrame {
+    Ok(Check::Whole(Head {
         frame_type,
         channel,
-        payload,
+        size: size as usize,
     }))
 }
 
@@ -693,5 +887,148 @@ mod tests {
                 payload: Bytes::from_static(b"abc")
             }
         );
+    }
+
+    /// A deliver, its header and a body of `body`, on channel 2.
+    fn delivery_bytes(dst: &mut BytesMut, tag: u64, body: &[u8]) {
+        let deliver = Method::BasicDeliver(BasicDeliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: tag,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "a-routing-key-longer-than-inline".into(),
+        });
+        encode_method(dst, 2, &deliver).unwrap();
+        let props = BasicProperties::default().with_content_type("text/plain");
+        encode_content(dst, 2, 60, &props, body, 4096).unwrap();
+    }
+
+    #[test]
+    fn split_frames_agrees_with_decode_frame_by_frame() {
+        let mut dst = BytesMut::new();
+        for tag in 1..=3 {
+            delivery_bytes(&mut dst, tag, b"body");
+        }
+        encode_heartbeat(&mut dst);
+        let mut one_by_one = dst.clone();
+        let mut expected = Vec::new();
+        while let Some(f) = decode(&mut one_by_one, 4096).unwrap() {
+            expected.push(f);
+        }
+        // Every split point: the whole frames before it come out, the rest
+        // stays for the next read.
+        for cut in 0..=dst.len() {
+            let mut buf = BytesMut::from(&dst[..cut]);
+            let whole = split_frames(&mut buf, 4096).unwrap();
+            let got: Vec<Frame> = frames(&whole).map(|f| f.decode().unwrap()).collect();
+            assert_eq!(got[..], expected[..got.len()], "cut at {cut}");
+            assert_eq!(whole.len() + buf.len(), cut);
+            buf.extend_from_slice(&dst[cut..]);
+            let rest = split_frames(&mut buf, 4096).unwrap();
+            let tail: Vec<Frame> = frames(&rest).map(|f| f.decode().unwrap()).collect();
+            assert_eq!(tail[..], expected[got.len()..], "cut at {cut}");
+            assert!(buf.is_empty());
+        }
+    }
+
+    #[test]
+    fn split_frames_shares_one_buffer() {
+        let mut dst = BytesMut::new();
+        delivery_bytes(&mut dst, 1, b"hello");
+        let whole = split_frames(&mut dst, 4096).unwrap();
+        let range = whole.as_ptr_range();
+        let fs: Vec<FrameRef<'_>> = frames(&whole).collect();
+        assert_eq!(fs.len(), 3);
+        assert_eq!(fs[2].frame_type, FRAME_BODY);
+        assert_eq!(fs[2].len(), 5);
+        let body = fs[2].payload();
+        assert_eq!(&body[..], b"hello");
+        assert!(range.contains(&body.as_ptr()));
+        // The long routing key is a slice too; the short tag is inline.
+        let Frame::Method {
+            method: Method::BasicDeliver(d),
+            ..
+        } = fs[0].decode().unwrap()
+        else {
+            panic!("expected basic.deliver")
+        };
+        assert!(range.contains(&d.routing_key.as_bytes().as_ptr()));
+        assert!(!range.contains(&d.consumer_tag.as_bytes().as_ptr()));
+        assert_eq!(d.consumer_tag, "ctag");
+    }
+
+    #[test]
+    fn split_frames_hands_over_good_frames_before_a_bad_one() {
+        let mut dst = BytesMut::new();
+        encode_heartbeat(&mut dst);
+        encode_heartbeat(&mut dst);
+        dst.extend_from_slice(&[3, 0, 1, 0, 0, 0, 1, b'x', 0x00]); // bad frame end
+        let whole = split_frames(&mut dst, 4096).unwrap();
+        assert_eq!(frames(&whole).count(), 2);
+        // Now at the front: an error, and nothing is taken.
+        assert_eq!(
+            split_frames(&mut dst, 4096),
+            Err(CodecError::BadFrameEnd(0))
+        );
+        assert_eq!(dst.len(), 9);
+        // The same for a size over frame_max, unknown types and a protocol
+        // header.
+        for (bytes, err) in [
+            (
+                &[3u8, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF][..],
+                CodecError::FrameTooLarge {
+                    size: 0xFFFF_FFFF + 8,
+                    max: 4096,
+                },
+            ),
+            (
+                &[9, 0, 0, 0, 0, 0, 0, 0xCE],
+                CodecError::UnknownFrameType(9),
+            ),
+            (
+                b"AMQP\x00\x00\x08\x00",
+                CodecError::ProtocolHeader(*b"AMQP\x00\x00\x08\x00"),
+            ),
+        ] {
+            let mut buf = BytesMut::new();
+            encode_heartbeat(&mut buf);
+            buf.extend_from_slice(bytes);
+            let cap = buf.capacity();
+            assert_eq!(frames(&split_frames(&mut buf, 4096).unwrap()).count(), 1);
+            assert_eq!(split_frames(&mut buf, 4096), Err(err));
+            assert!(buf.capacity() <= cap, "nothing reserved for a bad frame");
+        }
+    }
+
+    #[test]
+    fn split_frames_reserves_at_most_one_frame() {
+        // A body frame of frame_max announced, 10 bytes of it here.
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&[3, 0, 1]);
+        buf.extend_from_slice(&(4096u32 - 8).to_be_bytes());
+        buf.extend_from_slice(&[0; 3]);
+        assert!(split_frames(&mut buf, 4096).unwrap().is_empty());
+        assert!(buf.capacity() >= 4096 && buf.capacity() < 2 * 4096);
+    }
+
+    #[test]
+    fn frames_over_unchecked_bytes_never_panic() {
+        let inputs: [&[u8]; 6] = [
+            &[],
+            &[1],
+            &[1, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xCE],
+            &[3, 0, 1, 0, 0, 0, 1, b'x', 0x00],
+            &[3, 0, 1, 0, 0, 0, 1, b'x'],
+            &[8, 0, 0, 0, 0, 0, 0, 0xCE, 1, 0],
+        ];
+        let counts: Vec<usize> = inputs
+            .iter()
+            .map(|b| frames(&Bytes::copy_from_slice(b)).count())
+            .collect();
+        assert_eq!(counts, [0, 0, 0, 0, 0, 1]);
+        // A method frame whose payload is cut short decodes to an error.
+        let b = Bytes::from_static(&[1, 0, 1, 0, 0, 0, 3, 0, 60, 0, 0xCE]);
+        let f = frames(&b).next().unwrap();
+        assert_eq!(f.decode(), Err(CodecError::Truncated("method id")));
     }
 }

@@ -54,10 +54,15 @@ impl fmt::Debug for Redacted {
 }
 
 /// Skips a reserved `shortstr` without checking that it is UTF-8.
-fn skip_shortstr(r: &mut Reader, what: &'static str) -> Result<(), CodecError> {
+fn skip_shortstr(r: &mut Reader<'_>, what: &'static str) -> Result<(), CodecError> {
     let len = r.u8(what)?;
-    r.bytes(usize::from(len), what)?;
-    Ok(())
+    r.skip(usize::from(len), what)
+}
+
+/// Skips a reserved `longstr`.
+fn skip_longstr(r: &mut Reader<'_>, what: &'static str) -> Result<(), CodecError> {
+    let len = r.u32(what)?;
+    r.skip(len as usize, what)
 }
 
 /// The server proposes a protocol version, SASL mechanisms and locales, and describes itself.
@@ -85,7 +90,8 @@ impl ConnectionStart {
     /// The method's name in the spec, `connection.start`.
     pub const NAME: &'static str = "connection.start";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let version_major = r.u8("connection.start version-major")?;
         let version_minor = r.u8("connection.start version-minor")?;
         let server_properties = FieldTable::decode(r)?;
@@ -139,7 +145,8 @@ impl ConnectionStartOk {
     /// The method's name in the spec, `connection.start-ok`.
     pub const NAME: &'static str = "connection.start-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let client_properties = FieldTable::decode(r)?;
         let mechanism = r.shortstr("connection.start-ok mechanism")?;
         let response = r.longstr("connection.start-ok response")?;
@@ -195,7 +202,8 @@ impl ConnectionSecure {
     /// The method's name in the spec, `connection.secure`.
     pub const NAME: &'static str = "connection.secure";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let challenge = r.longstr("connection.secure challenge")?;
         Ok(ConnectionSecure { challenge })
     }
@@ -229,7 +237,8 @@ impl ConnectionSecureOk {
     /// The method's name in the spec, `connection.secure-ok`.
     pub const NAME: &'static str = "connection.secure-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let response = r.longstr("connection.secure-ok response")?;
         Ok(ConnectionSecureOk { response })
     }
@@ -275,7 +284,8 @@ impl ConnectionTune {
     /// The method's name in the spec, `connection.tune`.
     pub const NAME: &'static str = "connection.tune";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let channel_max = r.u16("connection.tune channel-max")?;
         let frame_max = r.u32("connection.tune frame-max")?;
         let heartbeat = r.u16("connection.tune heartbeat")?;
@@ -321,7 +331,8 @@ impl ConnectionTuneOk {
     /// The method's name in the spec, `connection.tune-ok`.
     pub const NAME: &'static str = "connection.tune-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let channel_max = r.u16("connection.tune-ok channel-max")?;
         let frame_max = r.u32("connection.tune-ok frame-max")?;
         let heartbeat = r.u16("connection.tune-ok heartbeat")?;
@@ -363,7 +374,8 @@ impl ConnectionOpen {
     /// The method's name in the spec, `connection.open`.
     pub const NAME: &'static str = "connection.open";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let virtual_host = r.shortstr("connection.open virtual-host")?;
         skip_shortstr(r, "connection.open reserved-1")?; // reserved-1 (was capabilities)
         r.u8("connection.open flags")?; // reserved-2 (was insist)
@@ -398,7 +410,8 @@ impl ConnectionOpenOk {
     /// The method's name in the spec, `connection.open-ok`.
     pub const NAME: &'static str = "connection.open-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "connection.open-ok reserved-1")?; // reserved-1 (was known-hosts)
         Ok(ConnectionOpenOk)
     }
@@ -438,7 +451,8 @@ impl ConnectionClose {
     /// The method's name in the spec, `connection.close`.
     pub const NAME: &'static str = "connection.close";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("connection.close reply-code")?;
         let reply_text = r.shortstr("connection.close reply-text")?;
         let class_id = r.u16("connection.close class-id")?;
@@ -504,7 +518,8 @@ impl ConnectionBlocked {
     /// The method's name in the spec, `connection.blocked`.
     pub const NAME: &'static str = "connection.blocked";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reason = r.shortstr("connection.blocked reason")?;
         Ok(ConnectionBlocked { reason })
     }
@@ -561,7 +576,8 @@ impl ConnectionUpdateSecret {
     /// The method's name in the spec, `connection.update-secret`.
     pub const NAME: &'static str = "connection.update-secret";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let new_secret = r.longstr("connection.update-secret new-secret")?;
         let reason = r.shortstr("connection.update-secret reason")?;
         Ok(ConnectionUpdateSecret { new_secret, reason })
@@ -624,7 +640,8 @@ impl ChannelOpen {
     /// The method's name in the spec, `channel.open`.
     pub const NAME: &'static str = "channel.open";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "channel.open reserved-1")?; // reserved-1 (was out-of-band)
         Ok(ChannelOpen)
     }
@@ -655,8 +672,9 @@ impl ChannelOpenOk {
     /// The method's name in the spec, `channel.open-ok`.
     pub const NAME: &'static str = "channel.open-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
-        r.longstr("channel.open-ok reserved-1")?; // reserved-1 (was channel-id)
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        skip_longstr(r, "channel.open-ok reserved-1")?; // reserved-1 (was channel-id)
         Ok(ChannelOpenOk)
     }
 
@@ -689,7 +707,8 @@ impl ChannelFlow {
     /// The method's name in the spec, `channel.flow`.
     pub const NAME: &'static str = "channel.flow";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("channel.flow flags")?;
         let active = (flags & 0x01) != 0;
         Ok(ChannelFlow { active })
@@ -724,7 +743,8 @@ impl ChannelFlowOk {
     /// The method's name in the spec, `channel.flow-ok`.
     pub const NAME: &'static str = "channel.flow-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("channel.flow-ok flags")?;
         let active = (flags & 0x01) != 0;
         Ok(ChannelFlowOk { active })
@@ -765,7 +785,8 @@ impl ChannelClose {
     /// The method's name in the spec, `channel.close`.
     pub const NAME: &'static str = "channel.close";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("channel.close reply-code")?;
         let reply_text = r.shortstr("channel.close reply-text")?;
         let class_id = r.u16("channel.close class-id")?;
@@ -845,7 +866,8 @@ impl ExchangeDeclare {
     /// The method's name in the spec, `exchange.declare`.
     pub const NAME: &'static str = "exchange.declare";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.declare reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("exchange.declare exchange")?;
         let kind = r.shortstr("exchange.declare type")?;
@@ -932,7 +954,8 @@ impl ExchangeDelete {
     /// The method's name in the spec, `exchange.delete`.
     pub const NAME: &'static str = "exchange.delete";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.delete reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("exchange.delete exchange")?;
         let flags = r.u8("exchange.delete flags")?;
@@ -1005,7 +1028,8 @@ impl ExchangeBind {
     /// The method's name in the spec, `exchange.bind`.
     pub const NAME: &'static str = "exchange.bind";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.bind reserved-1")?; // reserved-1 (was ticket)
         let destination = r.shortstr("exchange.bind destination")?;
         let source = r.shortstr("exchange.bind source")?;
@@ -1085,7 +1109,8 @@ impl ExchangeUnbind {
     /// The method's name in the spec, `exchange.unbind`.
     pub const NAME: &'static str = "exchange.unbind";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.unbind reserved-1")?; // reserved-1 (was ticket)
         let destination = r.shortstr("exchange.unbind destination")?;
         let source = r.shortstr("exchange.unbind source")?;
@@ -1169,7 +1194,8 @@ impl QueueDeclare {
     /// The method's name in the spec, `queue.declare`.
     pub const NAME: &'static str = "queue.declare";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.declare reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.declare queue")?;
         let flags = r.u8("queue.declare flags")?;
@@ -1232,7 +1258,8 @@ impl QueueDeclareOk {
     /// The method's name in the spec, `queue.declare-ok`.
     pub const NAME: &'static str = "queue.declare-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let queue = r.shortstr("queue.declare-ok queue")?;
         let message_count = r.u32("queue.declare-ok message-count")?;
         let consumer_count = r.u32("queue.declare-ok consumer-count")?;
@@ -1282,7 +1309,8 @@ impl QueueBind {
     /// The method's name in the spec, `queue.bind`.
     pub const NAME: &'static str = "queue.bind";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.bind reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.bind queue")?;
         let exchange = r.shortstr("queue.bind exchange")?;
@@ -1356,7 +1384,8 @@ impl QueuePurge {
     /// The method's name in the spec, `queue.purge`.
     pub const NAME: &'static str = "queue.purge";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.purge reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.purge queue")?;
         let flags = r.u8("queue.purge flags")?;
@@ -1395,7 +1424,8 @@ impl QueuePurgeOk {
     /// The method's name in the spec, `queue.purge-ok`.
     pub const NAME: &'static str = "queue.purge-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let message_count = r.u32("queue.purge-ok message-count")?;
         Ok(QueuePurgeOk { message_count })
     }
@@ -1435,7 +1465,8 @@ impl QueueDelete {
     /// The method's name in the spec, `queue.delete`.
     pub const NAME: &'static str = "queue.delete";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.delete reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.delete queue")?;
         let flags = r.u8("queue.delete flags")?;
@@ -1485,7 +1516,8 @@ impl QueueDeleteOk {
     /// The method's name in the spec, `queue.delete-ok`.
     pub const NAME: &'static str = "queue.delete-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let message_count = r.u32("queue.delete-ok message-count")?;
         Ok(QueueDeleteOk { message_count })
     }
@@ -1525,7 +1557,8 @@ impl QueueUnbind {
     /// The method's name in the spec, `queue.unbind`.
     pub const NAME: &'static str = "queue.unbind";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.unbind reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.unbind queue")?;
         let exchange = r.shortstr("queue.unbind exchange")?;
@@ -1597,7 +1630,8 @@ impl BasicQos {
     /// The method's name in the spec, `basic.qos`.
     pub const NAME: &'static str = "basic.qos";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let prefetch_size = r.u32("basic.qos prefetch-size")?;
         let prefetch_count = r.u16("basic.qos prefetch-count")?;
         let flags = r.u8("basic.qos flags")?;
@@ -1673,7 +1707,8 @@ impl BasicConsume {
     /// The method's name in the spec, `basic.consume`.
     pub const NAME: &'static str = "basic.consume";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.consume reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("basic.consume queue")?;
         let consumer_tag = r.shortstr("basic.consume consumer-tag")?;
@@ -1732,7 +1767,8 @@ impl BasicConsumeOk {
     /// The method's name in the spec, `basic.consume-ok`.
     pub const NAME: &'static str = "basic.consume-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.consume-ok consumer-tag")?;
         Ok(BasicConsumeOk { consumer_tag })
     }
@@ -1768,7 +1804,8 @@ impl BasicCancel {
     /// The method's name in the spec, `basic.cancel`.
     pub const NAME: &'static str = "basic.cancel";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.cancel consumer-tag")?;
         let flags = r.u8("basic.cancel flags")?;
         let no_wait = (flags & 0x01) != 0;
@@ -1808,7 +1845,8 @@ impl BasicCancelOk {
     /// The method's name in the spec, `basic.cancel-ok`.
     pub const NAME: &'static str = "basic.cancel-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.cancel-ok consumer-tag")?;
         Ok(BasicCancelOk { consumer_tag })
     }
@@ -1848,7 +1886,8 @@ impl BasicPublish {
     /// The method's name in the spec, `basic.publish`.
     pub const NAME: &'static str = "basic.publish";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.publish reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("basic.publish exchange")?;
         let routing_key = r.shortstr("basic.publish routing-key")?;
@@ -1901,7 +1940,8 @@ impl BasicReturn {
     /// The method's name in the spec, `basic.return`.
     pub const NAME: &'static str = "basic.return";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("basic.return reply-code")?;
         let reply_text = r.shortstr("basic.return reply-text")?;
         let exchange = r.shortstr("basic.return exchange")?;
@@ -1954,7 +1994,8 @@ impl BasicDeliver {
     /// The method's name in the spec, `basic.deliver`.
     pub const NAME: &'static str = "basic.deliver";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.deliver consumer-tag")?;
         let delivery_tag = r.u64("basic.deliver delivery-tag")?;
         let flags = r.u8("basic.deliver flags")?;
@@ -2005,7 +2046,8 @@ impl BasicGet {
     /// The method's name in the spec, `basic.get`.
     pub const NAME: &'static str = "basic.get";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.get reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("basic.get queue")?;
         let flags = r.u8("basic.get flags")?;
@@ -2052,7 +2094,8 @@ impl BasicGetOk {
     /// The method's name in the spec, `basic.get-ok`.
     pub const NAME: &'static str = "basic.get-ok";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.get-ok delivery-tag")?;
         let flags = r.u8("basic.get-ok flags")?;
         let redelivered = (flags & 0x01) != 0;
@@ -2098,7 +2141,8 @@ impl BasicGetEmpty {
     /// The method's name in the spec, `basic.get-empty`.
     pub const NAME: &'static str = "basic.get-empty";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "basic.get-empty reserved-1")?; // reserved-1 (was cluster-id)
         Ok(BasicGetEmpty)
     }
@@ -2134,7 +2178,8 @@ impl BasicAck {
     /// The method's name in the spec, `basic.ack`.
     pub const NAME: &'static str = "basic.ack";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.ack delivery-tag")?;
         let flags = r.u8("basic.ack flags")?;
         let multiple = (flags & 0x01) != 0;
@@ -2176,7 +2221,8 @@ impl BasicReject {
     /// The method's name in the spec, `basic.reject`.
     pub const NAME: &'static str = "basic.reject";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.reject delivery-tag")?;
         let flags = r.u8("basic.reject flags")?;
         let requeue = (flags & 0x01) != 0;
@@ -2216,7 +2262,8 @@ impl BasicRecoverAsync {
     /// The method's name in the spec, `basic.recover-async`.
     pub const NAME: &'static str = "basic.recover-async";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("basic.recover-async flags")?;
         let requeue = (flags & 0x01) != 0;
         Ok(BasicRecoverAsync { requeue })
@@ -2251,7 +2298,8 @@ impl BasicRecover {
     /// The method's name in the spec, `basic.recover`.
     pub const NAME: &'static str = "basic.recover";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("basic.recover flags")?;
         let requeue = (flags & 0x01) != 0;
         Ok(BasicRecover { requeue })
@@ -2311,7 +2359,8 @@ impl BasicNack {
     /// The method's name in the spec, `basic.nack`.
     pub const NAME: &'static str = "basic.nack";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.nack delivery-tag")?;
         let flags = r.u8("basic.nack flags")?;
         let multiple = (flags & 0x01) != 0;
@@ -2353,7 +2402,8 @@ impl ConfirmSelect {
     /// The method's name in the spec, `confirm.select`.
     pub const NAME: &'static str = "confirm.select";
 
-    fn decode_args(r: &mut Reader) -> Result<Self, CodecError> {
+    #[inline(always)]
+    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("confirm.select flags")?;
         let no_wait = (flags & 0x01) != 0;
         Ok(ConfirmSelect { no_wait })
@@ -2665,10 +2715,18 @@ impl Method {
     /// [`CodecError::Truncated`] when the payload ends early, and the errors of
     /// [`ShortString`] and [`FieldTable`] decoding (invalid UTF-8, bad tables).
     pub fn decode(payload: Bytes) -> Result<Method, CodecError> {
-        let mut r = Reader::new(payload);
+        Method::read(&mut Reader::new(&payload))
+    }
+
+    /// Reads a method (class id, method id, then the arguments) from `r`,
+    /// which a caller has bounded to one method frame's payload: what
+    /// [`Method::decode`] does, without taking a handle on the payload.
+    ///
+    /// # Errors
+    /// As [`Method::decode`].
+    pub fn read(r: &mut Reader<'_>) -> Result<Method, CodecError> {
         let class_id = r.u16("method class id")?;
         let method_id = r.u16("method id")?;
-        let r = &mut r;
         Ok(match (class_id, method_id) {
             (10, 10) => Method::ConnectionStart(ConnectionStart::decode_args(r)?),
             (10, 11) => Method::ConnectionStartOk(ConnectionStartOk::decode_args(r)?),

@@ -60,7 +60,8 @@ const CONTINUATION: u16 = 1;
 ///
 /// let mut buf = bytes::BytesMut::new();
 /// props.encode(&mut buf).unwrap();
-/// let mut r = puka::codec::wire::Reader::new(buf.freeze());
+/// let payload = buf.freeze();
+/// let mut r = puka::codec::wire::Reader::new(&payload);
 /// assert_eq!(BasicProperties::decode(&mut r).unwrap(), props);
 /// ```
 #[derive(Clone, Default)]
@@ -332,7 +333,7 @@ impl BasicProperties {
     /// [`CodecError::Truncated`] if the input ends early,
     /// [`CodecError::InvalidUtf8`] for a string property that is not UTF-8,
     /// and the errors of [`FieldTable::decode`] for the headers.
-    pub fn decode(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+    pub fn decode(r: &mut Reader<'_>) -> Result<BasicProperties, CodecError> {
         Self::decode_fields(r)
     }
 
@@ -370,7 +371,7 @@ impl BasicProperties {
             | bit(self.fields().cluster_id.is_some(), CLUSTER_ID)
     }
 
-    fn decode_fields(r: &mut Reader) -> Result<BasicProperties, CodecError> {
+    fn decode_fields(r: &mut Reader<'_>) -> Result<BasicProperties, CodecError> {
         let flags = r.u16("property flags")?;
         let mut word = flags;
         // Each word consumes two bytes, so this ends with the input at worst.
@@ -382,14 +383,14 @@ impl BasicProperties {
             return Ok(BasicProperties::EMPTY);
         }
 
-        let shortstr = |r: &mut Reader, flag: u16, what| -> Result<_, CodecError> {
+        let shortstr = |r: &mut Reader<'_>, flag: u16, what| -> Result<_, CodecError> {
             if flags & flag != 0 {
                 r.shortstr(what).map(Some)
             } else {
                 Ok(None)
             }
         };
-        let octet = |r: &mut Reader, flag: u16, what| -> Result<_, CodecError> {
+        let octet = |r: &mut Reader<'_>, flag: u16, what| -> Result<_, CodecError> {
             if flags & flag != 0 {
                 r.u8(what).map(Some)
             } else {
@@ -539,7 +540,8 @@ mod tests {
     }
 
     fn decode(bytes: &[u8]) -> Result<BasicProperties, CodecError> {
-        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let payload = Bytes::copy_from_slice(bytes);
+        let mut r = Reader::new(&payload);
         let p = BasicProperties::decode(&mut r)?;
         assert_eq!(r.remaining(), 0, "properties did not consume their input");
         Ok(p)
@@ -660,7 +662,8 @@ mod tests {
         // Every prefix of a full encoding fails cleanly.
         let full = encode(&all_set());
         for n in 0..full.len() {
-            let mut r = Reader::new(Bytes::copy_from_slice(&full[..n]));
+            let payload = Bytes::copy_from_slice(&full[..n]);
+            let mut r = Reader::new(&payload);
             assert!(BasicProperties::decode(&mut r).is_err(), "prefix {n}");
         }
     }
@@ -717,7 +720,7 @@ mod tests {
     #[test]
     fn decoded_strings_share_the_input_buffer() {
         let input = encode(&all_set()).freeze();
-        let mut r = Reader::new(input.clone());
+        let mut r = Reader::new(&input);
         let p = BasicProperties::decode(&mut r).unwrap();
         let range = input.as_ptr_range();
         // Values longer than the inline capacity are slices of the input.

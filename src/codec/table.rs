@@ -367,7 +367,8 @@ impl From<Vec<FieldValue>> for FieldValue {
 ///
 /// let mut buf = bytes::BytesMut::new();
 /// args.encode(&mut buf).unwrap();
-/// let mut r = puka::codec::wire::Reader::new(buf.freeze());
+/// let payload = buf.freeze();
+/// let mut r = puka::codec::wire::Reader::new(&payload);
 /// assert_eq!(FieldTable::decode(&mut r).unwrap(), args);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -462,7 +463,7 @@ impl FieldTable {
     /// against what remains before anything is read),
     /// [`CodecError::UnknownFieldType`], [`CodecError::InvalidUtf8`] for a
     /// name that is not UTF-8, and [`CodecError::NestingTooDeep`].
-    pub fn decode(r: &mut Reader) -> Result<FieldTable, CodecError> {
+    pub fn decode(r: &mut Reader<'_>) -> Result<FieldTable, CodecError> {
         decode_table(r, 1)
     }
 
@@ -568,7 +569,8 @@ impl<K: Into<ShortString>, V: Into<FieldValue>, const N: usize> From<[(K, V); N]
 ///
 /// let mut buf = bytes::BytesMut::new();
 /// a.encode(&mut buf).unwrap();
-/// let mut r = puka::codec::wire::Reader::new(buf.freeze());
+/// let payload = buf.freeze();
+/// let mut r = puka::codec::wire::Reader::new(&payload);
 /// assert_eq!(FieldArray::decode(&mut r).unwrap(), a);
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -605,7 +607,7 @@ impl FieldArray {
     ///
     /// # Errors
     /// As for [`FieldTable::decode`].
-    pub fn decode(r: &mut Reader) -> Result<FieldArray, CodecError> {
+    pub fn decode(r: &mut Reader<'_>) -> Result<FieldArray, CodecError> {
         decode_array(r, 1)
     }
 
@@ -670,8 +672,9 @@ fn nested(depth: usize) -> Result<usize, CodecError> {
     }
 }
 
-fn decode_table(r: &mut Reader, depth: usize) -> Result<FieldTable, CodecError> {
-    let mut body = Reader::new(r.longstr("field table")?);
+fn decode_table(r: &mut Reader<'_>, depth: usize) -> Result<FieldTable, CodecError> {
+    let len = r.u32("field table")? as usize;
+    let mut body = r.sub(len, "field table")?;
     // Not `with_capacity`: the entry count is not known and the byte length
     // is the peer's to choose.
     let mut entries = Vec::new();
@@ -683,8 +686,9 @@ fn decode_table(r: &mut Reader, depth: usize) -> Result<FieldTable, CodecError> 
     Ok(FieldTable { entries })
 }
 
-fn decode_array(r: &mut Reader, depth: usize) -> Result<FieldArray, CodecError> {
-    let mut body = Reader::new(r.longstr("field array")?);
+fn decode_array(r: &mut Reader<'_>, depth: usize) -> Result<FieldArray, CodecError> {
+    let len = r.u32("field array")? as usize;
+    let mut body = r.sub(len, "field array")?;
     let mut values = Vec::new();
     while body.remaining() > 0 {
         values.push(decode_value(&mut body, depth)?);
@@ -693,7 +697,7 @@ fn decode_array(r: &mut Reader, depth: usize) -> Result<FieldArray, CodecError> 
 }
 
 /// Reads one tagged value belonging to a table or array at `depth`.
-fn decode_value(r: &mut Reader, depth: usize) -> Result<FieldValue, CodecError> {
+fn decode_value(r: &mut Reader<'_>, depth: usize) -> Result<FieldValue, CodecError> {
     let tag = r.u8("field value type")?;
     Ok(match tag {
         b't' => FieldValue::Bool(r.u8("boolean field")? != 0),
@@ -792,14 +796,16 @@ mod tests {
     }
 
     fn decode_table_bytes(bytes: &[u8]) -> Result<FieldTable, CodecError> {
-        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let payload = Bytes::copy_from_slice(bytes);
+        let mut r = Reader::new(&payload);
         let t = FieldTable::decode(&mut r)?;
         assert_eq!(r.remaining(), 0, "table did not consume its input");
         Ok(t)
     }
 
     fn decode_array_bytes(bytes: &[u8]) -> Result<FieldArray, CodecError> {
-        let mut r = Reader::new(Bytes::copy_from_slice(bytes));
+        let payload = Bytes::copy_from_slice(bytes);
+        let mut r = Reader::new(&payload);
         FieldArray::decode(&mut r)
     }
 

@@ -2,7 +2,7 @@
 //! reads them from a received payload without copying.
 
 use super::CodecError;
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use std::borrow::Borrow;
 use std::fmt;
 use std::ops::Deref;
@@ -25,11 +25,20 @@ pub struct ShortString(Repr);
 
 #[derive(Clone)]
 enum Repr {
-    Inline { len: u8, buf: [u8; INLINE] },
+    /// The value as it is on the wire: a length octet, then the bytes
+    /// (what follows them is not part of the value).
+    Inline(Inline),
     Shared(Bytes),
 }
 
 const INLINE: usize = 23;
+
+/// An inline value's bytes, 8-aligned so that a copy is whole aligned
+/// words (at an odd offset, copies of it split into overlapping stores
+/// that the CPU cannot forward to the next load).
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+struct Inline([u8; INLINE + 1]);
 
 impl Default for ShortString {
     fn default() -> Self {
@@ -43,10 +52,7 @@ impl ShortString {
 
     /// The empty string.
     pub const fn new() -> Self {
-        ShortString(Repr::Inline {
-            len: 0,
-            buf: [0; INLINE],
-        })
+        ShortString(Repr::Inline(Inline([0; INLINE + 1])))
     }
 
     /// A string from a `'static` literal, without allocating.
@@ -75,12 +81,10 @@ impl ShortString {
         if bytes.len() > INLINE {
             return None;
         }
-        let mut buf = [0u8; INLINE];
-        buf[..bytes.len()].copy_from_slice(bytes);
-        Some(ShortString(Repr::Inline {
-            len: bytes.len() as u8,
-            buf,
-        }))
+        let mut raw = [0u8; INLINE + 1];
+        raw[0] = bytes.len() as u8;
+        raw[1..=bytes.len()].copy_from_slice(bytes);
+        Some(ShortString(Repr::Inline(Inline(raw))))
     }
 
     /// The string.
@@ -93,7 +97,8 @@ impl ShortString {
     /// The bytes.
     pub fn as_bytes(&self) -> &[u8] {
         match &self.0 {
-            Repr::Inline { len, buf } => &buf[..usize::from(*len)],
+            // The length octet is at most INLINE by construction.
+            Repr::Inline(Inline(raw)) => raw.get(1..=usize::from(raw[0])).unwrap_or_default(),
             Repr::Shared(b) => b,
         }
     }
@@ -189,88 +194,177 @@ impl PartialEq<&str> for ShortString {
 }
 
 /// A cursor over a received payload. Every read checks the bytes remaining
-/// first, so a short payload is an error, never a panic; variable-length
-/// values are sliced out of the payload without copying.
+/// first, so a short payload is an error, never a panic.
+///
+/// It borrows the shared buffer the payload lives in and reads by position:
+/// numbers and short strings are copied out, and only a value that must
+/// outlive the buffer's borrow (a long string, a long short string) takes a
+/// [`Bytes`] slice of it (one reference count, no copy).
+///
+/// ```
+/// use bytes::Bytes;
+/// use puka::codec::wire::Reader;
+///
+/// let payload = Bytes::from_static(b"\x00\x2a\x05hello");
+/// let mut r = Reader::new(&payload);
+/// assert_eq!(r.u16("id").unwrap(), 42);
+/// assert_eq!(r.shortstr("name").unwrap(), "hello");
+/// assert_eq!(r.remaining(), 0);
+/// ```
 #[derive(Debug, Clone)]
-pub struct Reader {
-    buf: Bytes,
+pub struct Reader<'a> {
+    src: &'a Bytes,
+    pos: usize,
+    end: usize,
 }
 
-impl Reader {
-    /// A reader over `buf`.
-    pub fn new(buf: Bytes) -> Self {
-        Reader { buf }
-    }
-
-    /// Bytes not yet read.
-    pub fn remaining(&self) -> usize {
-        self.buf.len()
-    }
-
-    fn need(&self, n: usize, what: &'static str) -> Result<(), CodecError> {
-        if self.buf.len() < n {
-            Err(CodecError::Truncated(what))
-        } else {
-            Ok(())
+impl<'a> Reader<'a> {
+    /// A reader over all of `buf`.
+    #[inline]
+    pub fn new(buf: &'a Bytes) -> Self {
+        Reader {
+            src: buf,
+            pos: 0,
+            end: buf.len(),
         }
     }
 
+    /// A reader over `buf[start..end]`, or `None` when that range is not in
+    /// `buf`.
+    pub fn with_range(buf: &'a Bytes, start: usize, end: usize) -> Option<Self> {
+        (start <= end && end <= buf.len()).then_some(Reader {
+            src: buf,
+            pos: start,
+            end,
+        })
+    }
+
+    /// A reader over `buf[start..end]`, the range narrowed to fit `buf`
+    /// (callers pass ranges they have checked; narrowing keeps a mistake
+    /// from becoming a panic).
+    #[inline]
+    pub(crate) fn clamped(buf: &'a Bytes, start: usize, end: usize) -> Self {
+        let end = end.min(buf.len());
+        Reader {
+            src: buf,
+            pos: start.min(end),
+            end,
+        }
+    }
+
+    /// Bytes not yet read.
+    #[inline]
+    pub fn remaining(&self) -> usize {
+        self.end - self.pos
+    }
+
+    /// The next `n` bytes, after checking they are there; advances past them.
+    #[inline]
+    fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], CodecError> {
+        if self.end - self.pos < n {
+            return Err(CodecError::Truncated(what));
+        }
+        let src: &'a [u8] = self.src;
+        let out = &src[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(out)
+    }
+
+    #[inline]
+    fn array<const N: usize>(&mut self, what: &'static str) -> Result<[u8; N], CodecError> {
+        let b = self.take(N, what)?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(b);
+        Ok(out)
+    }
+
     /// Reads an octet.
+    #[inline]
     pub fn u8(&mut self, what: &'static str) -> Result<u8, CodecError> {
-        self.need(1, what)?;
-        Ok(self.buf.get_u8())
+        Ok(self.array::<1>(what)?[0])
     }
 
     /// Reads a big-endian u16.
+    #[inline]
     pub fn u16(&mut self, what: &'static str) -> Result<u16, CodecError> {
-        self.need(2, what)?;
-        Ok(self.buf.get_u16())
+        self.array(what).map(u16::from_be_bytes)
     }
 
     /// Reads a big-endian u32.
+    #[inline]
     pub fn u32(&mut self, what: &'static str) -> Result<u32, CodecError> {
-        self.need(4, what)?;
-        Ok(self.buf.get_u32())
+        self.array(what).map(u32::from_be_bytes)
     }
 
     /// Reads a big-endian u64.
+    #[inline]
     pub fn u64(&mut self, what: &'static str) -> Result<u64, CodecError> {
-        self.need(8, what)?;
-        Ok(self.buf.get_u64())
+        self.array(what).map(u64::from_be_bytes)
     }
 
-    /// Takes the next `n` bytes as a slice of the payload.
+    /// Skips the next `n` bytes.
+    #[inline]
+    pub fn skip(&mut self, n: usize, what: &'static str) -> Result<(), CodecError> {
+        self.take(n, what).map(drop)
+    }
+
+    /// Takes the next `n` bytes as a slice of the payload (no copy).
+    #[inline]
     pub fn bytes(&mut self, n: usize, what: &'static str) -> Result<Bytes, CodecError> {
-        self.need(n, what)?;
-        Ok(self.buf.split_to(n))
+        let start = self.pos;
+        self.take(n, what)?;
+        Ok(self.src.slice(start..self.pos))
+    }
+
+    /// A reader over the next `n` bytes (a table's body, say); this one
+    /// advances past them. Nothing is sliced or counted.
+    #[inline]
+    pub fn sub(&mut self, n: usize, what: &'static str) -> Result<Reader<'a>, CodecError> {
+        let start = self.pos;
+        self.take(n, what)?;
+        Ok(Reader {
+            src: self.src,
+            pos: start,
+            end: self.pos,
+        })
     }
 
     /// Reads a `shortstr`: an octet length, then that many bytes of UTF-8.
     pub fn shortstr(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
-        let len = self.u8(what)? as usize;
-        self.need(len, what)?;
-        let raw = &self.buf[..len];
+        let len = usize::from(self.u8(what)?);
+        let start = self.pos;
+        let value = self.take(len, what)?;
         // Names and routing keys are nearly always ASCII: check that first.
-        if !raw.is_ascii() {
-            std::str::from_utf8(raw).map_err(|_| CodecError::InvalidUtf8(what))?;
+        if !value.is_ascii() {
+            std::str::from_utf8(value).map_err(|_| CodecError::InvalidUtf8(what))?;
         }
-        if let Some(s) = ShortString::inline(raw) {
-            self.buf.advance(len);
-            return Ok(s);
+        if len > INLINE {
+            return Ok(ShortString(Repr::Shared(self.src.slice(start..self.pos))));
         }
-        Ok(ShortString(Repr::Shared(self.buf.split_to(len))))
+        // Copy the length octet and a whole inline buffer's worth after it
+        // when the shared buffer has them: a fixed-size move (one 16-byte
+        // and one 8-byte load and store), not a call to memcpy. Only the
+        // first `len` bytes after the length count.
+        let src: &'a [u8] = self.src;
+        if let Some(whole) = src.get(start - 1..start + INLINE) {
+            if let Ok(raw) = <[u8; INLINE + 1]>::try_from(whole) {
+                return Ok(ShortString(Repr::Inline(Inline(raw))));
+            }
+        }
+        Ok(ShortString::inline(value).unwrap_or_default())
     }
 
     /// Reads a `longstr`: a u32 length, then that many bytes (checked against
     /// the bytes remaining before anything is taken).
+    #[inline]
     pub fn longstr(&mut self, what: &'static str) -> Result<Bytes, CodecError> {
         let len = self.u32(what)? as usize;
         self.bytes(len, what)
     }
 
-    /// The bytes not yet read, consuming the reader.
-    pub fn into_rest(self) -> Bytes {
-        self.buf
+    /// The bytes not yet read, as a slice of the payload.
+    pub fn rest(&self) -> Bytes {
+        self.src.slice(self.pos..self.end)
     }
 }
 
@@ -305,7 +399,8 @@ mod tests {
         let mut dst = BytesMut::new();
         put_shortstr(&mut dst, b"hello").unwrap();
         assert_eq!(&dst[..], b"\x05hello");
-        let mut r = Reader::new(dst.freeze());
+        let payload = dst.freeze();
+        let mut r = Reader::new(&payload);
         assert_eq!(r.shortstr("s").unwrap(), "hello");
         assert_eq!(r.remaining(), 0);
 
@@ -321,12 +416,25 @@ mod tests {
 
     #[test]
     fn truncated_reads_are_errors() {
-        let mut r = Reader::new(Bytes::from_static(b"\x05hel"));
-        assert_eq!(r.shortstr("name"), Err(CodecError::Truncated("name")));
-        let mut r = Reader::new(Bytes::from_static(b"\xff\xff\xff\xffab"));
-        assert_eq!(r.longstr("body"), Err(CodecError::Truncated("body")));
-        let mut r = Reader::new(Bytes::from_static(b"\x01"));
-        assert_eq!(r.u16("x"), Err(CodecError::Truncated("x")));
+        let b = Bytes::from_static(b"\x05hel");
+        assert_eq!(
+            Reader::new(&b).shortstr("name"),
+            Err(CodecError::Truncated("name"))
+        );
+        let b = Bytes::from_static(b"\xff\xff\xff\xffab");
+        assert_eq!(
+            Reader::new(&b).longstr("body"),
+            Err(CodecError::Truncated("body"))
+        );
+        let b = Bytes::from_static(b"\x01");
+        assert_eq!(Reader::new(&b).u16("x"), Err(CodecError::Truncated("x")));
+        // A range ends the reader even when the buffer goes on.
+        let b = Bytes::from_static(b"\x00\x01\x02\x03");
+        let mut r = Reader::with_range(&b, 1, 3).unwrap();
+        assert_eq!(r.u16("x"), Ok(0x0102));
+        assert_eq!(r.u8("y"), Err(CodecError::Truncated("y")));
+        assert!(Reader::with_range(&b, 3, 5).is_none());
+        assert!(Reader::with_range(&b, 3, 2).is_none());
     }
 
     #[test]
@@ -338,7 +446,7 @@ mod tests {
         put_shortstr(&mut dst, long.as_bytes()).unwrap();
         let payload = dst.freeze();
         let range = payload.as_ptr_range();
-        let mut r = Reader::new(payload.clone());
+        let mut r = Reader::new(&payload);
         let short = r.shortstr("a").unwrap();
         let shared = r.shortstr("b").unwrap();
         assert_eq!(short, "rk");
@@ -351,7 +459,10 @@ mod tests {
 
     #[test]
     fn invalid_utf8_is_rejected() {
-        let mut r = Reader::new(Bytes::from_static(b"\x02\xff\xfe"));
-        assert_eq!(r.shortstr("key"), Err(CodecError::InvalidUtf8("key")));
+        let b = Bytes::from_static(b"\x02\xff\xfe");
+        assert_eq!(
+            Reader::new(&b).shortstr("key"),
+            Err(CodecError::InvalidUtf8("key"))
+        );
     }
 }

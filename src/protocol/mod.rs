@@ -29,7 +29,7 @@ pub mod negotiate;
 
 pub use delivery::{ChannelRef, Delivery, Returned};
 
-use crate::codec::frame::{self, encode_method, RawFrame, FRAME_MIN_SIZE};
+use crate::codec::frame::{self, encode_method, FrameRef, FRAME_MIN_SIZE};
 use crate::codec::method::*;
 use crate::codec::wire::Reader;
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
@@ -391,11 +391,25 @@ impl Connection {
         if self.state == State::AwaitStart && !self.not_amqp_check() {
             return;
         }
-        while self.state != State::Closed {
+        // The read buffer is split once per batch of whole frames (not once
+        // per frame); payloads are parsed in place.
+        'batches: while self.state != State::Closed {
             let frame_max = self.tuned.frame_max;
-            let result = match frame::decode_raw(&mut self.read_buf, frame_max) {
-                Ok(Some(raw)) => self.handle_raw(raw),
-                Ok(None) => break,
+            let result = match frame::split_frames(&mut self.read_buf, frame_max) {
+                Ok(whole) if whole.is_empty() => break,
+                Ok(whole) => {
+                    let mut result = Ok(());
+                    for f in frame::frames(&whole) {
+                        if self.state == State::Closed {
+                            break 'batches;
+                        }
+                        result = self.handle_frame(f);
+                        if result.is_err() {
+                            break;
+                        }
+                    }
+                    result
+                }
                 Err(e) => Err(e),
             };
             if let Err(e) = result {
@@ -1355,18 +1369,18 @@ impl Connection {
     // Internals: frames.
 
     /// Handles one frame; a payload that does not parse is the error.
-    fn handle_raw(&mut self, raw: RawFrame) -> Result<(), CodecError> {
-        match (raw.frame_type, raw.channel) {
+    fn handle_frame(&mut self, f: FrameRef<'_>) -> Result<(), CodecError> {
+        match (f.frame_type, f.channel) {
             (frame::FRAME_METHOD, 0) => {
-                let method = Method::decode(raw.payload)?;
+                let method = Method::read(&mut f.reader())?;
                 self.handle_connection_method(method);
             }
             (frame::FRAME_METHOD, ch) => {
-                let method = Method::decode(raw.payload)?;
+                let method = Method::read(&mut f.reader())?;
                 self.handle_channel_method(ch, method);
             }
-            (frame::FRAME_HEADER, ch) => self.handle_header(ch, raw.payload)?,
-            (frame::FRAME_BODY, ch) => self.handle_body(ch, raw.payload),
+            (frame::FRAME_HEADER, ch) => self.handle_header(ch, f.reader())?,
+            (frame::FRAME_BODY, ch) => self.handle_body(ch, f),
             _ => {}
         }
         Ok(())
@@ -1850,7 +1864,7 @@ impl Connection {
         }
     }
 
-    fn handle_header(&mut self, ch: u16, payload: Bytes) -> Result<(), CodecError> {
+    fn handle_header(&mut self, ch: u16, mut r: Reader<'_>) -> Result<(), CodecError> {
         if self.state != State::Open {
             if self.state != State::Closing {
                 self.unexpected("content header before the connection is open");
@@ -1877,7 +1891,6 @@ impl Connection {
             self.unexpected("second content header");
             return Ok(());
         }
-        let mut r = Reader::new(payload);
         let class_id = r.u16("content header class")?;
         // The weight field is unused and must be zero; it is not checked.
         let _weight = r.u16("content header weight")?;
@@ -1907,7 +1920,7 @@ impl Connection {
         Ok(())
     }
 
-    fn handle_body(&mut self, ch: u16, payload: Bytes) {
+    fn handle_body(&mut self, ch: u16, f: FrameRef<'_>) {
         if self.state != State::Open {
             if self.state != State::Closing {
                 self.unexpected("content body before the connection is open");
@@ -1929,13 +1942,13 @@ impl Connection {
             self.unexpected("content body without a content header");
             return;
         };
-        let len = payload.len() as u64;
+        let len = f.len() as u64;
         if len > inc.remaining {
             self.unexpected("content body longer than the header's body size");
             return;
         }
         inc.remaining -= len;
-        inc.body.push(payload);
+        inc.body.push(f.payload());
         if inc.remaining == 0 {
             self.content_complete(ch);
         }
