@@ -238,9 +238,12 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
             }
             Serve::Swallow { expect } => {
                 let rest = handshake(&mut sock, |m| matches!(m, Method::ChannelOpen(_)))?;
-                let t = swallow(&mut sock, rest.len() as u64, expect)?;
-                drain_until_eof(&mut sock);
-                Ok(t)
+                // Returns (and closes) as soon as all arrived: the client
+                // is dropped only after that, since closing a socket with
+                // unread input (a channel.open-ok the publishing client
+                // never needed to read) resets the connection, and a reset
+                // throws away what this side had not read yet.
+                swallow(&mut sock, rest.len() as u64, expect)
             }
             Serve::RawWrite { block, reps } => {
                 // Start when the client says so (its clock is running).
@@ -362,8 +365,8 @@ fn puka_publish(size: usize, n: usize) -> Res<LoopFigure> {
         c.wait(p).ctx("last publish")?;
     }
     let (client_secs, cpu) = m.stop();
-    drop(c);
     let t_last = join(h)?;
+    drop(c);
     let secs = t_last
         .saturating_duration_since(m.start_instant())
         .as_secs_f64()
