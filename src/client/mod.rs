@@ -935,12 +935,12 @@ impl Client {
     /// Binds exchange `destination` to `source` (`exchange.bind`, a RabbitMQ
     /// extension).
     pub fn exchange_bind(&mut self, args: ExchangeBind) -> Promise<()> {
-        self.rpc(Method::ExchangeBind(args))
+        self.rpc(args.into())
     }
 
     /// Removes an exchange-to-exchange binding (`exchange.unbind`).
     pub fn exchange_unbind(&mut self, args: ExchangeUnbind) -> Promise<()> {
-        self.rpc(Method::ExchangeUnbind(args))
+        self.rpc(args.into())
     }
 
     /// Declares a queue (`queue.declare`); an empty name asks the broker to
@@ -951,12 +951,12 @@ impl Client {
 
     /// Binds a queue to an exchange (`queue.bind`).
     pub fn queue_bind(&mut self, args: QueueBind) -> Promise<()> {
-        self.rpc(Method::QueueBind(args))
+        self.rpc(args.into())
     }
 
     /// Removes a binding (`queue.unbind`).
     pub fn queue_unbind(&mut self, args: QueueUnbind) -> Promise<()> {
-        self.rpc(Method::QueueUnbind(args))
+        self.rpc(args.into())
     }
 
     /// Removes every ready message of a queue (`queue.purge`); resolves with

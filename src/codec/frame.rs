@@ -1031,4 +1031,13 @@ mod tests {
         let f = frames(&b).next().unwrap();
         assert_eq!(f.decode(), Err(CodecError::Truncated("method id")));
     }
+
+    #[test]
+    fn frames_are_small_enough_to_move_inline() {
+        // Larger values are moved by a call to memcpy: keep every Method
+        // and Frame within 128 bytes (see `BOXED` in scripts/gen_methods.py).
+        assert!(std::mem::size_of::<Method>() <= 120);
+        assert!(std::mem::size_of::<Frame>() <= 128);
+        assert!(std::mem::size_of::<Result<Frame, CodecError>>() <= 128);
+    }
 }

@@ -181,7 +181,7 @@ impl fmt::Debug for ConnectionStartOk {
 
 impl From<ConnectionStartOk> for Method {
     fn from(m: ConnectionStartOk) -> Method {
-        Method::ConnectionStartOk(m)
+        Method::ConnectionStartOk(Box::new(m))
     }
 }
 
@@ -1059,7 +1059,7 @@ impl ExchangeBind {
 
 impl From<ExchangeBind> for Method {
     fn from(m: ExchangeBind) -> Method {
-        Method::ExchangeBind(m)
+        Method::ExchangeBind(Box::new(m))
     }
 }
 
@@ -1140,7 +1140,7 @@ impl ExchangeUnbind {
 
 impl From<ExchangeUnbind> for Method {
     fn from(m: ExchangeUnbind) -> Method {
-        Method::ExchangeUnbind(m)
+        Method::ExchangeUnbind(Box::new(m))
     }
 }
 
@@ -1340,7 +1340,7 @@ impl QueueBind {
 
 impl From<QueueBind> for Method {
     fn from(m: QueueBind) -> Method {
-        Method::QueueBind(m)
+        Method::QueueBind(Box::new(m))
     }
 }
 
@@ -1584,7 +1584,7 @@ impl QueueUnbind {
 
 impl From<QueueUnbind> for Method {
     fn from(m: QueueUnbind) -> Method {
-        Method::QueueUnbind(m)
+        Method::QueueUnbind(Box::new(m))
     }
 }
 
@@ -2577,7 +2577,10 @@ pub enum Method {
     /// `connection.start`: see [`ConnectionStart`].
     ConnectionStart(ConnectionStart),
     /// `connection.start-ok`: see [`ConnectionStartOk`].
-    ConnectionStartOk(ConnectionStartOk),
+    ///
+    /// Boxed: a large method a client sends now and then, kept out of line
+    /// so that every `Method` (and `Frame`) stays small to move.
+    ConnectionStartOk(Box<ConnectionStartOk>),
     /// `connection.secure`: see [`ConnectionSecure`].
     ConnectionSecure(ConnectionSecure),
     /// `connection.secure-ok`: see [`ConnectionSecureOk`].
@@ -2623,11 +2626,17 @@ pub enum Method {
     /// `exchange.delete-ok`: see [`ExchangeDeleteOk`].
     ExchangeDeleteOk(ExchangeDeleteOk),
     /// `exchange.bind`: see [`ExchangeBind`].
-    ExchangeBind(ExchangeBind),
+    ///
+    /// Boxed: a large method a client sends now and then, kept out of line
+    /// so that every `Method` (and `Frame`) stays small to move.
+    ExchangeBind(Box<ExchangeBind>),
     /// `exchange.bind-ok`: see [`ExchangeBindOk`].
     ExchangeBindOk(ExchangeBindOk),
     /// `exchange.unbind`: see [`ExchangeUnbind`].
-    ExchangeUnbind(ExchangeUnbind),
+    ///
+    /// Boxed: a large method a client sends now and then, kept out of line
+    /// so that every `Method` (and `Frame`) stays small to move.
+    ExchangeUnbind(Box<ExchangeUnbind>),
     /// `exchange.unbind-ok`: see [`ExchangeUnbindOk`].
     ExchangeUnbindOk(ExchangeUnbindOk),
     /// `queue.declare`: see [`QueueDeclare`].
@@ -2635,7 +2644,10 @@ pub enum Method {
     /// `queue.declare-ok`: see [`QueueDeclareOk`].
     QueueDeclareOk(QueueDeclareOk),
     /// `queue.bind`: see [`QueueBind`].
-    QueueBind(QueueBind),
+    ///
+    /// Boxed: a large method a client sends now and then, kept out of line
+    /// so that every `Method` (and `Frame`) stays small to move.
+    QueueBind(Box<QueueBind>),
     /// `queue.bind-ok`: see [`QueueBindOk`].
     QueueBindOk(QueueBindOk),
     /// `queue.purge`: see [`QueuePurge`].
@@ -2647,7 +2659,10 @@ pub enum Method {
     /// `queue.delete-ok`: see [`QueueDeleteOk`].
     QueueDeleteOk(QueueDeleteOk),
     /// `queue.unbind`: see [`QueueUnbind`].
-    QueueUnbind(QueueUnbind),
+    ///
+    /// Boxed: a large method a client sends now and then, kept out of line
+    /// so that every `Method` (and `Frame`) stays small to move.
+    QueueUnbind(Box<QueueUnbind>),
     /// `queue.unbind-ok`: see [`QueueUnbindOk`].
     QueueUnbindOk(QueueUnbindOk),
     /// `basic.qos`: see [`BasicQos`].
@@ -2729,7 +2744,7 @@ impl Method {
         let method_id = r.u16("method id")?;
         Ok(match (class_id, method_id) {
             (10, 10) => Method::ConnectionStart(ConnectionStart::decode_args(r)?),
-            (10, 11) => Method::ConnectionStartOk(ConnectionStartOk::decode_args(r)?),
+            (10, 11) => Method::ConnectionStartOk(Box::new(ConnectionStartOk::decode_args(r)?)),
             (10, 20) => Method::ConnectionSecure(ConnectionSecure::decode_args(r)?),
             (10, 21) => Method::ConnectionSecureOk(ConnectionSecureOk::decode_args(r)?),
             (10, 30) => Method::ConnectionTune(ConnectionTune::decode_args(r)?),
@@ -2752,19 +2767,19 @@ impl Method {
             (40, 11) => Method::ExchangeDeclareOk(ExchangeDeclareOk),
             (40, 20) => Method::ExchangeDelete(ExchangeDelete::decode_args(r)?),
             (40, 21) => Method::ExchangeDeleteOk(ExchangeDeleteOk),
-            (40, 30) => Method::ExchangeBind(ExchangeBind::decode_args(r)?),
+            (40, 30) => Method::ExchangeBind(Box::new(ExchangeBind::decode_args(r)?)),
             (40, 31) => Method::ExchangeBindOk(ExchangeBindOk),
-            (40, 40) => Method::ExchangeUnbind(ExchangeUnbind::decode_args(r)?),
+            (40, 40) => Method::ExchangeUnbind(Box::new(ExchangeUnbind::decode_args(r)?)),
             (40, 51) => Method::ExchangeUnbindOk(ExchangeUnbindOk),
             (50, 10) => Method::QueueDeclare(QueueDeclare::decode_args(r)?),
             (50, 11) => Method::QueueDeclareOk(QueueDeclareOk::decode_args(r)?),
-            (50, 20) => Method::QueueBind(QueueBind::decode_args(r)?),
+            (50, 20) => Method::QueueBind(Box::new(QueueBind::decode_args(r)?)),
             (50, 21) => Method::QueueBindOk(QueueBindOk),
             (50, 30) => Method::QueuePurge(QueuePurge::decode_args(r)?),
             (50, 31) => Method::QueuePurgeOk(QueuePurgeOk::decode_args(r)?),
             (50, 40) => Method::QueueDelete(QueueDelete::decode_args(r)?),
             (50, 41) => Method::QueueDeleteOk(QueueDeleteOk::decode_args(r)?),
-            (50, 50) => Method::QueueUnbind(QueueUnbind::decode_args(r)?),
+            (50, 50) => Method::QueueUnbind(Box::new(QueueUnbind::decode_args(r)?)),
             (50, 51) => Method::QueueUnbindOk(QueueUnbindOk),
             (60, 10) => Method::BasicQos(BasicQos::decode_args(r)?),
             (60, 11) => Method::BasicQosOk(BasicQosOk),

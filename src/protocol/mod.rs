@@ -1510,7 +1510,7 @@ impl Connection {
             }
             Mechanism::External => Vec::new(),
         };
-        let m = Method::ConnectionStartOk(ConnectionStartOk {
+        let m = Method::from(ConnectionStartOk {
             client_properties: negotiate::client_properties(&self.config.client_properties),
             mechanism: ShortString::from_static(mechanism),
             response: Bytes::from(response),
