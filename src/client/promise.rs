@@ -355,6 +355,19 @@ impl Promises {
         }
     }
 
+    /// Whether `id` is a live promise with nothing queued and no callback:
+    /// its next result may go straight to a caller waiting on it.
+    pub fn is_idle(&self, id: PromiseId) -> bool {
+        publish_seq(id).is_none()
+            && self.slots.get(id.key as usize).is_some_and(|s| {
+                s.generation == id.generation
+                    && s.results.is_empty()
+                    && s.callback.is_none()
+                    && !s.in_callback
+                    && !s.done
+            })
+    }
+
     /// Whether `id` has a result waiting: `None` when it is unknown.
     pub fn has_result(&self, id: PromiseId) -> Option<bool> {
         if let Some(seq) = publish_seq(id) {

@@ -599,6 +599,23 @@ impl Connection {
         self.events.pop_front()
     }
 
+    /// The next event, only if it is a delivery to the consumer `tag`: a
+    /// caller waiting on that consumer takes it straight from the queue.
+    pub fn poll_delivery(&mut self, tag: Tag) -> Option<Delivery> {
+        if !self.delivery_is_next(tag) {
+            return None;
+        }
+        match self.events.pop_front() {
+            Some(Event::Delivery { delivery, .. }) => Some(delivery),
+            _ => None,
+        }
+    }
+
+    /// Whether the next event is a delivery to the consumer `tag`.
+    pub fn delivery_is_next(&self, tag: Tag) -> bool {
+        matches!(self.events.front(), Some(Event::Delivery { tag: t, .. }) if *t == tag)
+    }
+
     // ------------------------------------------------------------------
     // Commands.
 

@@ -3546,3 +3546,22 @@ fn no_delivery_after_the_consumer_completed_or_ended() {
         "delivery after Event::ConsumerEnded: {events:?}"
     );
 }
+
+#[test]
+fn poll_delivery_takes_only_a_delivery_at_the_head_for_that_consumer() {
+    let mut h = H::new(Config::default());
+    h.consumer(20, 1, "c", 0);
+    h.consumer(30, 2, "d", 0);
+    h.deliver(2, "d", 1, b"for 30");
+    h.deliver(1, "c", 1, b"for 20");
+    // The head is 30's: 20 gets nothing yet, and the order is kept.
+    assert!(!h.conn.delivery_is_next(20));
+    assert!(h.conn.poll_delivery(20).is_none());
+    assert!(h.conn.delivery_is_next(30));
+    let d = h.conn.poll_delivery(30).unwrap();
+    assert_eq!(&d.body[..], b"for 30");
+    let d = h.conn.poll_delivery(20).unwrap();
+    assert_eq!(&d.body[..], b"for 20");
+    assert!(h.conn.poll_delivery(20).is_none());
+    assert!(h.conn.poll_event().is_none());
+}
