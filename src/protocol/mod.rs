@@ -34,7 +34,7 @@ use crate::codec::method::*;
 use crate::codec::wire::Reader;
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use channel::{Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, Unconfirmed};
 use negotiate::Tuned;
 use std::collections::VecDeque;
@@ -563,7 +563,9 @@ impl Connection {
             match w.write(&self.write_buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    let _ = self.write_buf.split_to(n);
+                    // `advance`, not `split_to`: no handle is made (and the
+                    // buffer is not promoted to a shared one) per write.
+                    self.write_buf.advance(n);
                     total += n;
                     self.written_total += n as u64;
                 }
