@@ -534,6 +534,10 @@ impl Client {
     /// socket once the connection has ended.
     fn after_io(&mut self) -> usize {
         let mut n = 0;
+        while let Some(tag) = self.conn.poll_written() {
+            n += 1;
+            self.promises.publish_ok(PromiseId::from_tag(tag));
+        }
         while let Some(ev) = self.conn.poll_event() {
             n += 1;
             match ev {

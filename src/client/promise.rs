@@ -279,17 +279,37 @@ impl Promises {
             .is_some_and(|i| !self.publish_pending[i].1)
     }
 
+    /// Marks the publish `seq` resolved; false when it was not pending.
+    fn settle_publish(&mut self, seq: u64) -> bool {
+        let Some(i) = self.publish_index(seq) else {
+            return false;
+        };
+        self.publish_pending[i].1 = true;
+        while self.publish_pending.front().is_some_and(|&(_, done)| done) {
+            self.publish_pending.pop_front();
+        }
+        true
+    }
+
+    /// A publish succeeded (written with confirms off): the common case,
+    /// with nothing to store unless a callback waits for it.
+    pub fn publish_ok(&mut self, id: PromiseId) {
+        match publish_seq(id) {
+            Some(seq) if self.publish_callbacks.is_empty() => {
+                self.settle_publish(seq);
+            }
+            _ => self.push(id, Ok(Raw::Outcome(Outcome::Done)), true),
+        }
+    }
+
     /// Records a result for `id`; `last` when no more will come.
     pub fn push(&mut self, id: PromiseId, result: Result<Raw, Error>, last: bool) {
         if let Some(seq) = publish_seq(id) {
-            let Some(i) = self.publish_index(seq) else {
+            if !self.settle_publish(seq) {
                 return;
-            };
-            self.publish_pending[i].1 = true;
-            while self.publish_pending.front().is_some_and(|&(_, done)| done) {
-                self.publish_pending.pop_front();
             }
-            let has_callback = self.publish_callbacks.contains_key(&seq);
+            let has_callback =
+                !self.publish_callbacks.is_empty() && self.publish_callbacks.contains_key(&seq);
             if result.is_err() || has_callback {
                 self.publish_results.insert(seq, result);
             }
