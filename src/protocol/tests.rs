@@ -812,6 +812,35 @@ fn unconfirmed_publish_before_open_ok_completes_once_written() {
     assert_matches!(h.result(11), Ok(Outcome::Done));
 }
 
+#[test]
+fn written_publishes_come_from_poll_written_or_else_poll_event() {
+    let config = Config {
+        confirms: Confirms::Off,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let mut conn = Connection::new(config.clone(), CONNECT, now);
+    drive_handshake(&mut conn, now, &config, default_tune());
+    let props = BasicProperties::default();
+    for tag in [21, 22, 23] {
+        conn.publish(tag, "", "q", false, false, &props, b"x");
+    }
+    // Nothing before the bytes are taken; then each once, in order.
+    assert!(conn.poll_written().is_none());
+    assert!(!conn.take_output().is_empty());
+    assert_eq!(conn.poll_written(), Some(21));
+    assert_matches!(
+        conn.poll_event(),
+        Some(Event::Complete {
+            tag: 22,
+            result: Ok(Outcome::Done)
+        })
+    );
+    assert_eq!(conn.poll_written(), Some(23));
+    assert!(conn.poll_written().is_none());
+    assert!(conn.poll_event().is_none());
+}
+
 // ----------------------------------------------------------------------
 // 4. Pooled channels.
 
