@@ -364,6 +364,12 @@ impl Client {
     /// the frames, and queues the results (callbacks run in
     /// [`Client::run_any_callbacks`]).
     pub fn on_read(&mut self) {
+        self.read_ready();
+        self.after_io();
+    }
+
+    /// `on_read` without handing results to their promises.
+    fn read_ready(&mut self) {
         if !self.check_connected() {
             return;
         }
@@ -390,17 +396,20 @@ impl Client {
             }
             self.more_to_read = true;
         }
-        self.after_io();
     }
 
     /// Call when the socket is writable: writes queued frames until the
     /// socket would block.
     pub fn on_write(&mut self) {
-        if !self.check_connected() {
-            return;
-        }
-        self.flush();
+        self.write_ready();
         self.after_io();
+    }
+
+    /// `on_write` without handing results to their promises.
+    fn write_ready(&mut self) {
+        if self.check_connected() {
+            self.flush();
+        }
     }
 
     /// Call when [`Client::poll_timeout`] has passed: sends heartbeats and
@@ -576,9 +585,13 @@ impl Client {
 
     /// One turn of the built-in loop: write, sleep until the socket is ready
     /// or `timeout` (and the heartbeat timer) passes, read, fire timers.
-    fn turn(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+    ///
+    /// With `drain`, results are then handed to their promises; without, a
+    /// caller waiting on a consumer takes its deliveries straight from the
+    /// connection's events first ([`Client::wait`]'s fast lane).
+    fn turn(&mut self, timeout: Option<Duration>, drain: bool) -> Result<(), Error> {
         self.flush();
-        if self.after_io() > 0 {
+        if drain && self.after_io() > 0 {
             // The flush resolved something (a publish without confirms):
             // let the caller look before sleeping.
             return Ok(());
@@ -601,8 +614,11 @@ impl Client {
             self.poll = Some(poll);
             self.events = Some(Events::with_capacity(8));
             // Level state is unknown after registering: try both.
-            self.on_write();
-            self.on_read();
+            self.write_ready();
+            self.read_ready();
+            if drain {
+                self.after_io();
+            }
             return Ok(());
         }
         let now = Instant::now();
@@ -632,17 +648,19 @@ impl Client {
             (r, w)
         };
         if writable {
-            self.on_write();
+            self.write_ready();
         }
         if readable || self.more_to_read {
-            self.on_read();
+            self.read_ready();
         }
         let now = Instant::now();
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
-            self.on_timer();
+            self.conn.handle_timeout(now);
         }
         self.flush();
-        self.after_io();
+        if drain {
+            self.after_io();
+        }
         Ok(())
     }
 
@@ -736,7 +754,7 @@ impl Client {
                 }
                 None => None,
             };
-            self.turn(timeout)?;
+            self.turn(timeout, false)?;
         }
     }
 
@@ -767,7 +785,7 @@ impl Client {
                 self.after_io();
                 continue;
             }
-            self.turn(None)?;
+            self.turn(None, true)?;
         }
     }
 
@@ -792,7 +810,7 @@ impl Client {
                 self.after_io();
                 continue;
             }
-            self.turn(None)?;
+            self.turn(None, true)?;
         }
     }
 
@@ -858,7 +876,7 @@ impl Client {
                 }
                 None => None,
             };
-            self.turn(wait)?;
+            self.turn(wait, true)?;
         }
     }
 
@@ -1040,7 +1058,7 @@ impl Client {
     fn drain_to(&mut self, level: usize) {
         // During the handshake the bytes wait for open-ok; turns drive that too.
         while self.conn.pending_write_bytes() > level && self.sock.is_some() {
-            if self.turn(Some(Duration::from_millis(100))).is_err() || self.conn.is_closed() {
+            if self.turn(Some(Duration::from_millis(100)), true).is_err() || self.conn.is_closed() {
                 break;
             }
         }
