@@ -709,7 +709,7 @@ impl Client {
                     if !self.conn.delivery_is_next(tag) {
                         self.flush();
                     }
-                    return T::resolve(RawResult(Ok(Raw::Delivery(d))));
+                    return T::from_delivery(d);
                 }
             }
             self.after_io();

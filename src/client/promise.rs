@@ -94,6 +94,12 @@ pub trait Resolve: Sized + 'static {
     /// Converts the raw result of an operation.
     #[doc(hidden)]
     fn resolve(raw: RawResult) -> Result<Self, Error>;
+
+    /// Converts a delivery taken straight from the connection.
+    #[doc(hidden)]
+    fn from_delivery(d: Delivery) -> Result<Self, Error> {
+        Self::resolve(RawResult(Ok(Raw::Delivery(d))))
+    }
 }
 
 /// An operation's result before conversion (opaque).
@@ -149,6 +155,10 @@ impl Resolve for Delivery {
             Raw::Delivery(d) => Ok(d),
             _ => Err(mismatch()),
         }
+    }
+
+    fn from_delivery(d: Delivery) -> Result<Self, Error> {
+        Ok(d)
     }
 }
 
