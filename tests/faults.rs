@@ -8,6 +8,7 @@ mod support;
 
 use puka::{Client, ConnectionEvent, Delivery, Error, Options, QueueDeclare};
 use std::io::ErrorKind;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use support::proxy::{Dir, FrameRec, Mode, Proxy};
 use support::{connect, declare, publish, Cleanup, W};
@@ -34,6 +35,16 @@ fn assert_same_body(got: &[u8], want: &[u8], what: &str) {
     }
 }
 
+/// Taken first by every test of this file: they share the broker, and the
+/// 100 MiB round trip of `frame_max_4096_round_trips_bodies_around_the_boundary`
+/// (and the 1 MiB cut sweep) can stall it for seconds on a loaded machine —
+/// longer than the 4 s heartbeat window of the blackhole test or the bounded
+/// waits of the others. One at a time, as in tests/hostile.rs.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Connects through `proxy` with `query` and `options`.
 fn connect_via(proxy: &Proxy, query: &str, options: Options) -> Client {
     let mut c = Client::with_options(&proxy.url(query), options).expect("Client::with_options");
@@ -57,6 +68,7 @@ fn closed_event(c: &mut Client) -> Option<Error> {
 
 #[test]
 fn blackhole_is_detected_by_heartbeats() {
+    let _s = serial();
     common::require_broker();
     let q = common::unique("faults-blackhole");
     let _g = Cleanup::new().queue(&q);
@@ -195,6 +207,7 @@ fn still_open(fd: i32, link: &str) -> bool {
 
 #[test]
 fn cut_at_every_frame_boundary_of_a_large_delivery() {
+    let _s = serial();
     common::require_broker();
     let q = common::unique("faults-cut");
     let _g = Cleanup::new().queue(&q);
@@ -320,12 +333,21 @@ fn cut_at_every_frame_boundary_of_a_large_delivery() {
         "{runs} cut connections: open fds went from {fds_before} to {fds_after}"
     );
 
-    // The message survived every cut.
-    let p = direct.basic_get(&q);
-    let d = direct
-        .wait_timeout(p, W)
-        .expect("basic_get")
-        .expect("the message is still queued");
+    // The message survived every cut. The broker requeues it when it
+    // notices that the last cut connection is gone, which it does
+    // asynchronously (after the proxy has closed its side): poll for it.
+    let deadline = Instant::now() + W;
+    let d = loop {
+        let p = direct.basic_get(&q);
+        if let Some(d) = direct.wait_timeout(p, W).expect("basic_get") {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the message is not back in the queue {W:?} after the last cut"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert_same_body(&d.body, &body, "after the sweep");
     direct.basic_ack(&d).expect("ack");
     support::close(direct);
@@ -336,6 +358,7 @@ fn cut_at_every_frame_boundary_of_a_large_delivery() {
 
 #[test]
 fn frame_max_4096_round_trips_bodies_around_the_boundary() {
+    let _s = serial();
     common::require_broker();
     let q = common::unique("faults-fm4096");
     let _g = Cleanup::new().queue(&q);
@@ -399,6 +422,7 @@ fn frame_max_4096_round_trips_bodies_around_the_boundary() {
 
 #[test]
 fn throttled_link_still_delivers_a_large_message() {
+    let _s = serial();
     common::require_broker();
     let q = common::unique("faults-throttle");
     let _g = Cleanup::new().queue(&q);
@@ -433,6 +457,7 @@ fn throttled_link_still_delivers_a_large_message() {
 
 #[test]
 fn reset_and_half_close_fail_pending_operations() {
+    let _s = serial();
     common::require_broker();
     let q = common::unique("faults-reset");
     let _g = Cleanup::new().queue(&q);

@@ -453,14 +453,31 @@ struct Rec {
 
 #[test]
 fn publishes_in_flight_settle_exactly_once_when_the_broker_stops() {
-    const WINDOW: usize = 1000;
-    const STOP_AFTER: u32 = 5_000;
-    const MAX: u32 = 500_000;
     let _serial = serial();
     let _t = Timed(
         "publishes_in_flight_settle_exactly_once_when_the_broker_stops",
         Instant::now(),
     );
+    // The broker confirms a window of 1000 in ~75 ms: a client starved of
+    // CPU while `rabbitmqctl stop_app` boots its VM (a loaded 2-CPU
+    // machine) can find all of it confirmed before the stop lands. Such an
+    // attempt still checks everything, but proves nothing about publishes
+    // in flight: then the scenario runs again.
+    for attempt in 1..=3 {
+        if settle_in_flight_attempt() {
+            return;
+        }
+        eprintln!("attempt {attempt}: nothing was in flight when the broker stopped; again");
+    }
+    panic!("the close was not mid-stream in 3 attempts");
+}
+
+/// One run of the scenario above; returns whether the close came with
+/// publishes in flight.
+fn settle_in_flight_attempt() -> bool {
+    const WINDOW: usize = 1000;
+    const STOP_AFTER: u32 = 5_000;
+    const MAX: u32 = 500_000;
     let q = common::unique("rel-inflight");
     let _cleanup = DeleteQueues(vec![q.clone()]);
     let mut app = AppRestore::new();
@@ -551,10 +568,7 @@ fn publishes_in_flight_settle_exactly_once_when_the_broker_stops() {
         "{next} published: {} acked, {nacked} nacked, {failed} failed with the close",
         acked.len()
     );
-    assert!(
-        !acked.is_empty() && failed > 0,
-        "the close was not mid-stream"
-    );
+    let mid_stream = !acked.is_empty() && failed > 0;
     assert_eq!(in_flight.get(), 0);
 
     stopper
@@ -588,6 +602,7 @@ fn publishes_in_flight_settle_exactly_once_when_the_broker_stops() {
     let p = c.queue_delete(QueueDelete::new(&q));
     c.wait_timeout(p, W).expect("queue_delete");
     close(c);
+    mid_stream
 }
 
 // ---------------------------------------------------------------------------
