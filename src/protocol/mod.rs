@@ -34,7 +34,7 @@ use crate::codec::method::*;
 use crate::codec::wire::Reader;
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use channel::{Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, Unconfirmed};
 use negotiate::Tuned;
 use std::collections::VecDeque;
@@ -567,9 +567,11 @@ impl Connection {
             match w.write(&self.write_buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
-                    // `advance`, not `split_to`: no handle is made (and the
-                    // buffer is not promoted to a shared one) per write.
-                    self.write_buf.advance(n);
+                    // `split_to`, not `advance`: the written front is let
+                    // go, so a buffer that keeps some bytes queued does not
+                    // grow by doubling (`advance` cost 2× the peak memory
+                    // publishing 1 M × 1 KiB).
+                    let _ = self.write_buf.split_to(n);
                     total += n;
                     self.written_total += n as u64;
                 }
