@@ -170,6 +170,7 @@ impl Frame {
 /// assert!(buf.is_empty());
 /// assert_eq!(decode(&mut buf, 4096).unwrap(), None);
 /// ```
+#[inline]
 pub fn decode(buf: &mut BytesMut, frame_max: u32) -> Result<Option<Frame>, CodecError> {
     let Some(raw) = decode_raw(buf, frame_max)? else {
         return Ok(None);
@@ -366,6 +367,7 @@ impl<'a> FrameRef<'a> {
     ///
     /// # Errors
     /// A [`CodecError`] when the payload does not parse.
+    #[inline]
     pub fn decode(&self) -> Result<Frame, CodecError> {
         let channel = self.channel;
         Ok(match self.frame_type {
