@@ -394,7 +394,7 @@ def boxed(m, expr):
 def gen_decode(m, out):
     what = lambda f: f'"{m.full} {f.spec_name}"'
     out.append("    #[inline(always)]")
-    out.append("    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {")
+    out.append("    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {")
     for kind, item in bit_groups(m.fields):
         if kind == "bits":
             public = [f for f in item if not f.reserved]

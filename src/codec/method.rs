@@ -91,7 +91,7 @@ impl ConnectionStart {
     pub const NAME: &'static str = "connection.start";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let version_major = r.u8("connection.start version-major")?;
         let version_minor = r.u8("connection.start version-minor")?;
         let server_properties = FieldTable::decode(r)?;
@@ -146,7 +146,7 @@ impl ConnectionStartOk {
     pub const NAME: &'static str = "connection.start-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let client_properties = FieldTable::decode(r)?;
         let mechanism = r.shortstr("connection.start-ok mechanism")?;
         let response = r.longstr("connection.start-ok response")?;
@@ -203,7 +203,7 @@ impl ConnectionSecure {
     pub const NAME: &'static str = "connection.secure";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let challenge = r.longstr("connection.secure challenge")?;
         Ok(ConnectionSecure { challenge })
     }
@@ -238,7 +238,7 @@ impl ConnectionSecureOk {
     pub const NAME: &'static str = "connection.secure-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let response = r.longstr("connection.secure-ok response")?;
         Ok(ConnectionSecureOk { response })
     }
@@ -285,7 +285,7 @@ impl ConnectionTune {
     pub const NAME: &'static str = "connection.tune";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let channel_max = r.u16("connection.tune channel-max")?;
         let frame_max = r.u32("connection.tune frame-max")?;
         let heartbeat = r.u16("connection.tune heartbeat")?;
@@ -332,7 +332,7 @@ impl ConnectionTuneOk {
     pub const NAME: &'static str = "connection.tune-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let channel_max = r.u16("connection.tune-ok channel-max")?;
         let frame_max = r.u32("connection.tune-ok frame-max")?;
         let heartbeat = r.u16("connection.tune-ok heartbeat")?;
@@ -375,7 +375,7 @@ impl ConnectionOpen {
     pub const NAME: &'static str = "connection.open";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let virtual_host = r.shortstr("connection.open virtual-host")?;
         skip_shortstr(r, "connection.open reserved-1")?; // reserved-1 (was capabilities)
         r.u8("connection.open flags")?; // reserved-2 (was insist)
@@ -411,7 +411,7 @@ impl ConnectionOpenOk {
     pub const NAME: &'static str = "connection.open-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "connection.open-ok reserved-1")?; // reserved-1 (was known-hosts)
         Ok(ConnectionOpenOk)
     }
@@ -452,7 +452,7 @@ impl ConnectionClose {
     pub const NAME: &'static str = "connection.close";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("connection.close reply-code")?;
         let reply_text = r.shortstr("connection.close reply-text")?;
         let class_id = r.u16("connection.close class-id")?;
@@ -519,7 +519,7 @@ impl ConnectionBlocked {
     pub const NAME: &'static str = "connection.blocked";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reason = r.shortstr("connection.blocked reason")?;
         Ok(ConnectionBlocked { reason })
     }
@@ -577,7 +577,7 @@ impl ConnectionUpdateSecret {
     pub const NAME: &'static str = "connection.update-secret";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let new_secret = r.longstr("connection.update-secret new-secret")?;
         let reason = r.shortstr("connection.update-secret reason")?;
         Ok(ConnectionUpdateSecret { new_secret, reason })
@@ -641,7 +641,7 @@ impl ChannelOpen {
     pub const NAME: &'static str = "channel.open";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "channel.open reserved-1")?; // reserved-1 (was out-of-band)
         Ok(ChannelOpen)
     }
@@ -673,7 +673,7 @@ impl ChannelOpenOk {
     pub const NAME: &'static str = "channel.open-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_longstr(r, "channel.open-ok reserved-1")?; // reserved-1 (was channel-id)
         Ok(ChannelOpenOk)
     }
@@ -708,7 +708,7 @@ impl ChannelFlow {
     pub const NAME: &'static str = "channel.flow";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("channel.flow flags")?;
         let active = (flags & 0x01) != 0;
         Ok(ChannelFlow { active })
@@ -744,7 +744,7 @@ impl ChannelFlowOk {
     pub const NAME: &'static str = "channel.flow-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("channel.flow-ok flags")?;
         let active = (flags & 0x01) != 0;
         Ok(ChannelFlowOk { active })
@@ -786,7 +786,7 @@ impl ChannelClose {
     pub const NAME: &'static str = "channel.close";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("channel.close reply-code")?;
         let reply_text = r.shortstr("channel.close reply-text")?;
         let class_id = r.u16("channel.close class-id")?;
@@ -867,7 +867,7 @@ impl ExchangeDeclare {
     pub const NAME: &'static str = "exchange.declare";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.declare reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("exchange.declare exchange")?;
         let kind = r.shortstr("exchange.declare type")?;
@@ -955,7 +955,7 @@ impl ExchangeDelete {
     pub const NAME: &'static str = "exchange.delete";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.delete reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("exchange.delete exchange")?;
         let flags = r.u8("exchange.delete flags")?;
@@ -1029,7 +1029,7 @@ impl ExchangeBind {
     pub const NAME: &'static str = "exchange.bind";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.bind reserved-1")?; // reserved-1 (was ticket)
         let destination = r.shortstr("exchange.bind destination")?;
         let source = r.shortstr("exchange.bind source")?;
@@ -1110,7 +1110,7 @@ impl ExchangeUnbind {
     pub const NAME: &'static str = "exchange.unbind";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("exchange.unbind reserved-1")?; // reserved-1 (was ticket)
         let destination = r.shortstr("exchange.unbind destination")?;
         let source = r.shortstr("exchange.unbind source")?;
@@ -1195,7 +1195,7 @@ impl QueueDeclare {
     pub const NAME: &'static str = "queue.declare";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.declare reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.declare queue")?;
         let flags = r.u8("queue.declare flags")?;
@@ -1259,7 +1259,7 @@ impl QueueDeclareOk {
     pub const NAME: &'static str = "queue.declare-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let queue = r.shortstr("queue.declare-ok queue")?;
         let message_count = r.u32("queue.declare-ok message-count")?;
         let consumer_count = r.u32("queue.declare-ok consumer-count")?;
@@ -1310,7 +1310,7 @@ impl QueueBind {
     pub const NAME: &'static str = "queue.bind";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.bind reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.bind queue")?;
         let exchange = r.shortstr("queue.bind exchange")?;
@@ -1385,7 +1385,7 @@ impl QueuePurge {
     pub const NAME: &'static str = "queue.purge";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.purge reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.purge queue")?;
         let flags = r.u8("queue.purge flags")?;
@@ -1425,7 +1425,7 @@ impl QueuePurgeOk {
     pub const NAME: &'static str = "queue.purge-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let message_count = r.u32("queue.purge-ok message-count")?;
         Ok(QueuePurgeOk { message_count })
     }
@@ -1466,7 +1466,7 @@ impl QueueDelete {
     pub const NAME: &'static str = "queue.delete";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.delete reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.delete queue")?;
         let flags = r.u8("queue.delete flags")?;
@@ -1517,7 +1517,7 @@ impl QueueDeleteOk {
     pub const NAME: &'static str = "queue.delete-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let message_count = r.u32("queue.delete-ok message-count")?;
         Ok(QueueDeleteOk { message_count })
     }
@@ -1558,7 +1558,7 @@ impl QueueUnbind {
     pub const NAME: &'static str = "queue.unbind";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("queue.unbind reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("queue.unbind queue")?;
         let exchange = r.shortstr("queue.unbind exchange")?;
@@ -1631,7 +1631,7 @@ impl BasicQos {
     pub const NAME: &'static str = "basic.qos";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let prefetch_size = r.u32("basic.qos prefetch-size")?;
         let prefetch_count = r.u16("basic.qos prefetch-count")?;
         let flags = r.u8("basic.qos flags")?;
@@ -1708,7 +1708,7 @@ impl BasicConsume {
     pub const NAME: &'static str = "basic.consume";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.consume reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("basic.consume queue")?;
         let consumer_tag = r.shortstr("basic.consume consumer-tag")?;
@@ -1768,7 +1768,7 @@ impl BasicConsumeOk {
     pub const NAME: &'static str = "basic.consume-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.consume-ok consumer-tag")?;
         Ok(BasicConsumeOk { consumer_tag })
     }
@@ -1805,7 +1805,7 @@ impl BasicCancel {
     pub const NAME: &'static str = "basic.cancel";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.cancel consumer-tag")?;
         let flags = r.u8("basic.cancel flags")?;
         let no_wait = (flags & 0x01) != 0;
@@ -1846,7 +1846,7 @@ impl BasicCancelOk {
     pub const NAME: &'static str = "basic.cancel-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.cancel-ok consumer-tag")?;
         Ok(BasicCancelOk { consumer_tag })
     }
@@ -1887,7 +1887,7 @@ impl BasicPublish {
     pub const NAME: &'static str = "basic.publish";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.publish reserved-1")?; // reserved-1 (was ticket)
         let exchange = r.shortstr("basic.publish exchange")?;
         let routing_key = r.shortstr("basic.publish routing-key")?;
@@ -1941,7 +1941,7 @@ impl BasicReturn {
     pub const NAME: &'static str = "basic.return";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("basic.return reply-code")?;
         let reply_text = r.shortstr("basic.return reply-text")?;
         let exchange = r.shortstr("basic.return exchange")?;
@@ -1995,7 +1995,7 @@ impl BasicDeliver {
     pub const NAME: &'static str = "basic.deliver";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let consumer_tag = r.shortstr("basic.deliver consumer-tag")?;
         let delivery_tag = r.u64("basic.deliver delivery-tag")?;
         let flags = r.u8("basic.deliver flags")?;
@@ -2047,7 +2047,7 @@ impl BasicGet {
     pub const NAME: &'static str = "basic.get";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         r.u16("basic.get reserved-1")?; // reserved-1 (was ticket)
         let queue = r.shortstr("basic.get queue")?;
         let flags = r.u8("basic.get flags")?;
@@ -2095,7 +2095,7 @@ impl BasicGetOk {
     pub const NAME: &'static str = "basic.get-ok";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.get-ok delivery-tag")?;
         let flags = r.u8("basic.get-ok flags")?;
         let redelivered = (flags & 0x01) != 0;
@@ -2142,7 +2142,7 @@ impl BasicGetEmpty {
     pub const NAME: &'static str = "basic.get-empty";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         skip_shortstr(r, "basic.get-empty reserved-1")?; // reserved-1 (was cluster-id)
         Ok(BasicGetEmpty)
     }
@@ -2179,7 +2179,7 @@ impl BasicAck {
     pub const NAME: &'static str = "basic.ack";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.ack delivery-tag")?;
         let flags = r.u8("basic.ack flags")?;
         let multiple = (flags & 0x01) != 0;
@@ -2222,7 +2222,7 @@ impl BasicReject {
     pub const NAME: &'static str = "basic.reject";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.reject delivery-tag")?;
         let flags = r.u8("basic.reject flags")?;
         let requeue = (flags & 0x01) != 0;
@@ -2263,7 +2263,7 @@ impl BasicRecoverAsync {
     pub const NAME: &'static str = "basic.recover-async";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("basic.recover-async flags")?;
         let requeue = (flags & 0x01) != 0;
         Ok(BasicRecoverAsync { requeue })
@@ -2299,7 +2299,7 @@ impl BasicRecover {
     pub const NAME: &'static str = "basic.recover";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("basic.recover flags")?;
         let requeue = (flags & 0x01) != 0;
         Ok(BasicRecover { requeue })
@@ -2360,7 +2360,7 @@ impl BasicNack {
     pub const NAME: &'static str = "basic.nack";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let delivery_tag = r.u64("basic.nack delivery-tag")?;
         let flags = r.u8("basic.nack flags")?;
         let multiple = (flags & 0x01) != 0;
@@ -2403,7 +2403,7 @@ impl ConfirmSelect {
     pub const NAME: &'static str = "confirm.select";
 
     #[inline(always)]
-    fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+    pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let flags = r.u8("confirm.select flags")?;
         let no_wait = (flags & 0x01) != 0;
         Ok(ConfirmSelect { no_wait })

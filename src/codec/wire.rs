@@ -302,6 +302,16 @@ impl<'a> Reader<'a> {
         self.array(what).map(u64::from_be_bytes)
     }
 
+    /// The next 4 bytes as a big-endian u32, without reading past them.
+    #[inline]
+    pub fn peek_u32(&self) -> Option<u32> {
+        let src: &'a [u8] = self.src;
+        let b = src
+            .get(self.pos..self.pos + 4)
+            .filter(|_| self.pos + 4 <= self.end)?;
+        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
     /// Skips the next `n` bytes.
     #[inline]
     pub fn skip(&mut self, n: usize, what: &'static str) -> Result<(), CodecError> {

@@ -1411,6 +1411,9 @@ impl Connection {
     // ------------------------------------------------------------------
     // Internals: frames.
 
+    /// The first four bytes of a `basic.deliver` payload: class 60, method 60.
+    const BASIC_DELIVER_ID: u32 = 0x003C_003C;
+
     /// Handles one frame; a payload that does not parse is the error.
     fn handle_frame(&mut self, f: FrameRef<'_>) -> Result<(), CodecError> {
         match (f.frame_type, f.channel) {
@@ -1419,7 +1422,16 @@ impl Connection {
                 self.handle_connection_method(method);
             }
             (frame::FRAME_METHOD, ch) => {
-                let method = Method::read(&mut f.reader())?;
+                // The hottest method, read straight into its struct when
+                // nothing about the channel needs the general path.
+                let mut r = f.reader();
+                if r.peek_u32() == Some(Self::BASIC_DELIVER_ID) && self.plain_channel(ch) {
+                    r.skip(4, "method id")?;
+                    let d = BasicDeliver::decode_args(&mut r)?;
+                    self.on_deliver(ch, d);
+                    return Ok(());
+                }
+                let method = Method::read(&mut r)?;
                 self.handle_channel_method(ch, method);
             }
             (frame::FRAME_HEADER, ch) => self.handle_header(ch, f.reader())?,
@@ -1672,35 +1684,7 @@ impl Connection {
             return;
         }
         match method {
-            Method::BasicDeliver(d) => {
-                let c = self.chan(ch);
-                let Role::Consumer(k) = &c.role else {
-                    self.unexpected("basic.deliver on a channel without a consumer");
-                    return;
-                };
-                let kind = if k.ended || !k.tags.contains(&d.consumer_tag) {
-                    // A broker delivering to a consumer that has ended
-                    // (cancelled, or never confirmed): never reported.
-                    IncomingKind::Stray { reject: !k.no_ack }
-                } else {
-                    IncomingKind::Deliver {
-                        tag: k.tag,
-                        no_ack: k.no_ack,
-                    }
-                };
-                let message = Delivery {
-                    delivery_tag: d.delivery_tag,
-                    redelivered: d.redelivered,
-                    exchange: d.exchange,
-                    routing_key: d.routing_key,
-                    consumer_tag: d.consumer_tag,
-                    message_count: None,
-                    properties: BasicProperties::default(),
-                    body: Bytes::new(),
-                    channel: None,
-                };
-                c.incoming = Some(Incoming::new(kind, message));
-            }
+            Method::BasicDeliver(d) => self.on_deliver(ch, d),
             Method::BasicReturn(r) => {
                 let message = Delivery {
                     delivery_tag: 0,
@@ -1750,6 +1734,48 @@ impl Connection {
             }
             other => self.on_reply(ch, other),
         }
+    }
+
+    /// Whether a method on `ch` can skip the general checks of
+    /// [`Connection::handle_channel_method`]: the connection is open and the
+    /// channel open, not closing and not inside a content.
+    fn plain_channel(&self, ch: u16) -> bool {
+        self.state == State::Open
+            && matches!(
+                self.channels.get(usize::from(ch)),
+                Some(Some(c)) if !c.closing && c.incoming.is_none()
+            )
+    }
+
+    /// `basic.deliver`: the start of a message for one of our consumers.
+    fn on_deliver(&mut self, ch: u16, d: BasicDeliver) {
+        let c = self.chan(ch);
+        let Role::Consumer(k) = &c.role else {
+            self.unexpected("basic.deliver on a channel without a consumer");
+            return;
+        };
+        let kind = if k.ended || !k.tags.contains(&d.consumer_tag) {
+            // A broker delivering to a consumer that has ended
+            // (cancelled, or never confirmed): never reported.
+            IncomingKind::Stray { reject: !k.no_ack }
+        } else {
+            IncomingKind::Deliver {
+                tag: k.tag,
+                no_ack: k.no_ack,
+            }
+        };
+        let message = Delivery {
+            delivery_tag: d.delivery_tag,
+            redelivered: d.redelivered,
+            exchange: d.exchange,
+            routing_key: d.routing_key,
+            consumer_tag: d.consumer_tag,
+            message_count: None,
+            properties: BasicProperties::default(),
+            body: Bytes::new(),
+            channel: None,
+        };
+        c.incoming = Some(Incoming::new(kind, message));
     }
 
     /// A reply to the request at the head of the channel's queue.
