@@ -429,3 +429,38 @@ fn wait_for_any_returns_the_resolved_promise() {
     assert_eq!(delete_queue(&mut c, &q), 0);
     close(c);
 }
+
+/// With confirms off a publish resolves once written: `wait` must see that
+/// at once, not sleep until its timeout (no reply will ever wake it).
+/// Regression: `wait`'s own turns left the resolution queued and slept.
+#[test]
+fn unconfirmed_publishes_resolve_without_sleeping() {
+    common::require_broker();
+    let q = common::unique("basic-unconfirmed");
+    let _g = Cleanup::new().queue(&q);
+    let mut c = support::connect_with(Options {
+        confirms: puka::Confirms::Off,
+        ..Options::default()
+    });
+    declare(&mut c, &q);
+    let start = std::time::Instant::now();
+    for i in 0..6 {
+        let p = c.basic_publish("", &q, format!("m{i}").as_bytes());
+        c.wait_timeout(p, Duration::from_secs(5)).expect("publish");
+    }
+    // Before the fix a publish after the first slept out the 5 s timeout.
+    assert!(
+        start.elapsed() < Duration::from_millis(2500),
+        "6 unconfirmed publishes took {:?}",
+        start.elapsed()
+    );
+    // They all arrived (publishes and the count go on different channels,
+    // so the count may lag for a moment).
+    let deadline = std::time::Instant::now() + W;
+    while message_count(&mut c, &q) < 6 {
+        assert!(std::time::Instant::now() < deadline, "publishes missing");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(message_count(&mut c, &q), 6);
+    close(c);
+}

@@ -591,9 +591,16 @@ impl Client {
     /// connection's events first ([`Client::wait`]'s fast lane).
     fn turn(&mut self, timeout: Option<Duration>, drain: bool) -> Result<(), Error> {
         self.flush();
-        if drain && self.after_io() > 0 {
-            // The flush resolved something (a publish without confirms):
-            // let the caller look before sleeping.
+        // The flush may have resolved something (a publish without
+        // confirms): let the caller look before sleeping. (Without `drain`
+        // the results stay in the connection's events; sleeping on them
+        // would wait for the timeout, since no reply will wake us.)
+        let resolved = if drain {
+            self.after_io() > 0
+        } else {
+            self.conn.has_events()
+        };
+        if resolved {
             return Ok(());
         }
         if self.sock.is_none() {

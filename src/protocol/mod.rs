@@ -637,6 +637,12 @@ impl Connection {
         }
     }
 
+    /// Whether anything waits for [`Connection::poll_event`] (written
+    /// publishes included).
+    pub fn has_events(&self) -> bool {
+        !self.written.is_empty() || !self.events.is_empty()
+    }
+
     /// Whether the next event is a delivery to the consumer `tag`.
     pub fn delivery_is_next(&self, tag: Tag) -> bool {
         matches!(self.events.front(), Some(Event::Delivery { tag: t, .. }) if *t == tag)
