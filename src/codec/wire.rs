@@ -371,11 +371,6 @@ impl<'a> Reader<'a> {
         let len = self.u32(what)? as usize;
         self.bytes(len, what)
     }
-
-    /// The bytes not yet read, as a slice of the payload.
-    pub fn rest(&self) -> Bytes {
-        self.src.slice(self.pos..self.end)
-    }
 }
 
 /// Writes a `shortstr`.
