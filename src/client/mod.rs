@@ -151,6 +151,10 @@ pub struct Client {
     conn_callback: Option<ConnectionCallback>,
     loop_break: bool,
     more_to_read: bool,
+    /// The last write stopped at `WouldBlock`: no write is tried again until
+    /// the socket reports writable (each try would be a failing syscall;
+    /// with a full send buffer that was one per publish).
+    write_blocked: bool,
     #[cfg(feature = "tls")]
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -249,6 +253,7 @@ impl Client {
             conn_callback: None,
             loop_break: false,
             more_to_read: false,
+            write_blocked: false,
         };
         client.connect_next()?;
         Ok(client)
@@ -273,6 +278,7 @@ impl Client {
                     }
                     self.sock = Some(self.wrap(s)?);
                     self.connecting = true;
+                    self.write_blocked = false;
                     return Ok(());
                 }
                 Err(e) => last = e,
@@ -364,26 +370,39 @@ impl Client {
     /// the frames, and queues the results (callbacks run in
     /// [`Client::run_any_callbacks`]).
     pub fn on_read(&mut self) {
-        self.read_ready();
+        self.read_ready(false);
         self.after_io();
     }
 
-    /// `on_read` without handing results to their promises.
-    fn read_ready(&mut self) {
+    /// `on_read` without handing results to their promises. With
+    /// `short_is_drained`, a plain read that does not fill the buffer ends
+    /// the reading: the caller's poll reported neither end of stream nor an
+    /// error (either would need a read of its own, and no new readiness
+    /// event would come for it).
+    fn read_ready(&mut self, short_is_drained: bool) {
         if !self.check_connected() {
             return;
         }
+        // Set only when the budget runs out with the socket maybe not
+        // drained: the next turn then reads again without sleeping. (Left
+        // set after a read that ended in `WouldBlock`, it cost every wakeup
+        // a spare `epoll_wait` and `recv`.)
         self.more_to_read = false;
-        for _ in 0..READ_BUDGET {
+        for round in 1..=READ_BUDGET {
             let Some(sock) = self.sock.as_mut() else {
                 break;
             };
             match sock.read_into(&mut self.conn) {
-                Ok(0) => {
+                Ok((0, _)) => {
                     self.conn.handle_eof();
                     break;
                 }
-                Ok(_) => self.conn.handle_input(Instant::now()),
+                Ok((_, drained)) => {
+                    self.conn.handle_input(Instant::now());
+                    if drained && short_is_drained {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -394,7 +413,7 @@ impl Client {
             if self.conn.is_closed() {
                 break;
             }
-            self.more_to_read = true;
+            self.more_to_read = round == READ_BUDGET;
         }
     }
 
@@ -407,6 +426,7 @@ impl Client {
 
     /// `on_write` without handing results to their promises.
     fn write_ready(&mut self) {
+        self.write_blocked = false;
         if self.check_connected() {
             self.flush();
         }
@@ -500,7 +520,7 @@ impl Client {
     }
 
     fn flush(&mut self) {
-        if self.connecting {
+        if self.connecting || self.write_blocked {
             return;
         }
         let Some(sock) = self.sock.as_mut() else {
@@ -509,7 +529,11 @@ impl Client {
         if !self.conn.wants_write() && !sock.wants_write() {
             return;
         }
-        if let Err(e) = sock.write_from(&mut self.conn) {
+        let result = sock.write_from(&mut self.conn);
+        // `write_from` returns with bytes still queued only when the socket
+        // would block.
+        self.write_blocked = result.is_ok() && (self.conn.wants_write() || sock.wants_write());
+        if let Err(e) = result {
             // A broker that closes the connection (connection.close, then
             // the socket) makes our next write fail with a reset while its
             // close frame is still readable: read what is there first, so
@@ -529,7 +553,7 @@ impl Client {
                 return;
             };
             match sock.read_into(&mut self.conn) {
-                Ok(0) | Err(_) => break,
+                Ok((0, _)) | Err(_) => break,
                 Ok(_) => self.conn.handle_input(Instant::now()),
             }
             if self.conn.is_closed() {
@@ -622,7 +646,7 @@ impl Client {
             self.events = Some(Events::with_capacity(8));
             // Level state is unknown after registering: try both.
             self.write_ready();
-            self.read_ready();
+            self.read_ready(false);
             if drain {
                 self.after_io();
             }
@@ -637,7 +661,7 @@ impl Client {
         if self.more_to_read {
             wait = Some(Duration::ZERO);
         }
-        let (readable, writable) = {
+        let (readable, writable, ended) = {
             let (Some(poll), Some(events)) = (self.poll.as_mut(), self.events.as_mut()) else {
                 return Ok(());
             };
@@ -648,17 +672,21 @@ impl Client {
             }
             let mut r = false;
             let mut w = false;
+            let mut end = false;
             for ev in events.iter() {
                 r |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
                 w |= ev.is_writable() || ev.is_error();
+                end |= ev.is_read_closed() || ev.is_error();
             }
-            (r, w)
+            (r, w, end)
         };
         if writable {
             self.write_ready();
         }
         if readable || self.more_to_read {
-            self.read_ready();
+            // A short read ends the reading only on a fresh readiness event
+            // that reported no end of stream and no error.
+            self.read_ready(readable && !ended && !self.more_to_read);
         }
         let now = Instant::now();
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
@@ -1296,7 +1324,9 @@ impl mio::event::Source for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        // Hand over what is queued (e.g. acks) without blocking.
+        // Hand over what is queued (e.g. acks) without blocking: one last
+        // try, even if the previous write would have blocked.
+        self.write_blocked = false;
         self.flush();
     }
 }

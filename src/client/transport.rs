@@ -44,12 +44,21 @@ impl Transport {
         }
     }
 
-    /// Reads once into the connection's read buffer (0: the peer closed).
-    pub fn read_into(&mut self, conn: &mut Connection) -> io::Result<usize> {
+    /// Reads once into the connection's read buffer. Returns the byte count
+    /// (0: the peer closed) and whether the socket is known to be drained: a
+    /// plain TCP read that did not fill the buffer took everything queued,
+    /// so a second read would only return `WouldBlock` (edge-triggered
+    /// readiness fires again for anything that arrives later). A TLS read
+    /// never says so, since rustls may hold more plaintext than one read.
+    pub fn read_into(&mut self, conn: &mut Connection) -> io::Result<(usize, bool)> {
         match self {
-            Transport::Plain(s) => conn.read_from(s),
+            Transport::Plain(s) => {
+                let room = conn.read_capacity();
+                let n = conn.read_from(s)?;
+                Ok((n, n < room))
+            }
             #[cfg(feature = "tls")]
-            Transport::Tls(t) => conn.read_from(&mut tls::PlainReader(t)),
+            Transport::Tls(t) => Ok((conn.read_from(&mut tls::PlainReader(t))?, false)),
         }
     }
 

@@ -378,6 +378,12 @@ impl Connection {
         Ok(n)
     }
 
+    /// How many bytes one [`Connection::read_from`] asks for: a read that
+    /// returns fewer took everything the socket had.
+    pub fn read_capacity(&self) -> usize {
+        self.scratch.len()
+    }
+
     /// Appends received bytes (for callers that read elsewhere, and tests).
     pub fn handle_bytes(&mut self, data: &[u8]) {
         if !data.is_empty() {
