@@ -45,7 +45,7 @@ fn run() -> Result<(), puka::Error> {
         "consumed {:?} (delivery tag {}, routing key {})",
         delivery.body_str().unwrap_or("<binary>"),
         delivery.delivery_tag,
-        delivery.routing_key
+        delivery.routing_key()
     );
     client.basic_ack(&delivery)?;
     println!("acked");

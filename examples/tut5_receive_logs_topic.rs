@@ -49,7 +49,7 @@ fn run() -> common::Result {
     while !args.done(received) {
         let d = common::next_delivery(&mut client, consumer, deadline, received)?;
         received += 1;
-        println!(" [x] {}:{}", d.routing_key, common::body_text(&d));
+        println!(" [x] {}:{}", d.routing_key(), common::body_text(&d));
     }
     common::close(client)
 }

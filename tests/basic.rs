@@ -27,12 +27,12 @@ fn roundtrip_sync_style() {
     let consumer = c.basic_consume(&q);
     let d = next(&mut c, consumer);
     assert_eq!(&d.body[..], b"Hello world!");
-    assert_eq!(d.routing_key, q.as_str());
-    assert_eq!(d.exchange, "");
+    assert_eq!(d.routing_key(), q.as_str());
+    assert_eq!(d.exchange(), "");
     assert!(!d.redelivered);
     assert!(d.needs_ack());
     assert_eq!(d.message_count, None);
-    assert!(!d.consumer_tag.is_empty());
+    assert!(!d.consumer_tag().is_empty());
     c.basic_ack(&d).expect("ack");
 
     let p = c.basic_cancel(consumer);
@@ -66,7 +66,7 @@ fn roundtrip_callback_style() {
                     log.borrow_mut().push(format!(
                         "got {} via {}",
                         d.body_str().unwrap(),
-                        d.routing_key
+                        d.routing_key()
                     ));
                     c.basic_ack(&d).expect("ack");
                     c.loop_break();
@@ -148,10 +148,10 @@ fn basic_get_in_order_then_empty() {
             .unwrap_or_else(|| panic!("get #{i} returned None"));
         assert_eq!(d.body_str(), Some(format!("msg-{i}").as_str()));
         assert_eq!(d.message_count, Some(3 - i));
-        assert_eq!(d.routing_key, q.as_str());
+        assert_eq!(d.routing_key(), q.as_str());
         assert!(!d.redelivered);
         assert!(d.needs_ack());
-        assert!(d.consumer_tag.is_empty());
+        assert!(d.consumer_tag().is_empty());
         got.push(d);
     }
     let p = c.basic_get(&q);

@@ -98,8 +98,8 @@ fn rejected_message_is_dead_lettered_with_x_death() {
     let dead = next(&mut c, consumer);
     assert_eq!(&dead.body[..], b"doomed");
     // Dead-lettered through the default exchange with the configured key.
-    assert_eq!(dead.exchange, "");
-    assert_eq!(dead.routing_key, dlq.as_str());
+    assert_eq!(dead.exchange(), "");
+    assert_eq!(dead.routing_key(), dlq.as_str());
     assert!(!dead.redelivered);
     let headers = dead.properties.headers().expect("x-death headers");
     let deaths = headers
@@ -413,9 +413,9 @@ fn server_cancel_of_a_multi_queue_consumer() {
     let mut seen: Vec<String> = (0..3)
         .map(|_| {
             let d = next(&mut c, consumer);
-            assert_eq!(d.body_str(), Some(d.routing_key.as_str()));
+            assert_eq!(d.body_str(), Some(d.routing_key()));
             c.basic_ack(&d).expect("ack");
-            d.routing_key.to_string()
+            d.routing_key().to_string()
         })
         .collect();
     seen.sort();
@@ -430,7 +430,7 @@ fn server_cancel_of_a_multi_queue_consumer() {
         publish(&mut c, q, b"still here");
         let d = next(&mut c, consumer);
         assert_eq!(&d.body[..], b"still here");
-        assert_eq!(d.routing_key, q.as_str());
+        assert_eq!(d.routing_key(), q.as_str());
         c.basic_ack(&d).expect("ack");
     }
     // Deleting the other two ends the promise.
@@ -459,7 +459,7 @@ fn consumer_tag_is_used() {
     let consumer = c.basic_consume_with(Consume::queue(&q).consumer_tag("my-tag"));
     publish(&mut c, &q, b"tagged");
     let d = next(&mut c, consumer);
-    assert_eq!(d.consumer_tag, "my-tag");
+    assert_eq!(d.consumer_tag(), "my-tag");
     c.basic_ack(&d).expect("ack");
     let listed = common::rabbitmqctl(&[
         "list_consumers",

@@ -273,8 +273,8 @@ fn mandatory_unroutable_without_confirms_comes_back_as_an_event() {
     assert_eq!(r.reply_code, 312);
     assert_eq!(r.reply_text, "NO_ROUTE");
     assert_eq!(&r.message.body[..], b"come back");
-    assert_eq!(r.message.exchange, "");
-    assert_eq!(r.message.routing_key, q.as_str());
+    assert_eq!(r.message.exchange(), "");
+    assert_eq!(r.message.routing_key(), q.as_str());
     assert_eq!(r.message.delivery_tag, 0);
     assert_eq!(r.message.properties, props);
     assert!(!r.message.needs_ack());

@@ -429,8 +429,8 @@ fn alternate_exchange_takes_unroutable_messages() {
     let d = c.wait_timeout(p, W).expect("get").expect("message");
     assert_eq!(&d.body[..], b"to the alternate");
     // It keeps its original exchange and key.
-    assert_eq!(d.exchange, x.as_str());
-    assert_eq!(d.routing_key, "unknown");
+    assert_eq!(d.exchange(), x.as_str());
+    assert_eq!(d.routing_key(), "unknown");
     assert!(drain(&mut c, &qae).is_empty());
 
     delete_exchange(&mut c, &x);

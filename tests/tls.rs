@@ -137,7 +137,7 @@ fn roundtrip(c: &mut Client, body: &[u8]) {
         .expect("the message is in the queue");
     assert_eq!(d.body.len(), body.len());
     assert!(d.body[..] == body[..], "body differs");
-    assert_eq!(d.routing_key, q.as_str());
+    assert_eq!(d.routing_key(), q.as_str());
     c.basic_ack(&d).expect("ack");
 }
 

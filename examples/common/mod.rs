@@ -187,8 +187,8 @@ pub fn describe(d: &Delivery) -> String {
     let p = &d.properties;
     let mut line = format!(
         "routing_key={} exchange={}",
-        quote(&d.routing_key),
-        quote(&d.exchange)
+        quote(d.routing_key()),
+        quote(d.exchange())
     );
     let strings = [
         ("content_type", p.content_type()),

@@ -339,15 +339,30 @@ impl<'a> Reader<'a> {
         })
     }
 
-    /// Reads a `shortstr`: an octet length, then that many bytes of UTF-8.
-    pub fn shortstr(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
+    /// Where the next read starts, as an index into the shared buffer.
+    #[inline]
+    pub(crate) fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Reads a `shortstr` in place: its bytes, checked as UTF-8, still in
+    /// the shared buffer.
+    #[inline]
+    pub(crate) fn shortstr_bytes(&mut self, what: &'static str) -> Result<&'a [u8], CodecError> {
         let len = usize::from(self.u8(what)?);
-        let start = self.pos;
         let value = self.take(len, what)?;
         // Names and routing keys are nearly always ASCII: check that first.
         if !value.is_ascii() {
             std::str::from_utf8(value).map_err(|_| CodecError::InvalidUtf8(what))?;
         }
+        Ok(value)
+    }
+
+    /// Reads a `shortstr`: an octet length, then that many bytes of UTF-8.
+    pub fn shortstr(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
+        let value = self.shortstr_bytes(what)?;
+        let len = value.len();
+        let start = self.pos - len;
         if len > INLINE {
             return Ok(ShortString(Repr::Shared(self.src.slice(start..self.pos))));
         }

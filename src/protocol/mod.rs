@@ -27,6 +27,7 @@ mod channel;
 mod delivery;
 pub mod negotiate;
 
+use delivery::Names;
 pub use delivery::{ChannelRef, Delivery, Returned};
 
 use crate::codec::frame::{self, encode_method, FrameRef, FRAME_MIN_SIZE};
@@ -1438,10 +1439,7 @@ impl Connection {
                 // nothing about the channel needs the general path.
                 let mut r = f.reader();
                 if r.peek_u32() == Some(Self::BASIC_DELIVER_ID) && self.plain_channel(ch) {
-                    r.skip(4, "method id")?;
-                    let d = BasicDeliver::decode_args(&mut r)?;
-                    self.on_deliver(ch, d);
-                    return Ok(());
+                    return self.on_deliver_frame(ch, &f);
                 }
                 let method = Method::read(&mut r)?;
                 self.handle_channel_method(ch, method);
@@ -1696,14 +1694,25 @@ impl Connection {
             return;
         }
         match method {
-            Method::BasicDeliver(d) => self.on_deliver(ch, d),
+            Method::BasicDeliver(d) => {
+                let names = Names::from_parts(
+                    d.exchange.as_str(),
+                    d.routing_key.as_str(),
+                    d.consumer_tag.as_str(),
+                );
+                self.on_deliver(
+                    ch,
+                    d.consumer_tag.as_bytes(),
+                    d.delivery_tag,
+                    d.redelivered,
+                    names,
+                );
+            }
             Method::BasicReturn(r) => {
                 let message = Delivery {
                     delivery_tag: 0,
                     redelivered: false,
-                    exchange: r.exchange,
-                    routing_key: r.routing_key,
-                    consumer_tag: ShortString::new(),
+                    names: Names::from_parts(r.exchange.as_str(), r.routing_key.as_str(), ""),
                     message_count: None,
                     properties: BasicProperties::default(),
                     body: Bytes::new(),
@@ -1759,14 +1768,41 @@ impl Connection {
             )
     }
 
+    /// `basic.deliver` on a plain channel, read in place: the names stay in
+    /// the frame (see [`Names`]), nothing else is built.
+    fn on_deliver_frame(&mut self, ch: u16, f: &FrameRef<'_>) -> Result<(), CodecError> {
+        let mut r = f.reader();
+        let base = r.position();
+        r.skip(4, "method id")?;
+        let ctag_at = r.position() - base;
+        let consumer_tag = r.shortstr_bytes("basic.deliver consumer-tag")?;
+        let delivery_tag = r.u64("basic.deliver delivery-tag")?;
+        let redelivered = r.u8("basic.deliver flags")? & 0x01 != 0;
+        let exchange_at = r.position() - base;
+        r.shortstr_bytes("basic.deliver exchange")?;
+        let routing_key_at = r.position() - base;
+        r.shortstr_bytes("basic.deliver routing-key")?;
+        let names = Names::in_frame(f.payload(), ctag_at, exchange_at, routing_key_at);
+        self.on_deliver(ch, consumer_tag, delivery_tag, redelivered, names);
+        Ok(())
+    }
+
     /// `basic.deliver`: the start of a message for one of our consumers.
-    fn on_deliver(&mut self, ch: u16, d: BasicDeliver) {
+    fn on_deliver(
+        &mut self,
+        ch: u16,
+        consumer_tag: &[u8],
+        delivery_tag: u64,
+        redelivered: bool,
+        names: Names,
+    ) {
         let c = self.chan(ch);
         let Role::Consumer(k) = &c.role else {
             self.unexpected("basic.deliver on a channel without a consumer");
             return;
         };
-        let kind = if k.ended || !k.tags.contains(&d.consumer_tag) {
+        let ours = k.tags.iter().any(|t| t.as_bytes() == consumer_tag);
+        let kind = if k.ended || !ours {
             // A broker delivering to a consumer that has ended
             // (cancelled, or never confirmed): never reported.
             IncomingKind::Stray { reject: !k.no_ack }
@@ -1777,11 +1813,9 @@ impl Connection {
             }
         };
         let message = Delivery {
-            delivery_tag: d.delivery_tag,
-            redelivered: d.redelivered,
-            exchange: d.exchange,
-            routing_key: d.routing_key,
-            consumer_tag: d.consumer_tag,
+            delivery_tag,
+            redelivered,
+            names,
             message_count: None,
             properties: BasicProperties::default(),
             body: Bytes::new(),
@@ -1822,9 +1856,7 @@ impl Connection {
                 let message = Delivery {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
-                    exchange: ok.exchange,
-                    routing_key: ok.routing_key,
-                    consumer_tag: ShortString::new(),
+                    names: Names::from_parts(ok.exchange.as_str(), ok.routing_key.as_str(), ""),
                     message_count: Some(ok.message_count),
                     properties: BasicProperties::default(),
                     body: Bytes::new(),

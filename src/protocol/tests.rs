@@ -1316,7 +1316,7 @@ fn confirms_off_mandatory_return_is_an_event() {
         [Event::Returned(r)] => {
             assert_eq!(r.reply_code, 312);
             assert_eq!(r.reply_text, "NO_ROUTE");
-            assert_eq!(r.message.routing_key, "nowhere");
+            assert_eq!(r.message.routing_key(), "nowhere");
             assert_eq!(&r.message.body[..], b"lost");
             assert_eq!(r.message.properties.message_id(), Some("id-1"));
             assert!(!r.message.needs_ack());
@@ -1356,9 +1356,9 @@ fn consumer_receives_split_and_whole_deliveries_and_acks() {
     let d1 = deliveries(&events, 20).pop().expect("a delivery");
     assert_eq!(d1.delivery_tag, 1);
     assert!(d1.redelivered);
-    assert_eq!(d1.exchange, "ex");
-    assert_eq!(d1.routing_key, "rk");
-    assert_eq!(d1.consumer_tag, "ctag1");
+    assert_eq!(d1.exchange(), "ex");
+    assert_eq!(d1.routing_key(), "rk");
+    assert_eq!(d1.consumer_tag(), "ctag1");
     assert_eq!(d1.message_count, None);
     assert_eq!(d1.properties, props);
     assert_eq!(&d1.body[..], b"hello world");
@@ -1924,9 +1924,9 @@ fn basic_get_ok_and_empty() {
     assert_eq!(d.delivery_tag, 1);
     assert!(d.redelivered);
     assert_eq!(d.message_count, Some(5));
-    assert_eq!(d.exchange, "ex");
-    assert_eq!(d.routing_key, "q");
-    assert_eq!(d.consumer_tag, "");
+    assert_eq!(d.exchange(), "ex");
+    assert_eq!(d.routing_key(), "q");
+    assert_eq!(d.consumer_tag(), "");
     assert_eq!(d.properties, props);
     assert_eq!(d.body_str(), Some("{\"n\":1}"));
     assert!(d.needs_ack());
