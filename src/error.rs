@@ -16,16 +16,21 @@ pub struct Reply {
     pub class_id: u16,
     /// The method that caused it (0 when none).
     pub method_id: u16,
+    /// Whether it closed the whole connection (`connection.close`, or a
+    /// login the broker refused by dropping the socket) rather than one
+    /// channel (`channel.close`) or one operation.
+    pub connection: bool,
 }
 
 impl Reply {
-    /// A reply with no causing method.
+    /// A reply with no causing method, closing no more than a channel.
     pub fn new(code: u16, text: impl Into<String>) -> Self {
         Reply {
             code,
             text: text.into(),
             class_id: 0,
             method_id: 0,
+            connection: false,
         }
     }
 }
@@ -245,9 +250,12 @@ impl Error {
             | Error::NoAuthMechanism(_)
             | Error::Protocol(_)
             | Error::ProtocolViolation(_) => true,
+            // The spec makes 320, 402 and every 5xx code connection
+            // errors; a 403 or 404 is one when it came in connection.close
+            // (a refused login, an unknown vhost).
             _ => self
-                .reply_code()
-                .is_some_and(|c| c == 320 || c == 402 || c >= 500),
+                .reply()
+                .is_some_and(|r| r.connection || r.code == 320 || r.code == 402 || r.code >= 500),
         }
     }
 

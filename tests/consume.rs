@@ -663,6 +663,10 @@ fn exclusive_consumer_conflict() {
         Err(Error::AccessRefused(r)) => {
             assert_eq!(r.code, 403);
             assert!(r.text.starts_with("ACCESS_REFUSED"), "{r}");
+            assert!(
+                !r.connection,
+                "an exclusive consumer's refusal closes a channel"
+            );
         }
         res => panic!("expected AccessRefused, got {res:?}"),
     }

@@ -361,6 +361,10 @@ fn bad_password_is_access_refused() {
     // RabbitMQ honours our authentication_failure_close capability: it
     // sends connection.close 403 instead of just dropping the socket.
     assert_reply(&err, 403, "ACCESS_REFUSED - Login was refused");
+    assert!(
+        err.is_connection_error(),
+        "a refused login ends the connection"
+    );
     assert!(matches!(
         c.next_connection_event(),
         Some(ConnectionEvent::Closed(Error::AccessRefused(_)))

@@ -1136,6 +1136,13 @@ impl Client {
     }
 
     /// Sets the prefetch window of a consumer's channel (`basic.qos`).
+    ///
+    /// RabbitMQ applies a per-consumer limit (`global` false) only to
+    /// consumers started after it, so on a running consumer it changes
+    /// nothing the broker does. `global` true sets a limit for the whole
+    /// channel, which applies at once (to every queue of a multi-queue
+    /// consumer together; quorum queues do not support it). To change a
+    /// running consumer's own window, cancel it and consume again.
     pub fn basic_qos(
         &mut self,
         consumer: Promise<Delivery>,

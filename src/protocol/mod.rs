@@ -77,7 +77,8 @@ pub struct Config {
     pub password: String,
     /// Virtual host to open.
     pub vhost: String,
-    /// Wished heartbeat in seconds; `None` accepts the broker's.
+    /// Wished heartbeat in seconds; `None` accepts the broker's, `Some(0)`
+    /// turns heartbeats off.
     pub heartbeat: Option<u16>,
     /// Wished largest frame; `None` uses 131072.
     pub frame_max: Option<u32>,
@@ -478,10 +479,13 @@ impl Connection {
         if self.state == State::AwaitSecureOrTune && e.kind() == io::ErrorKind::UnexpectedEof {
             // Brokers without authentication_failure_close drop the socket
             // after a bad login.
-            self.finish(Error::AccessRefused(Reply::new(
-                reply_code::ACCESS_REFUSED,
-                "connection closed during authentication (bad credentials?)",
-            )));
+            self.finish(Error::AccessRefused(Reply {
+                connection: true,
+                ..Reply::new(
+                    reply_code::ACCESS_REFUSED,
+                    "connection closed during authentication (bad credentials?)",
+                )
+            }));
             return;
         }
         self.finish(Error::io(e));
@@ -1491,6 +1495,7 @@ impl Connection {
                     text: c.reply_text.to_string(),
                     class_id: c.class_id,
                     method_id: c.method_id,
+                    connection: true,
                 };
                 let err = if self.close_tag.is_some() && self.state == State::Closing {
                     Error::ConnectionClosed
@@ -1734,6 +1739,7 @@ impl Connection {
                     text: close.reply_text.to_string(),
                     class_id: close.class_id,
                     method_id: close.method_id,
+                    connection: false,
                 };
                 let err = Error::from_reply(reply);
                 let unreported = self.publish_channel == Some(ch)

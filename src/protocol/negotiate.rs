@@ -62,9 +62,12 @@ pub fn tune(
         _ => DEFAULT_FRAME_MAX,
     };
     let frame_max = lower_limit(client_frame, server_frame_max);
-    // 0 on one side means the other side's value; else the smaller.
+    // No preference takes the broker's value. `heartbeat=0` turns them off,
+    // as in other clients' URLs: 0 in tune-ok means no heartbeats (RabbitMQ
+    // honours it); else the smaller of the two (0 from the broker: ours).
     let heartbeat = match client_heartbeat {
         None => server_heartbeat,
+        Some(0) => 0,
         Some(c) => lower_limit(c, server_heartbeat),
     };
     Ok(Tuned {
@@ -136,8 +139,11 @@ mod tests {
         );
         let t = tune(0, 0, 0, Some(10), Some(8192), Some(5)).unwrap();
         assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (10, 8192, 5));
-        let t = tune(100, 65536, 60, Some(0), Some(0), Some(0)).unwrap();
+        let t = tune(100, 65536, 60, Some(0), Some(0), None).unwrap();
         assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (100, 65536, 60));
+        // heartbeat=0 in the URL: none, whatever the broker proposes.
+        let t = tune(100, 65536, 60, Some(0), Some(0), Some(0)).unwrap();
+        assert_eq!(t.heartbeat, 0);
         let t = tune(0, 0, 10, None, Some(1_000_000), Some(30)).unwrap();
         assert_eq!(
             (t.channel_max, t.frame_max, t.heartbeat),

@@ -673,12 +673,12 @@ fn tune_values_are_negotiated() {
         ),
         ((0, 0, 0), (None, None, None), (2047, 131_072, 0)),
         ((0, 0, 0), (Some(10), Some(8192), Some(5)), (10, 8192, 5)),
-        // Some(0) is "no wish": the broker's 60 stands (as negotiate::tune
-        // documents, like the Java client).
+        // heartbeat Some(0) turns heartbeats off whatever the broker
+        // proposes (as the URL documents, like pika).
         (
             (100, 65_536, 60),
             (Some(500), Some(1_000_000), Some(0)),
-            (100, 65_536, 60),
+            (100, 65_536, 0),
         ),
         ((2047, 4096, 30), (None, Some(1), None), (2047, 4096, 30)),
     ];
@@ -2162,7 +2162,8 @@ fn access_refused_with_deferred_work(confirms: Confirms) {
     for tag in [10, 11, 12] {
         assert_matches!(result_of(&events, tag), Err(Error::AccessRefused(_)));
     }
-    assert_matches!(closed_error(&events), Error::AccessRefused(_));
+    assert_matches!(closed_error(&events), Error::AccessRefused(r) if r.connection);
+    assert!(closed_error(&events).is_connection_error());
     assert_eq!(events.len(), 5, "{events:?}");
     assert!(h.conn.take_output().is_empty());
 }
@@ -2694,6 +2695,7 @@ fn eof_during_authentication_is_access_refused() {
     let events = h.events();
     assert_matches!(result_of(&events, CONNECT), Err(Error::AccessRefused(r)) if r.code == 403);
     assert_matches!(closed_error(&events), Error::AccessRefused(_));
+    assert!(closed_error(&events).is_connection_error());
 }
 
 #[test]
