@@ -35,6 +35,17 @@ pub struct Delivery {
 }
 
 impl Delivery {
+    /// What a channel's content slot holds once its delivery has moved on.
+    pub(crate) const PLACEHOLDER: Delivery = Delivery {
+        delivery_tag: 0,
+        redelivered: false,
+        message_count: None,
+        properties: BasicProperties::EMPTY,
+        body: Bytes::new(),
+        names: Names::EMPTY,
+        channel: None,
+    };
+
     /// The body as UTF-8 text, if it is.
     pub fn body_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.body).ok()
@@ -77,6 +88,14 @@ pub(crate) struct Names {
 }
 
 impl Names {
+    /// Three empty names.
+    const EMPTY: Names = Names {
+        raw: Bytes::new(),
+        exchange: u16::MAX,
+        routing_key: u16::MAX,
+        consumer_tag: u16::MAX,
+    };
+
     /// Names found in `raw`, each offset at its length octet.
     pub(crate) fn in_frame(
         raw: Bytes,

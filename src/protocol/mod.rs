@@ -2067,7 +2067,13 @@ impl Connection {
             return;
         }
         inc.remaining -= len;
-        inc.body.push(f.payload());
+        if inc.remaining == 0 && matches!(inc.body, Body::Empty) {
+            // The whole body in one frame (the usual case): a slice of the
+            // read buffer, straight into the message.
+            inc.message.body = f.payload();
+        } else {
+            inc.body.push(f.payload());
+        }
         if inc.remaining == 0 {
             self.content_complete(ch);
         }
@@ -2078,24 +2084,42 @@ impl Connection {
         let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
             return;
         };
-        let Some(inc) = c.incoming.take() else { return };
-        let mut message = inc.message;
-        message.body = inc.body.into_bytes();
         let cref = ChannelRef {
             id: ch,
             epoch: c.epoch,
         };
-        match inc.kind {
-            IncomingKind::Deliver { tag, no_ack } => {
-                if !no_ack {
-                    c.unacked.push_back(message.delivery_tag);
-                    message.channel = Some(cref);
-                }
-                self.events.push_back(Event::Delivery {
-                    tag,
-                    delivery: message,
-                });
+        // The hottest case first: a delivery to a consumer goes from the
+        // channel's slot straight into the event queue (one move, not the
+        // two or three that taking the whole `Incoming` out costs).
+        if let Some(Incoming {
+            kind: IncomingKind::Deliver { tag, no_ack },
+            message,
+            body,
+            ..
+        }) = &mut c.incoming
+        {
+            let (tag, no_ack) = (*tag, *no_ack);
+            if let Some(joined) = body.take_bytes() {
+                message.body = joined;
             }
+            if !no_ack {
+                c.unacked.push_back(message.delivery_tag);
+                message.channel = Some(cref);
+            }
+            self.events.push_back(Event::Delivery {
+                tag,
+                delivery: std::mem::replace(message, Delivery::PLACEHOLDER),
+            });
+            c.incoming = None;
+            return;
+        }
+        let Some(inc) = c.incoming.take() else { return };
+        let mut message = inc.message;
+        if let Some(joined) = inc.body.into_bytes() {
+            message.body = joined;
+        }
+        match inc.kind {
+            IncomingKind::Deliver { .. } => {} // handled above
             IncomingKind::GetOk { tag, no_ack } => {
                 if !no_ack {
                     c.unacked.push_back(message.delivery_tag);
@@ -2150,12 +2174,18 @@ impl Body {
         }
     }
 
-    fn into_bytes(self) -> Bytes {
+    /// The body assembled here; `None` when no frame came through here
+    /// (an empty body, or one frame put straight into the message).
+    fn into_bytes(self) -> Option<Bytes> {
         match self {
-            Body::Empty => Bytes::new(),
-            Body::One(b) => b,
-            Body::Many(b) => b.freeze(),
+            Body::Empty => None,
+            Body::One(b) => Some(b),
+            Body::Many(b) => Some(b.freeze()),
         }
+    }
+
+    fn take_bytes(&mut self) -> Option<Bytes> {
+        std::mem::take(self).into_bytes()
     }
 }
 
