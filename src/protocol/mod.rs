@@ -1976,6 +1976,11 @@ impl Connection {
                     settle(u);
                 }
             }
+        } else if c.unconfirmed.front().is_some_and(|u| u.seq == delivery_tag) {
+            // Confirms mostly come in publish order: the oldest first.
+            if let Some(u) = c.unconfirmed.pop_front() {
+                settle(u);
+            }
         } else if let Ok(i) = c.unconfirmed.binary_search_by_key(&delivery_tag, |u| u.seq) {
             if let Some(u) = c.unconfirmed.remove(i) {
                 settle(u);

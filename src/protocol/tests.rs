@@ -1129,6 +1129,39 @@ fn publisher_confirms_ack_multiple_nack_and_no_route() {
 }
 
 #[test]
+fn single_confirms_settle_in_any_order_and_only_once() {
+    let mut h = H::new(Config::default());
+    for tag in 1..=3 {
+        publish(&mut h, tag, "rk", false, b"m");
+    }
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, ConfirmSelectOk {});
+    // Not the oldest (searched), then the oldest twice (the front).
+    for (seq, want) in [(3, 3), (1, 1), (2, 2)] {
+        h.recv(
+            1,
+            BasicAck {
+                delivery_tag: seq,
+                multiple: false,
+            },
+        );
+        let events = h.events();
+        assert_eq!(events.len(), 1, "ack {seq}: {events:?}");
+        assert_matches!(&events[0], Event::Complete { tag, result: Ok(Outcome::Done) } if *tag == want);
+    }
+    // A repeated confirm settles nothing.
+    h.recv(
+        1,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: false,
+        },
+    );
+    h.assert_quiet();
+}
+
+#[test]
 fn publish_channel_closed_by_broker_fails_unconfirmed_and_reopens() {
     let mut h = H::new(Config::default());
     h.conn.publish(
