@@ -523,6 +523,15 @@ impl Client {
         if self.connecting || self.write_blocked {
             return;
         }
+        // Acks that waited their time go out before control returns to the
+        // user, who may not call back for a while.
+        if self
+            .conn
+            .ack_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            self.conn.release_acks();
+        }
         let Some(sock) = self.sock.as_mut() else {
             return;
         };
@@ -706,7 +715,11 @@ impl Client {
     /// For a consumer's promise, each call returns the next delivery. While
     /// more deliveries are already buffered, the write is left to the call
     /// that returns the last of them (or to `run_loop`, `on_write`, `close`
-    /// and drop), so acks of a burst go out as one write.
+    /// and drop), so acks of a burst go out as one write. A consumer's acks
+    /// may also wait while fewer than half of its prefetch window are
+    /// outstanding at the broker (never with a prefetch of 1, nor after
+    /// [`Client::basic_qos`]): they go out with the next write, or once
+    /// they have waited [`crate::protocol::ACK_DELAY`] (5 ms).
     ///
     /// # Errors
     /// The operation's error, or [`Error::UnknownPromise`] for a promise
@@ -1334,6 +1347,7 @@ impl Drop for Client {
         // Hand over what is queued (e.g. acks) without blocking: one last
         // try, even if the previous write would have blocked.
         self.write_blocked = false;
+        self.conn.release_acks();
         self.flush();
     }
 }

@@ -34,6 +34,9 @@ pub(super) struct Consumer {
     /// It consumes from `amq.rabbitmq.reply-to`: requests that name it in
     /// `reply_to` are published on this channel.
     pub direct_reply_to: bool,
+    /// The prefetch window it was started with (0: unlimited); 1 once the
+    /// user changed the channel's `basic.qos`, which turns ack deferral off.
+    pub prefetch: u16,
 }
 
 impl Consumer {
@@ -46,6 +49,7 @@ impl Consumer {
             cancelling: None,
             ended: false,
             direct_reply_to: false,
+            prefetch: 1,
         }
     }
 }
@@ -177,6 +181,8 @@ pub(super) struct Channel {
     /// The highest delivery tag of consecutive user acks not yet sent; sent
     /// as one `basic.ack` with `multiple` set.
     pub pending_ack: Option<u64>,
+    /// How many deliveries that coalesced ack settles.
+    pub pending_ack_count: usize,
 }
 
 impl Channel {
@@ -193,12 +199,14 @@ impl Channel {
             unconfirmed: VecDeque::new(),
             pending_return: None,
             pending_ack: None,
+            pending_ack_count: 0,
         }
     }
 
     /// Marks `tag` (and with `multiple` every earlier tag) settled; false
     /// when `tag` is not outstanding.
-    pub fn settle(&mut self, tag: u64, multiple: bool) -> bool {
+    /// Returns how many deliveries that settled.
+    pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<usize> {
         // Acks mostly come in delivery order: the oldest outstanding tag
         // is found without a search.
         let i = if self.unacked.front() == Some(&tag) {
@@ -206,14 +214,15 @@ impl Channel {
         } else {
             match self.unacked.binary_search(&tag) {
                 Ok(i) => i,
-                Err(_) => return false,
+                Err(_) => return None,
             }
         };
         if multiple {
             self.unacked.drain(..=i);
+            Some(i + 1)
         } else {
             self.unacked.remove(i);
+            Some(1)
         }
-        true
     }
 }

@@ -215,6 +215,13 @@ enum State {
 }
 
 const READ_CHUNK: usize = 64 * 1024;
+
+/// The longest a consumer's ack waits for a write to ride on.
+pub const ACK_DELAY: Duration = Duration::from_millis(5);
+
+/// The window taken for a consumer without a prefetch limit, for deciding
+/// how many acks may wait.
+const UNLIMITED_WINDOW: usize = 2000;
 /// RabbitMQ's pseudo-queue for direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
@@ -244,6 +251,11 @@ pub struct Connection {
     publish_channel: Option<u16>,
     /// Channels holding a coalesced ack not yet encoded.
     ack_channels: Vec<u16>,
+    /// A coalesced ack that must go out at the next write (its consumer's
+    /// window is half used, or it is not on a consumer with a window).
+    acks_due: bool,
+    /// When deferred acks go out even if nothing else is written.
+    ack_deadline: Option<Instant>,
     tx_mode: bool,
     epochs: u32,
     connect_tag: Option<Tag>,
@@ -290,6 +302,8 @@ impl Connection {
             idle: Vec::new(),
             publish_channel: None,
             ack_channels: Vec::new(),
+            acks_due: false,
+            ack_deadline: None,
             tx_mode: false,
             epochs: 0,
             connect_tag: Some(connect_tag),
@@ -384,6 +398,18 @@ impl Connection {
     /// returns fewer took everything the socket had.
     pub fn read_capacity(&self) -> usize {
         self.scratch.len()
+    }
+
+    /// Queues every coalesced ack now, deferred or not (before the caller
+    /// lets the connection go without closing it).
+    pub fn release_acks(&mut self) {
+        self.emit_pending_acks();
+    }
+
+    /// When the acks that are waiting must go out at the latest (`None`:
+    /// none wait). [`Connection::poll_timeout`] includes it.
+    pub fn ack_deadline(&self) -> Option<Instant> {
+        self.ack_deadline.filter(|_| !self.ack_channels.is_empty())
     }
 
     /// Appends received bytes (for callers that read elsewhere, and tests).
@@ -503,6 +529,7 @@ impl Connection {
             }
         };
         earliest(self.close_deadline);
+        earliest(self.ack_deadline());
         if self.tuned.heartbeat > 0 && matches!(self.state, State::Open | State::Closing) {
             earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
             earliest(Some(self.last_recv + self.dead_after()));
@@ -527,6 +554,9 @@ impl Connection {
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.finish(Error::ConnectTimeout);
             return;
+        }
+        if self.ack_deadline.is_some_and(|d| now >= d) {
+            self.emit_pending_acks();
         }
         if self.close_deadline.is_some_and(|d| now >= d) {
             let e = if self.close_tag.is_some() {
@@ -562,7 +592,7 @@ impl Connection {
 
     /// Whether frames are waiting for the socket.
     pub fn wants_write(&self) -> bool {
-        !self.write_buf.is_empty() || !self.ack_channels.is_empty()
+        !self.write_buf.is_empty() || (self.acks_due && !self.ack_channels.is_empty())
     }
 
     /// Writes queued frames to `w` until it would block or the queue is
@@ -819,6 +849,7 @@ impl Connection {
             return;
         }
         let mut consumer = Consumer::new(tag, no_ack);
+        consumer.prefetch = prefetch_count;
         consumer.direct_reply_to = queues.iter().any(|q| q.queue == DIRECT_REPLY_TO);
         let Some(ch) = self.open_channel(Role::Consumer(consumer)) else {
             self.complete(tag, Err(self.no_channel_error()));
@@ -913,7 +944,13 @@ impl Connection {
             global,
         });
         let _ = self.send_method(ch, &m);
-        self.chan(ch).expect.push_back(Expect::Qos(Some(tag)));
+        let c = self.chan(ch);
+        c.expect.push_back(Expect::Qos(Some(tag)));
+        if let Role::Consumer(k) = &mut c.role {
+            // The window the broker applies is no longer known for sure:
+            // acks on this channel are no longer deferred.
+            k.prefetch = 1;
+        }
     }
 
     /// `basic.recover` on the channel of the consumer started by
@@ -1121,6 +1158,7 @@ impl Connection {
         let Some(delivery_tag) = c.pending_ack.take() else {
             return;
         };
+        c.pending_ack_count = 0;
         let m = Method::BasicAck(BasicAck {
             delivery_tag,
             multiple: true,
@@ -1132,6 +1170,8 @@ impl Connection {
         for ch in std::mem::take(&mut self.ack_channels) {
             self.emit_pending_ack(ch);
         }
+        self.acks_due = false;
+        self.ack_deadline = None;
     }
 
     fn allocate_id(&mut self) -> Option<u16> {
@@ -1243,9 +1283,9 @@ impl Connection {
             return Err(Error::UnknownDeliveryTag(tag));
         }
         let lowest = c.unacked.front() == Some(&tag);
-        if !c.settle(tag, multiple) {
+        let Some(settled) = c.settle(tag, multiple) else {
             return Err(Error::UnknownDeliveryTag(tag));
-        }
+        };
         if is_ack && (lowest || multiple) {
             // Acks of the lowest outstanding tag coalesce into one
             // `multiple` ack, sent before the next frame on this channel or
@@ -1255,6 +1295,27 @@ impl Connection {
                 self.ack_channels.push(cref.id);
             }
             c.pending_ack = Some(tag);
+            c.pending_ack_count += settled;
+            // A consumer's acks may wait (for a write that happens anyway,
+            // or ACK_DELAY) while the broker still has half its window to
+            // send in: it is not held up, and many deliveries then cost one
+            // ack frame and no write of their own.
+            let deferrable = match &c.role {
+                Role::Consumer(k) => {
+                    let window = if k.prefetch == 0 {
+                        UNLIMITED_WINDOW
+                    } else {
+                        usize::from(k.prefetch)
+                    };
+                    k.prefetch != 1 && (c.unacked.len() + c.pending_ack_count) * 2 < window
+                }
+                _ => false,
+            };
+            if !deferrable {
+                self.acks_due = true;
+            } else if self.ack_deadline.is_none() {
+                self.ack_deadline = Some(self.last_recv + ACK_DELAY);
+            }
             self.sent_since_heartbeat = true;
         } else {
             let _ = self.send_method(cref.id, &method(tag));
