@@ -203,9 +203,9 @@ impl Channel {
         }
     }
 
-    /// Marks `tag` (and with `multiple` every earlier tag) settled; false
-    /// when `tag` is not outstanding.
-    /// Returns how many deliveries that settled.
+    /// Marks `tag` (and with `multiple` every earlier tag) settled and
+    /// returns how many deliveries that settled; `None` when `tag` is not
+    /// outstanding.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<usize> {
         // Acks mostly come in delivery order: the oldest outstanding tag
         // is found without a search.
