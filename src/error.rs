@@ -141,9 +141,27 @@ pub enum Error {
     /// The broker nacked a published message.
     #[error("message nacked by the broker")]
     Nacked,
-    /// The broker cancelled the consumer (queue deleted, node failure).
-    #[error("consumer cancelled by the broker")]
-    ConsumerCancelled,
+    /// The broker cancelled the consumer (`basic.cancel`: its queue was
+    /// deleted, or the queue's node failed). A consumer over several queues
+    /// ends as a whole when any one of them is cancelled; this names that
+    /// queue.
+    #[error("consumer {consumer_tag:?} on queue {queue:?} cancelled by the broker")]
+    ConsumerCancelled {
+        /// The queue whose consumer the broker cancelled.
+        queue: String,
+        /// That consumer's tag.
+        consumer_tag: String,
+    },
+    /// The operation was sent, but the client cannot know whether the broker
+    /// carried it out: the channel or connection ended before its reply (or
+    /// publisher confirm) arrived, or [`crate::Client::close`] gave up
+    /// waiting. The cause is inside. Check (e.g. look for the message)
+    /// before retrying something that must not happen twice.
+    #[error("outcome unknown: {0}")]
+    OutcomeUnknown(Box<Error>),
+    /// The promise or delivery belongs to another `Client`; nothing was done.
+    #[error("promise or delivery of another client")]
+    ForeignPromise,
     /// An ack, nack or reject named a delivery tag that is not outstanding
     /// (already acked, never delivered, or from a closed channel). Nothing
     /// was sent.
@@ -250,12 +268,27 @@ impl Error {
             | Error::NoAuthMechanism(_)
             | Error::Protocol(_)
             | Error::ProtocolViolation(_) => true,
+            Error::OutcomeUnknown(cause) => cause.is_connection_error(),
             // The spec makes 320, 402 and every 5xx code connection
             // errors; a 403 or 404 is one when it came in connection.close
             // (a refused login, an unknown vhost).
             _ => self
                 .reply()
                 .is_some_and(|r| r.connection || r.code == 320 || r.code == 402 || r.code >= 500),
+        }
+    }
+
+    /// Whether the operation's outcome is unknown ([`Error::OutcomeUnknown`]):
+    /// it may have taken effect.
+    pub fn is_outcome_unknown(&self) -> bool {
+        matches!(self, Error::OutcomeUnknown(_))
+    }
+
+    /// `self` as the cause of an unknown outcome (unchanged when it is one).
+    pub(crate) fn unknown_outcome(self) -> Error {
+        match self {
+            Error::OutcomeUnknown(_) => self,
+            e => Error::OutcomeUnknown(Box::new(e)),
         }
     }
 

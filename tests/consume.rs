@@ -378,7 +378,7 @@ fn server_cancel_on_queue_delete() {
     close(other);
 
     match c.wait_timeout(consumer, W) {
-        Err(Error::ConsumerCancelled) => {}
+        Err(Error::ConsumerCancelled { .. }) => {}
         other => panic!("expected ConsumerCancelled, got {other:?}"),
     }
     // That was its last result.
@@ -438,7 +438,7 @@ fn server_cancel_of_a_multi_queue_consumer() {
     assert_eq!(delete_queue(&mut other, &qs[2]), 0);
     close(other);
     match c.wait_timeout(consumer, W) {
-        Err(Error::ConsumerCancelled) => {}
+        Err(Error::ConsumerCancelled { .. }) => {}
         other => panic!("expected ConsumerCancelled, got {other:?}"),
     }
     assert!(matches!(

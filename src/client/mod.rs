@@ -16,7 +16,9 @@ use crate::codec::method::{
 };
 use crate::codec::{BasicProperties, FieldTable, FieldValue, Method};
 use crate::error::Error;
-use crate::protocol::{self, Config, Confirms, Connection, Delivery, Event, Returned, Tag};
+use crate::protocol::{
+    self, AckTiming, Config, Confirms, Connection, Delivery, Event, Returned, Tag,
+};
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -65,8 +67,26 @@ pub struct Options {
     /// Bytes of queued outgoing frames above which `basic_publish` stops to
     /// let the socket drain (default 4 MiB).
     pub write_high_water: usize,
-    /// How long `close()` waits for the broker's `close-ok` (default 5 s).
+    /// How long [`Client::close`] waits for the operations in flight and
+    /// then the broker's `close-ok` (default 5 s); what is unsettled when it
+    /// passes fails with [`Error::OutcomeUnknown`].
     pub close_timeout: Duration,
+    /// When a consumer's acks are handed to the socket (default
+    /// [`AckTiming::Prompt`]: by the end of the next call into the client).
+    pub ack_timing: AckTiming,
+    /// Bytes of received messages the client holds for promises that have
+    /// not taken them (deliveries waiting for `wait` or a callback; default
+    /// 64 MiB). Above it the client stops reading from the socket, so the
+    /// broker is held back by TCP instead of the client growing without
+    /// bound (a broker that ignores prefetch, or a consumer without
+    /// prefetch nobody takes from). Reading resumes once half is taken.
+    /// While reading is stopped, replies to other operations wait too.
+    pub max_buffered_bytes: usize,
+    /// How long dropping the client may block to hand queued frames
+    /// (publishes, acks) to the socket (default 1 s; zero: only what fits
+    /// without blocking). Drop never waits for publisher confirms: use
+    /// [`Client::close`] to learn the outcome of every publish.
+    pub drop_flush_timeout: Duration,
     /// TLS settings for `amqps://` URLs.
     #[cfg(feature = "tls")]
     pub tls: TlsOptions,
@@ -81,6 +101,9 @@ impl Default for Options {
             max_message_size: protocol::DEFAULT_MAX_MESSAGE_SIZE,
             write_high_water: 4 << 20,
             close_timeout: Duration::from_secs(5),
+            ack_timing: AckTiming::Prompt,
+            max_buffered_bytes: 64 << 20,
+            drop_flush_timeout: Duration::from_secs(1),
             #[cfg(feature = "tls")]
             tls: TlsOptions::default(),
         }
@@ -155,6 +178,9 @@ pub struct Client {
     /// the socket reports writable (each try would be a failing syscall;
     /// with a full send buffer that was one per publish).
     write_blocked: bool,
+    /// Reading stopped because held deliveries reached
+    /// [`Options::max_buffered_bytes`].
+    read_paused: bool,
     #[cfg(feature = "tls")]
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -226,6 +252,7 @@ impl Client {
             max_message_size: options.max_message_size,
             connect_timeout: Some(params.connection_timeout.unwrap_or(Duration::from_secs(30))),
             mechanism,
+            ack_timing: options.ack_timing,
         };
         let mut addrs: Vec<SocketAddr> = (params.host.as_str(), params.port)
             .to_socket_addrs()
@@ -254,6 +281,7 @@ impl Client {
             loop_break: false,
             more_to_read: false,
             write_blocked: false,
+            read_paused: false,
         };
         client.connect_next()?;
         Ok(client)
@@ -389,6 +417,12 @@ impl Client {
         // a spare `epoll_wait` and `recv`.)
         self.more_to_read = false;
         for round in 1..=READ_BUDGET {
+            if self.promises.buffered_bytes() >= self.options.max_buffered_bytes {
+                // Held deliveries are at their bound: leave the rest in the
+                // socket (TCP holds the broker back) until they are taken.
+                self.read_paused = true;
+                break;
+            }
             let Some(sock) = self.sock.as_mut() else {
                 break;
             };
@@ -417,6 +451,17 @@ impl Client {
         }
     }
 
+    /// Reading stopped at [`Options::max_buffered_bytes`] resumes once half
+    /// of it has been taken: the next turn reads without waiting for a
+    /// readiness event (none comes for bytes already in the socket).
+    fn resume_reading(&mut self) {
+        if self.read_paused && self.promises.buffered_bytes() <= self.options.max_buffered_bytes / 2
+        {
+            self.read_paused = false;
+            self.more_to_read = true;
+        }
+    }
+
     /// Call when the socket is writable: writes queued frames until the
     /// socket would block.
     pub fn on_write(&mut self) {
@@ -428,7 +473,7 @@ impl Client {
     fn write_ready(&mut self) {
         self.write_blocked = false;
         if self.check_connected() {
-            self.flush();
+            self.flush_queued();
         }
     }
 
@@ -436,7 +481,7 @@ impl Client {
     /// detects a dead peer.
     pub fn on_timer(&mut self) {
         self.conn.handle_timeout(Instant::now());
-        self.flush();
+        self.flush_queued();
         self.after_io();
     }
 
@@ -519,7 +564,7 @@ impl Client {
         self.connecting = false;
     }
 
-    fn flush(&mut self) {
+    fn flush_queued(&mut self) {
         if self.connecting || self.write_blocked {
             return;
         }
@@ -578,20 +623,20 @@ impl Client {
         let mut n = 0;
         while let Some(tag) = self.conn.poll_written() {
             n += 1;
-            self.promises.publish_ok(PromiseId::from_tag(tag));
+            self.promises.publish_ok(self.promises.id_of(tag));
         }
         while let Some(ev) = self.conn.poll_event() {
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {
-                    let id = PromiseId::from_tag(tag);
+                    let id = self.promises.id_of(tag);
                     self.promises.push(id, result.map(Raw::Outcome), true);
                 }
                 Event::Delivery { tag, delivery } => {
-                    let id = PromiseId::from_tag(tag);
+                    let id = self.promises.id_of(tag);
                     self.promises.push(id, Ok(Raw::Delivery(delivery)), false);
                 }
-                Event::ConsumerEnded { tag } => self.promises.end(PromiseId::from_tag(tag)),
+                Event::ConsumerEnded { tag } => self.promises.end(self.promises.id_of(tag)),
                 Event::Returned(r) => self.conn_events.push_back(ConnectionEvent::Returned(r)),
                 Event::PublishChannelClosed(e) => self
                     .conn_events
@@ -623,7 +668,7 @@ impl Client {
     /// caller waiting on a consumer takes its deliveries straight from the
     /// connection's events first ([`Client::wait`]'s fast lane).
     fn turn(&mut self, timeout: Option<Duration>, drain: bool) -> Result<(), Error> {
-        self.flush();
+        self.flush_queued();
         // The flush may have resolved something (a publish without
         // confirms): let the caller look before sleeping. (Without `drain`
         // the results stay in the connection's events; sleeping on them
@@ -701,7 +746,7 @@ impl Client {
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
             self.conn.handle_timeout(now);
         }
-        self.flush();
+        self.flush_queued();
         if drain {
             self.after_io();
         }
@@ -709,21 +754,23 @@ impl Client {
     }
 
     /// Blocks until `promise` resolves and returns its result. Callbacks of
-    /// other promises run meanwhile; queued frames (acks included) are
-    /// written before it returns.
+    /// other promises run meanwhile.
     ///
-    /// For a consumer's promise, each call returns the next delivery. While
-    /// more deliveries are already buffered, the write is left to the call
-    /// that returns the last of them (or to `run_loop`, `on_write`, `close`
-    /// and drop), so acks of a burst go out as one write. A consumer's acks
-    /// may also wait while fewer than half of its prefetch window are
-    /// outstanding at the broker (never with a prefetch of 1, nor after
-    /// [`Client::basic_qos`]): they go out with the next write, or once
-    /// they have waited [`crate::protocol::ACK_DELAY`] (5 ms).
+    /// For a consumer's promise, each call returns the next delivery.
+    ///
+    /// When frames leave: everything queued before the call (acks
+    /// included) is in the socket's send buffer when it returns — with the
+    /// default [`AckTiming::Prompt`]; the kernel may still hold it, and a
+    /// send buffer that stays full (a broker not reading) is the one case
+    /// where bytes remain queued: [`Client::flush`] waits for them. With
+    /// [`AckTiming::Deferred`], a consumer's acks may wait across calls (see
+    /// there), and while more deliveries are already buffered the write is
+    /// left to the call that returns the last of them.
     ///
     /// # Errors
-    /// The operation's error, or [`Error::UnknownPromise`] for a promise
-    /// whose results were all taken.
+    /// The operation's error; [`Error::UnknownPromise`] for a promise whose
+    /// results were all taken; [`Error::ForeignPromise`] for a promise of
+    /// another client.
     pub fn wait<T: Resolve>(&mut self, promise: Promise<T>) -> Result<T, Error> {
         self.wait_deadline(promise, None)
     }
@@ -752,10 +799,11 @@ impl Client {
             if self.promises.is_idle(promise.id) {
                 let tag = promise.id.tag();
                 if let Some(d) = self.conn.poll_delivery(tag) {
-                    // As below: acks go out unless the caller is about to
-                    // come back for the next delivery already here.
-                    if !self.conn.delivery_is_next(tag) {
-                        self.flush();
+                    // As below: acks go out (with deferred acks: unless the
+                    // caller is about to come back for the next delivery
+                    // already here).
+                    if !self.defer_acks() || !self.conn.delivery_is_next(tag) {
+                        self.flush_queued();
                     }
                     return T::from_delivery(d);
                 }
@@ -764,15 +812,17 @@ impl Client {
             match self.promises.take(promise.id) {
                 Taken::Ready(r) => {
                     // Frames queued so far (acks of earlier deliveries) go out
-                    // now — unless more results are already here, in which
-                    // case the caller is about to come back and the write
-                    // is batched with the next ones.
-                    if self.promises.has_result(promise.id) != Some(true) {
-                        self.flush();
+                    // now — with deferred acks, unless more results are
+                    // already here: the caller is about to come back and the
+                    // write is batched with the next ones.
+                    if !self.defer_acks() || self.promises.has_result(promise.id) != Some(true) {
+                        self.flush_queued();
                     }
+                    self.resume_reading();
                     return T::resolve(RawResult(r));
                 }
                 Taken::Unknown => return Err(Error::UnknownPromise),
+                Taken::Foreign => return Err(Error::ForeignPromise),
                 Taken::Pending => {}
             }
             self.run_any_callbacks();
@@ -795,7 +845,7 @@ impl Client {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        self.flush();
+                        self.flush_queued();
                         return Err(Error::Timeout);
                     }
                     Some(d - now)
@@ -810,15 +860,38 @@ impl Client {
     /// is then taken with [`Client::wait`]).
     ///
     /// # Errors
-    /// [`Error::UnknownPromise`] when none of the ids is known.
+    /// [`Error::UnknownPromise`] when none of the ids is known;
+    /// [`Error::ForeignPromise`] when one belongs to another client.
     pub fn wait_for_any(&mut self, ids: &[PromiseId]) -> Result<PromiseId, Error> {
+        self.wait_for_any_deadline(ids, None)
+    }
+
+    /// As [`Client::wait_for_any`], giving up with [`Error::Timeout`] after
+    /// `timeout`.
+    ///
+    /// # Errors
+    /// As [`Client::wait_for_any`], or [`Error::Timeout`].
+    pub fn wait_for_any_timeout(
+        &mut self,
+        ids: &[PromiseId],
+        timeout: Duration,
+    ) -> Result<PromiseId, Error> {
+        self.wait_for_any_deadline(ids, Some(Instant::now() + timeout))
+    }
+
+    fn wait_for_any_deadline(
+        &mut self,
+        ids: &[PromiseId],
+        deadline: Option<Instant>,
+    ) -> Result<PromiseId, Error> {
+        self.check_own(ids)?;
         loop {
             self.after_io();
             let mut known = false;
             for &id in ids {
                 match self.promises.has_result(id) {
                     Some(true) => {
-                        self.flush();
+                        self.flush_queued();
                         return Ok(id);
                     }
                     Some(false) => known = true,
@@ -833,15 +906,39 @@ impl Client {
                 self.after_io();
                 continue;
             }
-            self.turn(None, true)?;
+            let timeout = self.time_left(deadline)?;
+            self.turn(timeout, true)?;
         }
     }
 
     /// Blocks until every one of `ids` has a result (or is unknown).
     ///
     /// # Errors
-    /// An I/O error of the poller.
+    /// An I/O error of the poller; [`Error::ForeignPromise`] when an id
+    /// belongs to another client.
     pub fn wait_for_all(&mut self, ids: &[PromiseId]) -> Result<(), Error> {
+        self.wait_for_all_deadline(ids, None)
+    }
+
+    /// As [`Client::wait_for_all`], giving up with [`Error::Timeout`] after
+    /// `timeout` (the results that arrived stay with their promises).
+    ///
+    /// # Errors
+    /// As [`Client::wait_for_all`], or [`Error::Timeout`].
+    pub fn wait_for_all_timeout(
+        &mut self,
+        ids: &[PromiseId],
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        self.wait_for_all_deadline(ids, Some(Instant::now() + timeout))
+    }
+
+    fn wait_for_all_deadline(
+        &mut self,
+        ids: &[PromiseId],
+        deadline: Option<Instant>,
+    ) -> Result<(), Error> {
+        self.check_own(ids)?;
         let mut from = 0;
         loop {
             self.after_io();
@@ -850,7 +947,7 @@ impl Client {
                 from += 1;
             }
             if from == ids.len() {
-                self.flush();
+                self.flush_queued();
                 return Ok(());
             }
             self.run_any_callbacks();
@@ -858,7 +955,79 @@ impl Client {
                 self.after_io();
                 continue;
             }
-            self.turn(None, true)?;
+            let timeout = self.time_left(deadline)?;
+            self.turn(timeout, true)?;
+        }
+    }
+
+    /// What is left until `deadline` (`None`: no deadline); at the deadline,
+    /// flushes and fails with [`Error::Timeout`].
+    fn time_left(&mut self, deadline: Option<Instant>) -> Result<Option<Duration>, Error> {
+        let Some(d) = deadline else {
+            return Ok(None);
+        };
+        let now = Instant::now();
+        if now >= d {
+            self.flush_queued();
+            return Err(Error::Timeout);
+        }
+        Ok(Some(d - now))
+    }
+
+    /// Fails with [`Error::ForeignPromise`] when an id was made by another
+    /// client.
+    fn check_own(&self, ids: &[PromiseId]) -> Result<(), Error> {
+        if ids.iter().all(|&id| self.promises.owns(id)) {
+            Ok(())
+        } else {
+            Err(Error::ForeignPromise)
+        }
+    }
+
+    /// Whether a consumer's acks may wait across calls.
+    fn defer_acks(&self) -> bool {
+        self.options.ack_timing == AckTiming::Deferred
+    }
+
+    /// Writes every queued frame — acks (deferred ones too) and publishes —
+    /// to the socket, blocking until they are all in the kernel's send
+    /// buffer or `timeout` passes. Reads meanwhile (so a broker that waits
+    /// for us to read never deadlocks us) but runs no callbacks.
+    ///
+    /// ```no_run
+    /// # use puka::Client;
+    /// # use std::time::Duration;
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// # let d: puka::Delivery = unimplemented!();
+    /// client.basic_ack(&d)?;
+    /// client.flush(Duration::from_secs(1))?; // the ack is on its way
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] when bytes are still queued at the deadline; the
+    /// connection's error when it has ended with bytes unsent.
+    pub fn flush(&mut self, timeout: Duration) -> Result<(), Error> {
+        let deadline = Instant::now() + timeout;
+        self.conn.release_acks();
+        loop {
+            self.write_blocked = false;
+            self.flush_queued();
+            if !self.needs_write() {
+                return Ok(());
+            }
+            if self.sock.is_none() || self.conn.is_closed() {
+                return Err(self
+                    .conn
+                    .error()
+                    .cloned()
+                    .unwrap_or(Error::ConnectionClosed));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::Timeout);
+            }
+            self.turn(Some(deadline - now), true)?;
         }
     }
 
@@ -878,6 +1047,15 @@ impl Client {
             ran += 1;
             self.promises.restore_callback(id, cb);
         }
+        if self.read_paused {
+            self.resume_reading();
+            if self.more_to_read {
+                // In a user's reactor no readiness event comes for bytes
+                // left in the socket: read them now.
+                self.read_ready(false);
+                self.after_io();
+            }
+        }
         while let Some(ev) = self.conn_events.pop_front() {
             let Some(mut cb) = self.conn_callback.take() else {
                 self.conn_events.push_front(ev);
@@ -889,7 +1067,7 @@ impl Client {
                 self.conn_callback = Some(cb);
             }
         }
-        self.flush();
+        self.flush_queued();
         ran
     }
 
@@ -906,7 +1084,7 @@ impl Client {
             self.run_any_callbacks();
             if self.loop_break {
                 self.loop_break = false;
-                self.flush();
+                self.flush_queued();
                 return Ok(());
             }
             if self.sock.is_none() && self.conn.is_closed() {
@@ -917,7 +1095,7 @@ impl Client {
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
-                        self.flush();
+                        self.flush_queued();
                         return Ok(());
                     }
                     Some(d - now)
@@ -988,13 +1166,43 @@ impl Client {
         self.connect_promise
     }
 
-    /// Closes the connection gracefully: flushes, sends `connection.close`
-    /// and resolves on the broker's `close-ok` (or after
-    /// [`Options::close_timeout`]). Pending operations fail with
-    /// [`Error::ConnectionClosed`].
+    /// Closes the connection gracefully. New operations fail at once with
+    /// [`Error::ConnectionClosed`]; the operations in flight — publisher
+    /// confirms included — are awaited and resolve as the broker answers;
+    /// then `connection.close` goes out and the promise resolves on the
+    /// broker's `close-ok`. [`Options::close_timeout`] bounds the whole:
+    /// what is still unsettled then fails with [`Error::OutcomeUnknown`]
+    /// (never a failure that did not happen), and the close goes out (with
+    /// up to [`protocol::CLOSE_OK_GRACE`] more for `close-ok`). Consumers
+    /// end with [`Error::ConnectionClosed`].
+    ///
+    /// ```no_run
+    /// # use puka::Client;
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// let p = client.basic_publish("", "tasks", b"job");
+    /// let closed = client.close();
+    /// client.wait(closed)?;
+    /// client.wait(p)?; // confirmed before the close went out
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     pub fn close(&mut self) -> Promise<()> {
         let timeout = self.options.close_timeout;
-        self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout))
+        let p = self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout));
+        self.flush_queued();
+        p
+    }
+
+    /// Closes the connection without waiting for operations in flight:
+    /// `connection.close` goes out now and the promise resolves on
+    /// `close-ok` (or after [`Options::close_timeout`]). Unconfirmed
+    /// publishes fail with [`Error::OutcomeUnknown`], other pending
+    /// operations with [`Error::ConnectionClosed`]. After [`Client::close`],
+    /// it cuts the wait short.
+    pub fn close_now(&mut self) -> Promise<()> {
+        let timeout = self.options.close_timeout;
+        let p = self.operation(|conn, tag| conn.close_now(tag, Instant::now(), timeout));
+        self.flush_queued();
+        p
     }
 
     /// A pooled-channel operation (the protocol sends it without `no_wait`:
@@ -1095,7 +1303,7 @@ impl Client {
             self.drain_to(self.options.write_high_water / 2);
         } else if queued >= WRITE_BATCH {
             // Hand the socket full batches early, without blocking.
-            self.flush();
+            self.flush_queued();
         }
         self.after_io();
         p
@@ -1148,6 +1356,38 @@ impl Client {
         })
     }
 
+    /// Resolves once the broker has registered every queue of `consumer`
+    /// (each `basic.consume-ok` arrived), with the consumer tags — the
+    /// moment from which exclusive, single-active and priority consumers
+    /// hold, with no sleep needed. Fails with the consumer's error when it
+    /// fails first.
+    ///
+    /// ```no_run
+    /// # use puka::{Client, Consume};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// let consumer = client.basic_consume_with(Consume::queue("jobs").exclusive());
+    /// let ready = client.consumer_ready(consumer);
+    /// let tags: Vec<String> = client.wait(ready)?;
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    pub fn consumer_ready(&mut self, consumer: Promise<Delivery>) -> Promise<Vec<String>> {
+        if let Some(p) = self.refuse_foreign(consumer) {
+            return p;
+        }
+        self.operation(|conn, tag| conn.consumer_ready(tag, consumer.id.tag()))
+    }
+
+    /// A promise failed with [`Error::ForeignPromise`] when `consumer` was
+    /// made by another client (whose consumer ids mean nothing here).
+    fn refuse_foreign<T>(&mut self, consumer: Promise<Delivery>) -> Option<Promise<T>> {
+        if self.promises.owns(consumer.id) {
+            return None;
+        }
+        let id = self.promises.create();
+        self.promises.push(id, Err(Error::ForeignPromise), true);
+        Some(Promise::new(id))
+    }
+
     /// Sets the prefetch window of a consumer's channel (`basic.qos`).
     ///
     /// RabbitMQ applies a per-consumer limit (`global` false) only to
@@ -1163,6 +1403,9 @@ impl Client {
         prefetch_size: u32,
         global: bool,
     ) -> Promise<()> {
+        if let Some(p) = self.refuse_foreign(consumer) {
+            return p;
+        }
         self.operation(|conn, tag| {
             conn.qos(
                 tag,
@@ -1177,6 +1420,9 @@ impl Client {
     /// Cancels a consumer (`basic.cancel`). Deliveries already received stay
     /// valid to ack; the consumer's promise then ends.
     pub fn basic_cancel(&mut self, consumer: Promise<Delivery>) -> Promise<()> {
+        if let Some(p) = self.refuse_foreign(consumer) {
+            return p;
+        }
         self.operation(|conn, tag| {
             conn.cancel(tag, consumer.id.tag());
         })
@@ -1185,6 +1431,9 @@ impl Client {
     /// Asks the broker to redeliver a consumer's unacked messages
     /// (`basic.recover`).
     pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: bool) -> Promise<()> {
+        if let Some(p) = self.refuse_foreign(consumer) {
+            return p;
+        }
         self.operation(|conn, tag| {
             conn.recover(tag, consumer.id.tag(), requeue);
         })
@@ -1342,12 +1591,22 @@ impl mio::event::Source for Client {
     }
 }
 
+/// Dropping a client hands what is queued (publishes, acks) to the socket,
+/// blocking up to [`Options::drop_flush_timeout`], then lets the socket go
+/// without `connection.close`: the broker sees the connection drop, requeues
+/// unacked deliveries, and publisher confirms still in flight are never
+/// learnt. Call [`Client::close`] and wait on it to settle everything.
 impl Drop for Client {
     fn drop(&mut self) {
-        // Hand over what is queued (e.g. acks) without blocking: one last
-        // try, even if the previous write would have blocked.
-        self.write_blocked = false;
         self.conn.release_acks();
-        self.flush();
+        let timeout = self.options.drop_flush_timeout;
+        if timeout.is_zero() || self.conn.is_closed() {
+            // One last try without blocking, even if the previous write
+            // would have blocked.
+            self.write_blocked = false;
+            self.flush_queued();
+        } else {
+            let _ = self.flush(timeout);
+        }
     }
 }

@@ -12,9 +12,11 @@ use std::marker::PhantomData;
 
 /// The id of an operation in flight, typed by what it resolves to.
 ///
-/// It is `Copy` and 8 bytes. It carries a generation, so an id whose result
+/// It is `Copy` and 12 bytes. It carries a generation, so an id whose result
 /// was already taken is reported as [`Error::UnknownPromise`], never
-/// confused with a newer operation that reused its slot.
+/// confused with a newer operation that reused its slot, and the id of the
+/// client that made it, so another client refuses it with
+/// [`Error::ForeignPromise`].
 ///
 /// Publish promises are the exception that keeps publishing lean: they take
 /// no slot (their id is the publish's sequence number), only failures are
@@ -52,7 +54,11 @@ impl<T> PartialEq for Promise<T> {
 impl<T> Eq for Promise<T> {}
 impl<T> fmt::Debug for Promise<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Promise({}#{})", self.id.key, self.id.generation)
+        write!(
+            f,
+            "Promise({}#{}@{})",
+            self.id.key, self.id.generation, self.id.owner
+        )
     }
 }
 
@@ -61,19 +67,21 @@ impl<T> fmt::Debug for Promise<T> {
 pub struct PromiseId {
     pub(crate) key: u32,
     pub(crate) generation: u32,
+    /// The [`Promises`] (so the client) that made it.
+    pub(crate) owner: u32,
 }
 
 impl PromiseId {
     pub(crate) fn tag(self) -> Tag {
         (u64::from(self.generation) << 32) | u64::from(self.key)
     }
+}
 
-    pub(crate) fn from_tag(tag: Tag) -> Self {
-        PromiseId {
-            key: tag as u32,
-            generation: (tag >> 32) as u32,
-        }
-    }
+/// A new owner id for a client's promises: unique in the process.
+fn next_owner() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static OWNERS: AtomicU32 = AtomicU32::new(1);
+    OWNERS.fetch_add(1, Ordering::Relaxed)
 }
 
 impl<T> From<Promise<T>> for PromiseId {
@@ -149,6 +157,18 @@ impl Resolve for Option<Delivery> {
     }
 }
 
+/// A consumer's tags, from [`Client::consumer_ready`].
+impl Resolve for Vec<String> {
+    fn resolve(raw: RawResult) -> Result<Self, Error> {
+        match raw.0? {
+            Raw::Outcome(Outcome::ConsumerTags(tags)) => {
+                Ok(tags.iter().map(|t| t.to_string()).collect())
+            }
+            _ => Err(mismatch()),
+        }
+    }
+}
+
 impl Resolve for Delivery {
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
@@ -179,6 +199,10 @@ pub(crate) struct Slot {
     pub done: bool,
     /// A callback is running (taken out of the slot).
     pub in_callback: bool,
+    /// Ready entries a nested `run_any_callbacks` (from inside this
+    /// promise's own callback) met while the callback was out: put back
+    /// when the callback returns, so no result is stranded.
+    pub missed: usize,
 }
 
 impl fmt::Debug for Slot {
@@ -201,13 +225,16 @@ pub(crate) enum Taken {
     Ready(Result<Raw, Error>),
     Pending,
     Unknown,
+    /// The id belongs to another client.
+    Foreign,
 }
 
 /// Where results wait: a slab for ordinary promises; for publishes, which
 /// can number millions in flight, only the sequence numbers still pending
 /// and the results someone will look at (errors, or those with a callback).
-#[derive(Default)]
 pub(crate) struct Promises {
+    /// Stamped on every id made here; ids of other owners are refused.
+    owner: u32,
     slots: Slab<Slot>,
     generation: u32,
     /// Ids with a callback and a result waiting for it.
@@ -219,6 +246,17 @@ pub(crate) struct Promises {
     /// those whose callback has not run.
     publish_results: HashMap<u64, Result<Raw, Error>>,
     publish_callbacks: HashMap<u64, Callback>,
+    /// Bytes of deliveries held in slots (bodies plus a fixed overhead).
+    buffered_bytes: usize,
+}
+
+/// What one held result counts toward [`Promises::buffered_bytes`].
+fn weight(r: &Result<Raw, Error>) -> usize {
+    match r {
+        Ok(Raw::Delivery(d)) => d.body.len() + std::mem::size_of::<Delivery>(),
+        Ok(Raw::Outcome(Outcome::Get(Some(d)))) => d.body.len() + std::mem::size_of::<Delivery>(),
+        _ => 0,
+    }
 }
 
 impl fmt::Debug for Promises {
@@ -230,12 +268,43 @@ impl fmt::Debug for Promises {
     }
 }
 
+impl Default for Promises {
+    fn default() -> Self {
+        Promises {
+            owner: next_owner(),
+            slots: Slab::new(),
+            generation: 0,
+            ready: VecDeque::new(),
+            next_publish: 0,
+            publish_pending: VecDeque::new(),
+            publish_results: HashMap::new(),
+            publish_callbacks: HashMap::new(),
+            buffered_bytes: 0,
+        }
+    }
+}
+
 fn publish_seq(id: PromiseId) -> Option<u64> {
     (id.key & PUBLISH_BIT != 0)
         .then(|| (u64::from(id.key & !PUBLISH_BIT) << 32) | u64::from(id.generation))
 }
 
 impl Promises {
+    /// The id of this client's operation `tag` (a tag the protocol got from
+    /// [`PromiseId::tag`]).
+    pub fn id_of(&self, tag: Tag) -> PromiseId {
+        PromiseId {
+            key: tag as u32,
+            generation: (tag >> 32) as u32,
+            owner: self.owner,
+        }
+    }
+
+    /// Whether `id` was made by this client.
+    pub fn owns(&self, id: PromiseId) -> bool {
+        id.owner == self.owner
+    }
+
     /// A new ordinary promise.
     pub fn create(&mut self) -> PromiseId {
         self.generation = self.generation.wrapping_add(1);
@@ -246,10 +315,12 @@ impl Promises {
             callback: None,
             done: false,
             in_callback: false,
+            missed: 0,
         });
         PromiseId {
             key: key as u32,
             generation,
+            owner: self.owner,
         }
     }
 
@@ -261,6 +332,7 @@ impl Promises {
         PromiseId {
             key: PUBLISH_BIT | ((seq >> 32) as u32 & !PUBLISH_BIT),
             generation: seq as u32,
+            owner: self.owner,
         }
     }
 
@@ -328,10 +400,16 @@ impl Promises {
             }
             return;
         }
-        let Some(slot) = self.slot_mut(id) else {
+        let w = weight(&result);
+        let Some(slot) = self
+            .slots
+            .get_mut(id.key as usize)
+            .filter(|s| s.generation == id.generation)
+        else {
             return;
         };
         slot.results.push_back(result);
+        self.buffered_bytes += w;
         if last {
             slot.done = true;
         }
@@ -353,6 +431,9 @@ impl Promises {
 
     /// Takes the next result of `id`, freeing its slot when it is spent.
     pub fn take(&mut self, id: PromiseId) -> Taken {
+        if !self.owns(id) {
+            return Taken::Foreign;
+        }
         if let Some(seq) = publish_seq(id) {
             if let Some(r) = self.publish_results.remove(&seq) {
                 self.publish_callbacks.remove(&seq);
@@ -375,6 +456,7 @@ impl Promises {
                 if slot.done && slot.results.is_empty() && !slot.in_callback {
                     self.slots.remove(id.key as usize);
                 }
+                self.buffered_bytes -= weight(&r);
                 Taken::Ready(r)
             }
             None if slot.done => {
@@ -388,7 +470,8 @@ impl Promises {
     /// Whether `id` is a live promise with nothing queued and no callback:
     /// its next result may go straight to a caller waiting on it.
     pub fn is_idle(&self, id: PromiseId) -> bool {
-        publish_seq(id).is_none()
+        self.owns(id)
+            && publish_seq(id).is_none()
             && self.slots.get(id.key as usize).is_some_and(|s| {
                 s.generation == id.generation
                     && s.results.is_empty()
@@ -400,6 +483,9 @@ impl Promises {
 
     /// Whether `id` has a result waiting: `None` when it is unknown.
     pub fn has_result(&self, id: PromiseId) -> Option<bool> {
+        if !self.owns(id) {
+            return None;
+        }
         if let Some(seq) = publish_seq(id) {
             if self.publish_results.contains_key(&seq) {
                 return Some(true);
@@ -418,6 +504,9 @@ impl Promises {
 
     /// Sets the callback of `id`; results already waiting become ready.
     pub fn set_callback(&mut self, id: PromiseId, cb: Callback) {
+        if !self.owns(id) {
+            return;
+        }
         if let Some(seq) = publish_seq(id) {
             if self.publish_is_pending(seq) || self.publish_results.contains_key(&seq) {
                 if self.publish_results.contains_key(&seq) {
@@ -459,6 +548,12 @@ impl Promises {
             return Some(None);
         };
         let Some(cb) = slot.callback.take() else {
+            if slot.in_callback {
+                // Its callback is running further up the stack (it called
+                // `wait` or `run_any_callbacks`): this result waits for it
+                // to return.
+                slot.missed += 1;
+            }
             return Some(None);
         };
         let Some(r) = slot.results.pop_front() else {
@@ -466,6 +561,7 @@ impl Promises {
             return Some(None);
         };
         slot.in_callback = true;
+        self.buffered_bytes -= weight(&r);
         Some(Some((id, cb, r)))
     }
 
@@ -478,11 +574,23 @@ impl Promises {
             return;
         };
         slot.in_callback = false;
+        let missed = std::mem::take(&mut slot.missed);
         if slot.done && slot.results.is_empty() {
             self.slots.remove(id.key as usize);
-        } else if slot.callback.is_none() {
+            return;
+        }
+        if slot.callback.is_none() {
             slot.callback = Some(cb);
         }
+        for _ in 0..missed.min(slot.results.len()) {
+            self.ready.push_back(id);
+        }
+    }
+
+    /// Bytes of received messages held for promises that have not taken
+    /// them.
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered_bytes
     }
 
     /// Number of ids with a callback ready to run.
@@ -540,8 +648,44 @@ mod tests {
         let unknown = PromiseId {
             key: PUBLISH_BIT,
             generation: 5000,
+            owner: p.owner,
         };
         assert!(matches!(p.take(unknown), Taken::Unknown));
+    }
+
+    #[test]
+    fn results_met_while_their_callback_runs_are_not_stranded() {
+        let mut p = Promises::default();
+        let c = p.create();
+        p.set_callback(c, Box::new(|_, _| {}));
+        p.push(c, ok(), false);
+        // The outer run takes the callback out with the first result.
+        let Some(Some((id, cb, _))) = p.pop_ready() else {
+            panic!("a ready callback")
+        };
+        // Inside it, a second result arrives and a nested run meets it.
+        p.push(c, ok(), false);
+        assert!(matches!(p.pop_ready(), Some(None)));
+        assert_eq!(p.ready_len(), 0);
+        // When the outer callback returns, the result is ready again.
+        p.restore_callback(id, cb);
+        assert_eq!(p.ready_len(), 1);
+        assert!(matches!(p.pop_ready(), Some(Some(_))));
+    }
+
+    #[test]
+    fn ids_of_another_owner_are_foreign() {
+        let mut a = Promises::default();
+        let mut b = Promises::default();
+        let pa = a.create();
+        let pb = b.create();
+        assert_eq!((pa.key, pa.generation), (pb.key, pb.generation));
+        b.push(pb, ok(), true);
+        assert!(matches!(b.take(pa), Taken::Foreign));
+        assert_eq!(b.has_result(pa), None);
+        assert!(matches!(b.take(pb), Taken::Ready(Ok(_))));
+        let publish = a.create_publish();
+        assert!(matches!(b.take(publish), Taken::Foreign));
     }
 
     #[test]

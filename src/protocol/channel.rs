@@ -3,7 +3,7 @@
 
 use super::Delivery;
 use super::Tag;
-use crate::codec::ShortString;
+use crate::codec::{Method, ShortString};
 use crate::error::Reply;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -19,14 +19,26 @@ pub(super) enum Role {
     Consumer(Consumer),
 }
 
+/// One queue of a consumer: its consumer tag and the queue it names.
+#[derive(Debug, Clone)]
+pub(super) struct TagQueue {
+    pub tag: ShortString,
+    pub queue: ShortString,
+}
+
 #[derive(Debug)]
 pub(super) struct Consumer {
     /// The consume operation's tag.
     pub tag: Tag,
     pub no_ack: bool,
     /// Consumer tags confirmed by `basic.consume-ok` and not cancelled.
-    pub tags: Vec<ShortString>,
-    pub pending_consume_oks: usize,
+    pub tags: Vec<TagQueue>,
+    /// `basic.consume` sent, `consume-ok` not yet received, in the order
+    /// sent.
+    pub pending: VecDeque<TagQueue>,
+    /// Operations waiting for every queue to be registered
+    /// ([`super::Connection::consumer_ready`]).
+    pub ready_waiters: Vec<Tag>,
     /// The user's cancel operation, while it runs.
     pub cancelling: Option<Tag>,
     /// No more deliveries will be reported for this consumer.
@@ -40,12 +52,45 @@ pub(super) struct Consumer {
 }
 
 impl Consumer {
+    /// Whether `consumer_tag` is one of this consumer's confirmed tags.
+    pub fn has_tag(&self, consumer_tag: &[u8]) -> bool {
+        self.tags.iter().any(|t| t.tag.as_bytes() == consumer_tag)
+    }
+
+    /// Moves the queue `consume-ok` answers from pending to confirmed: the
+    /// entry with that tag (the client names every queue's tag).
+    pub fn confirm(&mut self, consumer_tag: ShortString) {
+        let i = self
+            .pending
+            .iter()
+            .position(|p| p.tag == consumer_tag)
+            .unwrap_or(0);
+        let queue = match self.pending.remove(i) {
+            Some(p) => p.queue,
+            None => ShortString::from_static(""),
+        };
+        self.tags.push(TagQueue {
+            tag: consumer_tag,
+            queue,
+        });
+    }
+
+    /// Removes `consumer_tag` (confirmed or pending) and returns its queue.
+    pub fn forget(&mut self, consumer_tag: &ShortString) -> Option<ShortString> {
+        if let Some(i) = self.tags.iter().position(|t| t.tag == *consumer_tag) {
+            return Some(self.tags.remove(i).queue);
+        }
+        let i = self.pending.iter().position(|t| t.tag == *consumer_tag)?;
+        self.pending.remove(i).map(|t| t.queue)
+    }
+
     pub fn new(tag: Tag, no_ack: bool) -> Self {
         Consumer {
             tag,
             no_ack,
             tags: Vec::new(),
-            pending_consume_oks: 0,
+            pending: VecDeque::new(),
+            ready_waiters: Vec::new(),
             cancelling: None,
             ended: false,
             direct_reply_to: false,
@@ -69,12 +114,19 @@ pub(super) enum Expect {
     Get {
         tag: Tag,
         no_ack: bool,
+        queue: ShortString,
     },
     /// A request answered by one method of `class`/`method`.
     Op {
         tag: Tag,
         class: u16,
         method: u16,
+    },
+    /// `tx.commit-ok` or `tx.rollback-ok` of one channel of a transaction
+    /// that spans several (see `Connection::tx_commit`).
+    TxEnd {
+        group: u64,
+        rollback: bool,
     },
 }
 
@@ -99,6 +151,38 @@ impl Expect {
             Expect::TxSelectOk(_) => "tx.select-ok",
             Expect::Get { .. } => "basic.get-ok or basic.get-empty",
             Expect::Op { .. } => "a method reply",
+            Expect::TxEnd {
+                rollback: false, ..
+            } => "tx.commit-ok",
+            Expect::TxEnd { rollback: true, .. } => "tx.rollback-ok",
+        }
+    }
+
+    /// Whether `method` is the reply this waits for. RabbitMQ may answer a
+    /// channel's requests out of order (`basic.consume-ok` comes from the
+    /// queue and can follow the `basic.qos-ok` of a later `basic.qos`), so
+    /// a reply goes to the first request it answers, not to the oldest.
+    pub fn accepts(&self, method: &Method) -> bool {
+        match (self, method) {
+            (Expect::OpenOk, Method::ChannelOpenOk(_))
+            | (Expect::ConfirmSelectOk, Method::ConfirmSelectOk(_))
+            | (Expect::CloseOk, Method::ChannelCloseOk(_))
+            | (Expect::ConsumeOk, Method::BasicConsumeOk(_))
+            | (Expect::CancelOk, Method::BasicCancelOk(_))
+            | (Expect::Qos(_), Method::BasicQosOk(_))
+            | (Expect::TxSelectOk(_), Method::TxSelectOk(_))
+            | (Expect::Get { .. }, Method::BasicGetOk(_) | Method::BasicGetEmpty(_))
+            | (
+                Expect::TxEnd {
+                    rollback: false, ..
+                },
+                Method::TxCommitOk(_),
+            )
+            | (Expect::TxEnd { rollback: true, .. }, Method::TxRollbackOk(_)) => true,
+            (Expect::Op { class, method, .. }, m) => {
+                m.class_id() == *class && m.method_id() == *method
+            }
+            _ => false,
         }
     }
 }
@@ -127,7 +211,11 @@ pub(super) enum IncomingKind {
     /// A delivery to the consume operation `tag`.
     Deliver { tag: Tag, no_ack: bool },
     /// The answer to the `basic.get` operation `tag`.
-    GetOk { tag: Tag, no_ack: bool },
+    GetOk {
+        tag: Tag,
+        no_ack: bool,
+        queue: ShortString,
+    },
     /// A returned message, with the broker's reply.
     Return {
         reply_code: u16,
@@ -183,6 +271,18 @@ pub(super) struct Channel {
     pub pending_ack: Option<u64>,
     /// How many deliveries that coalesced ack settles.
     pub pending_ack_count: usize,
+    /// The highest delivery tag received: tags must rise, or coalesced acks
+    /// would settle the wrong range.
+    pub last_delivery_tag: u64,
+    /// The channel is transactional (`tx.select-ok` received).
+    pub tx: bool,
+    /// Deliveries settled (acked, nacked, rejected) since the last commit
+    /// or rollback, while transactional: a rollback makes them outstanding
+    /// again (the broker keeps them unacked).
+    pub tx_settled: Vec<u64>,
+    /// A `basic.get` of this queue left deliveries outstanding here: the
+    /// channel stays out of the pool until they are settled.
+    pub held_get: Option<ShortString>,
 }
 
 impl Channel {
@@ -200,6 +300,10 @@ impl Channel {
             pending_return: None,
             pending_ack: None,
             pending_ack_count: 0,
+            last_delivery_tag: 0,
+            tx: false,
+            tx_settled: Vec::new(),
+            held_get: None,
         }
     }
 
@@ -218,11 +322,31 @@ impl Channel {
             }
         };
         if multiple {
-            self.unacked.drain(..=i);
+            if self.tx {
+                self.tx_settled.extend(self.unacked.drain(..=i));
+            } else {
+                self.unacked.drain(..=i);
+            }
             Some(i + 1)
         } else {
-            self.unacked.remove(i);
+            if let Some(t) = self.unacked.remove(i) {
+                if self.tx {
+                    self.tx_settled.push(t);
+                }
+            }
             Some(1)
         }
+    }
+
+    /// A rollback: what was settled in the transaction is outstanding again.
+    pub fn unsettle_rolled_back(&mut self) {
+        if self.tx_settled.is_empty() {
+            return;
+        }
+        let mut all: Vec<u64> = self.unacked.drain(..).collect();
+        all.append(&mut self.tx_settled);
+        all.sort_unstable();
+        all.dedup();
+        self.unacked = all.into();
     }
 }

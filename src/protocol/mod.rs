@@ -36,7 +36,9 @@ use crate::codec::wire::Reader;
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
 use bytes::{Bytes, BytesMut};
-use channel::{Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, Unconfirmed};
+use channel::{
+    Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, TagQueue, Unconfirmed,
+};
 use negotiate::Tuned;
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
@@ -56,6 +58,25 @@ pub enum Confirms {
     On,
     /// Off: a publish resolves once its frames are handed to the socket.
     Off,
+}
+
+/// When a consumer's acks are handed to the socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AckTiming {
+    /// By the end of the call into the client that follows the ack (the
+    /// next `wait`, `run_loop`, `run_any_callbacks` or `flush` returns with
+    /// it in the kernel's send buffer); acks made within one call coalesce
+    /// into one frame. Python puka's guarantee, and the default.
+    #[default]
+    Prompt,
+    /// A consumer's acks may wait, across calls, while fewer than half of
+    /// its prefetch window are outstanding (never with a prefetch of 1, nor
+    /// after `basic.qos`): they go out with the next write, or after
+    /// [`ACK_DELAY`]. Fewer writes under load; the cost is that a client
+    /// that dies (or is dropped without `close`) right after acking may
+    /// leave up to half a prefetch window of acked messages to be
+    /// redelivered.
+    Deferred,
 }
 
 /// The SASL mechanism used to authenticate.
@@ -95,6 +116,8 @@ pub struct Config {
     pub connect_timeout: Option<Duration>,
     /// Authentication mechanism.
     pub mechanism: Mechanism,
+    /// When a consumer's acks go out.
+    pub ack_timing: AckTiming,
 }
 
 /// The default limit on an incoming message body: 64 MiB.
@@ -114,6 +137,7 @@ impl Default for Config {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             connect_timeout: Some(Duration::from_secs(30)),
             mechanism: Mechanism::Plain,
+            ack_timing: AckTiming::Prompt,
         }
     }
 }
@@ -131,6 +155,7 @@ impl std::fmt::Debug for Config {
             .field("max_message_size", &self.max_message_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("mechanism", &self.mechanism)
+            .field("ack_timing", &self.ack_timing)
             .finish()
     }
 }
@@ -147,6 +172,8 @@ pub enum Outcome {
     MessageCount(u32),
     /// `basic.get`: a message, or `None` when the queue was empty.
     Get(Option<Delivery>),
+    /// Every queue of a consumer is registered: its consumer tags.
+    ConsumerTags(Vec<ShortString>),
 }
 
 /// What the connection reports to its caller.
@@ -188,6 +215,25 @@ pub enum Event {
     Closed(Error),
 }
 
+/// Whether transactions are in use (RabbitMQ's `tx` class).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxState {
+    /// No `tx.select` succeeded.
+    Off,
+    /// The publish channel is transactional, and so is every channel that
+    /// holds deliveries.
+    Active,
+}
+
+/// A commit or rollback spanning several channels.
+#[derive(Debug)]
+struct TxGroup {
+    group: u64,
+    tag: Tag,
+    remaining: usize,
+    error: Option<Error>,
+}
+
 /// One queue of a consume operation.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConsumeQueue {
@@ -209,12 +255,30 @@ enum State {
     AwaitSecureOrTune,
     AwaitOpenOk,
     Open,
+    /// A graceful close: no new operations; replies and confirms of those
+    /// in flight are awaited until `deadline`, then `connection.close` goes
+    /// out and `tag` completes on its `close-ok`.
+    Draining {
+        tag: Tag,
+        deadline: Instant,
+    },
     /// We sent `connection.close` and wait for `close-ok`.
     Closing,
     Closed,
 }
 
+impl State {
+    /// Open for frames: the handshake is done and no close was sent.
+    fn is_live(self) -> bool {
+        matches!(self, State::Open | State::Draining { .. })
+    }
+}
+
 const READ_CHUNK: usize = 64 * 1024;
+
+/// How long a graceful close that used its whole timeout still waits for
+/// the broker's `close-ok`.
+pub const CLOSE_OK_GRACE: Duration = Duration::from_secs(1);
 
 /// The longest a consumer's ack waits for a write to ride on.
 pub const ACK_DELAY: Duration = Duration::from_millis(5);
@@ -225,6 +289,14 @@ const UNLIMITED_WINDOW: usize = 2000;
 /// RabbitMQ's pseudo-queue for direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
+
+/// The next channel epoch: unique across every connection of the process
+/// (a `u32` that wraps after four billion channel opens).
+fn next_epoch() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static EPOCHS: AtomicU32 = AtomicU32::new(1);
+    EPOCHS.fetch_add(1, Ordering::Relaxed)
+}
 
 /// The AMQP 0-9-1 client protocol state machine. See the module docs.
 #[derive(Debug)]
@@ -256,8 +328,14 @@ pub struct Connection {
     acks_due: bool,
     /// When deferred acks go out even if nothing else is written.
     ack_deadline: Option<Instant>,
-    tx_mode: bool,
-    epochs: u32,
+    /// Transactions: whether the publish channel is (to be) transactional.
+    tx: TxState,
+    /// Pooled channels that hold unsettled `basic.get` deliveries, by queue:
+    /// the next get of that queue runs there.
+    held_gets: std::collections::HashMap<ShortString, u16>,
+    /// Commits and rollbacks in flight, each spanning several channels.
+    tx_groups: Vec<TxGroup>,
+    next_tx_group: u64,
     connect_tag: Option<Tag>,
     close_tag: Option<Tag>,
     server_properties: FieldTable,
@@ -304,8 +382,10 @@ impl Connection {
             ack_channels: Vec::new(),
             acks_due: false,
             ack_deadline: None,
-            tx_mode: false,
-            epochs: 0,
+            tx: TxState::Off,
+            held_gets: std::collections::HashMap::new(),
+            tx_groups: Vec::new(),
+            next_tx_group: 0,
             connect_tag: Some(connect_tag),
             close_tag: None,
             server_properties: FieldTable::new(),
@@ -462,6 +542,7 @@ impl Connection {
                 break;
             }
         }
+        self.poll_drain(now);
     }
 
     /// Before `connection.start`, a server sends a method frame or (when it
@@ -502,9 +583,14 @@ impl Connection {
             self.finish(Error::ConnectionClosed);
             return;
         }
-        if self.state == State::AwaitSecureOrTune && e.kind() == io::ErrorKind::UnexpectedEof {
+        if self.state == State::AwaitSecureOrTune
+            && e.kind() == io::ErrorKind::UnexpectedEof
+            && !self.server_capability("authentication_failure_close")
+        {
             // Brokers without authentication_failure_close drop the socket
-            // after a bad login.
+            // after a bad login. (With it, as RabbitMQ has, a refused login
+            // comes as connection.close 403: an end of stream is just a
+            // broken connection.)
             self.finish(Error::AccessRefused(Reply {
                 connection: true,
                 ..Reply::new(
@@ -515,6 +601,16 @@ impl Connection {
             return;
         }
         self.finish(Error::io(e));
+    }
+
+    /// Whether the broker's `connection.start` advertised `capability`.
+    fn server_capability(&self, capability: &str) -> bool {
+        self.server_properties
+            .get("capabilities")
+            .and_then(|c| c.as_table())
+            .and_then(|c| c.get(capability))
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false)
     }
 
     /// When [`Connection::handle_timeout`] next needs to be called.
@@ -530,7 +626,10 @@ impl Connection {
         };
         earliest(self.close_deadline);
         earliest(self.ack_deadline());
-        if self.tuned.heartbeat > 0 && matches!(self.state, State::Open | State::Closing) {
+        if let State::Draining { deadline, .. } = self.state {
+            earliest(Some(deadline));
+        }
+        if self.tuned.heartbeat > 0 && (self.state.is_live() || self.state == State::Closing) {
             earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
             earliest(Some(self.last_recv + self.dead_after()));
         }
@@ -558,6 +657,7 @@ impl Connection {
         if self.ack_deadline.is_some_and(|d| now >= d) {
             self.emit_pending_acks();
         }
+        self.poll_drain(now);
         if self.close_deadline.is_some_and(|d| now >= d) {
             let e = if self.close_tag.is_some() {
                 Error::ConnectionClosed
@@ -567,7 +667,7 @@ impl Connection {
             self.finish(e);
             return;
         }
-        if self.tuned.heartbeat == 0 || !matches!(self.state, State::Open | State::Closing) {
+        if self.tuned.heartbeat == 0 || !(self.state.is_live() || self.state == State::Closing) {
             return;
         }
         if now >= self.last_recv + self.dead_after() {
@@ -631,6 +731,9 @@ impl Connection {
             }
             self.flush_marks.pop_front();
             self.written.push_back(tag);
+        }
+        if matches!(self.state, State::Draining { .. }) && self.flush_marks.is_empty() {
+            self.poll_drain(self.last_recv);
         }
         Ok(total)
     }
@@ -752,19 +855,35 @@ impl Connection {
         if self.refuse(tag) {
             return;
         }
-        let Some(ch) = self.take_pooled_channel() else {
+        let queue = ShortString::from(queue);
+        // A message that needs an ack pins its channel until it is settled
+        // (a channel error would take the message back): while a
+        // transaction is selected the get runs on the transactional publish
+        // channel; otherwise on the channel already holding messages of this
+        // queue, or on a pooled one.
+        let channel = if self.tx == TxState::Active && !no_ack {
+            self.publish_channel()
+        } else {
+            match self.held_gets.get(&queue) {
+                Some(&ch) if !no_ack => Some(ch),
+                _ => self.take_pooled_channel(),
+            }
+        };
+        let Some(ch) = channel else {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
         let m = Method::BasicGet(BasicGet {
-            queue: queue.into(),
+            queue: queue.clone(),
             no_ack,
         });
         if self.send_method(ch, &m).is_err() {
             self.release_on_encode_error(ch, tag);
             return;
         }
-        self.chan(ch).expect.push_back(Expect::Get { tag, no_ack });
+        self.chan(ch)
+            .expect
+            .push_back(Expect::Get { tag, no_ack, queue });
     }
 
     /// Publishes a message on the publish channel. With confirms, `tag`
@@ -797,7 +916,7 @@ impl Connection {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
-        let open = self.state == State::Open;
+        let open = self.state.is_live();
         let frame_max = self.tuned.frame_max;
         let out = if open {
             &mut self.write_buf
@@ -819,7 +938,7 @@ impl Connection {
             return;
         }
         self.sent_since_heartbeat = true;
-        let confirms = self.confirms && !self.tx_mode && !direct;
+        let confirms = self.confirms && self.tx == TxState::Off && !direct;
         if confirms {
             let c = self.chan(ch);
             c.next_seq += 1;
@@ -848,6 +967,31 @@ impl Connection {
         if self.refuse(tag) {
             return;
         }
+        // RabbitMQ answers a consumer tag used twice on one channel with
+        // 530 NOT_ALLOWED, which closes the whole connection: refuse it here,
+        // before anything is sent.
+        for (i, q) in queues.iter().enumerate() {
+            if !q.consumer_tag.is_empty()
+                && queues[..i].iter().any(|p| p.consumer_tag == q.consumer_tag)
+            {
+                self.complete(
+                    tag,
+                    Err(Error::InvalidArgument(CodecError::InvalidValue(
+                        "the same consumer tag is given for two queues of one consumer",
+                    ))),
+                );
+                return;
+            }
+        }
+        if queues.is_empty() {
+            self.complete(
+                tag,
+                Err(Error::InvalidArgument(CodecError::InvalidValue(
+                    "a consumer needs at least one queue",
+                ))),
+            );
+            return;
+        }
         let mut consumer = Consumer::new(tag, no_ack);
         consumer.prefetch = prefetch_count;
         consumer.direct_reply_to = queues.iter().any(|q| q.queue == DIRECT_REPLY_TO);
@@ -855,6 +999,11 @@ impl Connection {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
+        if self.tx == TxState::Active && !no_ack {
+            // Acks are transactional like publishes while a transaction is
+            // selected (see `tx_select`).
+            self.select_tx(ch);
+        }
         if prefetch_count > 0 {
             let m = Method::BasicQos(BasicQos {
                 prefetch_size: 0,
@@ -864,10 +1013,19 @@ impl Connection {
             let _ = self.send_method(ch, &m);
             self.chan(ch).expect.push_back(Expect::Qos(None));
         }
-        for q in queues {
+        let epoch = self.chan(ch).epoch;
+        for (i, q) in queues.into_iter().enumerate() {
+            // Every queue gets a tag chosen here, so the consume-ok (which
+            // RabbitMQ may send out of order) and a later server cancel name
+            // the queue they are about.
+            let consumer_tag = if q.consumer_tag.is_empty() {
+                ShortString::from(format!("puka.ctag-{epoch}.{i}"))
+            } else {
+                q.consumer_tag
+            };
             let m = Method::BasicConsume(BasicConsume {
-                queue: q.queue,
-                consumer_tag: q.consumer_tag,
+                queue: q.queue.clone(),
+                consumer_tag: consumer_tag.clone(),
                 no_local: q.no_local,
                 no_ack,
                 exclusive: q.exclusive,
@@ -881,8 +1039,36 @@ impl Connection {
             let c = self.chan(ch);
             c.expect.push_back(Expect::ConsumeOk);
             if let Role::Consumer(k) = &mut c.role {
-                k.pending_consume_oks += 1;
+                k.pending.push_back(TagQueue {
+                    tag: consumer_tag,
+                    queue: q.queue,
+                });
             }
+        }
+    }
+
+    /// Completes `tag` with [`Outcome::ConsumerTags`] once every queue of the
+    /// consumer started by `consume_tag` is registered at the broker (its
+    /// `basic.consume-ok` arrived), or fails it when the consumer fails
+    /// first.
+    pub fn consumer_ready(&mut self, tag: Tag, consume_tag: Tag) {
+        if self.refuse(tag) {
+            return;
+        }
+        let Some(ch) = self.consumer_channel(consume_tag) else {
+            self.complete(tag, Err(Error::UnknownPromise));
+            return;
+        };
+        let Role::Consumer(k) = &mut self.chan(ch).role else {
+            return;
+        };
+        if k.ended {
+            self.complete(tag, Err(Error::UnknownPromise));
+        } else if k.pending.is_empty() {
+            let tags = k.tags.iter().map(|t| t.tag.clone()).collect();
+            self.complete(tag, Ok(Outcome::ConsumerTags(tags)));
+        } else {
+            k.ready_waiters.push(tag);
         }
     }
 
@@ -905,7 +1091,7 @@ impl Connection {
             }
             Role::Consumer(c) => {
                 c.cancelling = Some(tag);
-                c.tags.clone()
+                c.tags.iter().map(|t| t.tag.clone()).collect()
             }
             _ => Vec::new(),
         };
@@ -1022,10 +1208,16 @@ impl Connection {
         })
     }
 
-    /// `tx.select` on the publish channel. Publishes are then transactional
-    /// (and not confirmed) until the connection ends; the broker refuses it
-    /// on a channel already in confirm mode, so use it with
+    /// `tx.select`: publishes, and the acks, nacks and rejects of every
+    /// delivery received, become transactional until the connection ends
+    /// (`tx_commit` applies them, `tx_rollback` discards them). The broker
+    /// refuses it on a channel already in confirm mode, so use it with
     /// [`Confirms::Off`].
+    ///
+    /// It selects the publish channel, and once that succeeds every channel
+    /// holding deliveries (consumers' and `basic.get`'s) before `tag`
+    /// completes; consumers started later are selected as they open, and
+    /// `basic.get` then runs on the publish channel.
     pub fn tx_select(&mut self, tag: Tag) {
         if self.refuse(tag) {
             return;
@@ -1042,41 +1234,141 @@ impl Connection {
             .push_back(Expect::TxSelectOk(Some(tag)));
     }
 
-    /// `tx.commit` on the publish channel.
+    /// The publish channel is transactional: so become the channels that
+    /// hold deliveries.
+    fn on_tx_select_ok(&mut self, tag: Tag) {
+        self.tx = TxState::Active;
+        if let Some(ch) = self.publish_channel {
+            self.chan(ch).tx = true;
+        }
+        let others: Vec<u16> = self
+            .channels
+            .iter()
+            .flatten()
+            .filter(|c| {
+                !c.tx
+                    && !c.closing
+                    && match &c.role {
+                        Role::Consumer(k) => !k.no_ack && !k.ended,
+                        Role::Pool => c.held_get.is_some(),
+                        Role::Publish => false,
+                    }
+            })
+            .map(|c| c.id)
+            .collect();
+        for ch in others {
+            self.select_tx(ch);
+        }
+        self.complete(tag, Ok(Outcome::Done));
+    }
+
+    /// Sends `tx.select` on a channel that holds deliveries.
+    fn select_tx(&mut self, ch: u16) {
+        let _ = self.send_method(ch, &Method::TxSelect(TxSelect {}));
+        let c = self.chan(ch);
+        c.tx = true;
+        c.expect.push_back(Expect::TxSelectOk(None));
+    }
+
+    /// `tx.commit` on every transactional channel; `tag` completes when all
+    /// have committed (or fails with the first error).
     pub fn tx_commit(&mut self, tag: Tag) {
-        self.tx(tag, Method::TxCommit(TxCommit {}), TxCommitOk::METHOD_ID);
+        self.tx_end(tag, Method::TxCommit(TxCommit {}), false);
     }
 
-    /// `tx.rollback` on the publish channel.
+    /// `tx.rollback` on every transactional channel. Acks made in the
+    /// transaction are undone: those deliveries are outstanding again (the
+    /// broker keeps them unacked; ack them again, or they are requeued when
+    /// their channel closes).
     pub fn tx_rollback(&mut self, tag: Tag) {
-        self.tx(
-            tag,
-            Method::TxRollback(TxRollback {}),
-            TxRollbackOk::METHOD_ID,
-        );
+        self.tx_end(tag, Method::TxRollback(TxRollback {}), true);
     }
 
-    fn tx(&mut self, tag: Tag, method: Method, reply: u16) {
+    fn tx_end(&mut self, tag: Tag, method: Method, rollback: bool) {
         if self.refuse(tag) {
             return;
         }
-        let Some(ch) = self.publish_channel() else {
+        let Some(publish) = self.publish_channel() else {
             self.complete(tag, Err(self.no_channel_error()));
             return;
         };
-        let _ = self.send_method(ch, &method);
-        self.chan(ch).expect.push_back(Expect::Op {
+        let mut chans: Vec<u16> = vec![publish];
+        chans.extend(
+            self.channels
+                .iter()
+                .flatten()
+                .filter(|c| c.tx && !c.closing && c.id != publish)
+                .map(|c| c.id),
+        );
+        let group = self.next_tx_group;
+        self.next_tx_group += 1;
+        self.tx_groups.push(TxGroup {
+            group,
             tag,
-            class: TxSelect::CLASS_ID,
-            method: reply,
+            remaining: chans.len(),
+            error: None,
         });
+        for ch in chans {
+            let _ = self.send_method(ch, &method);
+            self.chan(ch)
+                .expect
+                .push_back(Expect::TxEnd { group, rollback });
+        }
     }
 
-    /// Closes the connection gracefully: `connection.close`, then `tag`
-    /// completes on `close-ok` (or when `timeout` passes). Operations still
-    /// pending then fail with [`Error::ConnectionClosed`].
+    /// One channel of the commit or rollback `group` finished (`err`: it
+    /// failed); the operation completes with the last.
+    fn tx_part_done(&mut self, group: u64, err: Option<Error>) {
+        let Some(i) = self.tx_groups.iter().position(|g| g.group == group) else {
+            return;
+        };
+        let g = &mut self.tx_groups[i];
+        g.remaining -= 1;
+        if g.error.is_none() {
+            g.error = err;
+        }
+        if g.remaining == 0 {
+            let g = self.tx_groups.swap_remove(i);
+            let result = match g.error {
+                Some(e) => Err(e),
+                None => Ok(Outcome::Done),
+            };
+            self.complete(g.tag, result);
+        }
+    }
+
+    /// Closes the connection gracefully. New operations are refused at once;
+    /// the replies and publisher confirms of those in flight are awaited,
+    /// then `connection.close` goes out and `tag` completes on `close-ok`.
+    /// `timeout` bounds the whole: what is still unsettled when it passes
+    /// fails with [`Error::OutcomeUnknown`], and the connection is closed.
+    /// Consumers end with [`Error::ConnectionClosed`].
     pub fn close(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        if self.state == State::Open {
+            self.state = State::Draining {
+                tag,
+                deadline: now + timeout,
+            };
+            self.poll_drain(now);
+            return;
+        }
+        self.close_now(tag, now, timeout);
+    }
+
+    /// Closes the connection without waiting for operations in flight:
+    /// `connection.close` goes out now, and `tag` completes on `close-ok`
+    /// (or when `timeout` passes). Unconfirmed publishes then fail with
+    /// [`Error::OutcomeUnknown`], other pending operations with
+    /// [`Error::ConnectionClosed`].
+    pub fn close_now(&mut self, tag: Tag, now: Instant, timeout: Duration) {
         match self.state {
+            State::Draining { tag: first, .. } => {
+                // The first close gives up waiting; it completes with this.
+                self.close_tag = Some(first);
+                self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+                self.close_deadline = Some(now + timeout);
+                self.complete(tag, Ok(Outcome::Done));
+            }
             State::Closed => {
                 let result = match &self.dead {
                     Some(Error::ConnectionClosed) | None => Ok(Outcome::Done),
@@ -1104,6 +1396,81 @@ impl Connection {
         }
     }
 
+    /// Whether an operation (other than a consumer's stream) waits for the
+    /// broker: a reply, a publisher confirm, or the write of a publish.
+    fn has_outstanding(&self) -> bool {
+        if !self.flush_marks.is_empty()
+            || !self.deferred_marks.is_empty()
+            || !self.tx_groups.is_empty()
+        {
+            return true;
+        }
+        self.channels.iter().flatten().any(|c| {
+            !c.unconfirmed.is_empty()
+                || c.expect.iter().any(|e| e.tag().is_some())
+                || matches!(
+                    c.incoming,
+                    Some(Incoming {
+                        kind: IncomingKind::GetOk { .. },
+                        ..
+                    })
+                )
+                || matches!(&c.role, Role::Consumer(k) if k.cancelling.is_some())
+        })
+    }
+
+    /// A graceful close: once nothing is outstanding (or at the deadline,
+    /// failing what still is with an unknown outcome), `connection.close`.
+    fn poll_drain(&mut self, now: Instant) {
+        let State::Draining { tag, deadline } = self.state else {
+            return;
+        };
+        if now < deadline && self.has_outstanding() {
+            return;
+        }
+        let unknown = Error::ConnectionClosed.unknown_outcome();
+        for id in 0..self.channels.len() {
+            let Some(c) = self.channels[id].as_mut() else {
+                continue;
+            };
+            let mut tags: Vec<Tag> = c.unconfirmed.drain(..).map(|u| u.tag).collect();
+            c.expect.retain(|e| match e.tag() {
+                Some(t) => {
+                    tags.push(t);
+                    false
+                }
+                None => true,
+            });
+            if let Some(Incoming {
+                kind: IncomingKind::GetOk { tag, .. },
+                ..
+            }) = c.incoming
+            {
+                tags.push(tag);
+                c.incoming = None;
+            }
+            if let Role::Consumer(k) = &mut c.role {
+                tags.extend(k.cancelling.take());
+            }
+            for t in tags {
+                self.complete(t, Err(unknown.clone()));
+            }
+        }
+        for (_, t) in std::mem::take(&mut self.flush_marks) {
+            self.complete(t, Err(unknown.clone()));
+        }
+        for g in std::mem::take(&mut self.tx_groups) {
+            self.complete(g.tag, Err(unknown.clone()));
+        }
+        self.close_tag = Some(tag);
+        self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+        self.close_deadline = Some(if now < deadline {
+            deadline
+        } else {
+            now + CLOSE_OK_GRACE
+        });
+    }
+
     // ------------------------------------------------------------------
     // Internals: channels.
 
@@ -1121,8 +1488,9 @@ impl Connection {
 
     fn refuse(&mut self, tag: Tag) -> bool {
         let err = match self.state {
-            State::Closed => self.dead.clone().unwrap_or(Error::ConnectionClosed),
-            State::Closing => self.dead.clone().unwrap_or(Error::ConnectionClosed),
+            State::Closed | State::Closing | State::Draining { .. } => {
+                self.dead.clone().unwrap_or(Error::ConnectionClosed)
+            }
             _ => return false,
         };
         self.complete(tag, Err(err));
@@ -1138,7 +1506,7 @@ impl Connection {
 
     fn out(&mut self) -> &mut BytesMut {
         self.sent_since_heartbeat = true;
-        if self.state == State::Open || self.state == State::Closing {
+        if self.state.is_live() || self.state == State::Closing {
             &mut self.write_buf
         } else {
             &mut self.deferred
@@ -1188,8 +1556,12 @@ impl Connection {
 
     fn open_channel(&mut self, role: Role) -> Option<u16> {
         let id = self.allocate_id()?;
-        self.epochs = self.epochs.wrapping_add(1);
-        self.channels[usize::from(id)] = Some(Channel::new(id, self.epochs, role));
+        // Epochs are unique in the process, not just in this connection: a
+        // delivery from another connection (or an earlier one) never names
+        // a channel here, so its ack fails locally instead of acking some
+        // other message.
+        let epoch = next_epoch();
+        self.channels[usize::from(id)] = Some(Channel::new(id, epoch, role));
         let _ = self.send_method(id, &Method::ChannelOpen(ChannelOpen {}));
         self.chan(id).expect.push_back(Expect::OpenOk);
         Some(id)
@@ -1216,7 +1588,7 @@ impl Connection {
             Confirms::Auto => self.state == State::AwaitStart || self.confirms,
         };
         self.confirms = want;
-        if self.tx_mode {
+        if self.tx == TxState::Active {
             // A replaced publish channel stays transactional.
             let _ = self.send_method(id, &Method::TxSelect(TxSelect {}));
             self.chan(id).expect.push_back(Expect::TxSelectOk(None));
@@ -1256,10 +1628,30 @@ impl Connection {
 
     fn maybe_idle(&mut self, ch: u16) {
         if let Some(c) = self.chan_opt(ch) {
-            if matches!(c.role, Role::Pool) && c.expect.is_empty() && !c.closing {
+            if matches!(c.role, Role::Pool)
+                && c.expect.is_empty()
+                && !c.closing
+                && c.held_get.is_none()
+            {
                 self.idle.push(ch);
             }
         }
+    }
+
+    /// A pooled channel whose `basic.get` deliveries are all settled goes
+    /// back to the pool.
+    fn release_held_get(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        if !c.unacked.is_empty() || c.incoming.is_some() {
+            return;
+        }
+        let Some(queue) = c.held_get.take() else {
+            return;
+        };
+        if self.held_gets.get(&queue) == Some(&ch) {
+            self.held_gets.remove(&queue);
+        }
+        self.maybe_idle(ch);
     }
 
     fn settle(
@@ -1269,7 +1661,7 @@ impl Connection {
         is_ack: bool,
         method: impl FnOnce(u64) -> Method,
     ) -> Result<(), Error> {
-        if self.state != State::Open {
+        if !self.state.is_live() {
             return Err(self.dead.clone().unwrap_or(Error::ConnectionClosed));
         }
         let tag = delivery.delivery_tag;
@@ -1301,7 +1693,7 @@ impl Connection {
             // send in: it is not held up, and many deliveries then cost one
             // ack frame and no write of their own.
             let deferrable = match &c.role {
-                Role::Consumer(k) => {
+                Role::Consumer(k) if self.config.ack_timing == AckTiming::Deferred => {
                     let window = if k.prefetch == 0 {
                         UNLIMITED_WINDOW
                     } else {
@@ -1321,12 +1713,19 @@ impl Connection {
             let _ = self.send_method(cref.id, &method(tag));
         }
         self.maybe_close_drained_consumer(cref.id);
+        self.release_held_get(cref.id);
         Ok(())
     }
 
     /// Fails everything waiting on a channel and forgets it (the channel
-    /// was closed by the broker or could not be used).
+    /// was closed by the broker or could not be used). Unconfirmed
+    /// publishes fail with `publishes` (their outcome is usually unknown).
     fn fail_channel(&mut self, ch: u16, err: Error) {
+        let publishes = err.clone();
+        self.fail_channel_with(ch, err, publishes);
+    }
+
+    fn fail_channel_with(&mut self, ch: u16, err: Error, publishes: Error) {
         let Some(c) = self
             .channels
             .get_mut(usize::from(ch))
@@ -1335,6 +1734,9 @@ impl Connection {
             return;
         };
         self.idle.retain(|&i| i != ch);
+        if c.held_get.is_some() {
+            self.held_gets.retain(|_, held| *held != ch);
+        }
         if self.publish_channel == Some(ch) {
             self.publish_channel = None;
         }
@@ -1342,7 +1744,9 @@ impl Connection {
         // The first pending request caused the close; later ones were
         // pipelined behind it and fail with the same error.
         for e in c.expect {
-            if let Some(tag) = e.tag() {
+            if let Expect::TxEnd { group, .. } = e {
+                self.tx_part_done(group, Some(err.clone()));
+            } else if let Some(tag) = e.tag() {
                 self.complete(tag, Err(err.clone()));
             }
         }
@@ -1354,10 +1758,13 @@ impl Connection {
             self.complete(tag, Err(err.clone()));
         }
         for u in c.unconfirmed {
-            self.complete(u.tag, Err(err.clone()));
+            self.complete(u.tag, Err(publishes.clone()));
         }
         if let Role::Consumer(k) = c.role {
             if let Some(t) = k.cancelling {
+                self.complete(t, Err(err.clone()));
+            }
+            for t in k.ready_waiters {
                 self.complete(t, Err(err.clone()));
             }
             if !k.ended {
@@ -1387,7 +1794,7 @@ impl Connection {
         let Role::Consumer(k) = &mut c.role else {
             return;
         };
-        if k.cancelling.is_none() || !k.tags.is_empty() || k.pending_consume_oks > 0 || k.ended {
+        if k.cancelling.is_none() || !k.tags.is_empty() || !k.pending.is_empty() || k.ended {
             return;
         }
         let cancel_tag = k.cancelling.take();
@@ -1418,7 +1825,18 @@ impl Connection {
         self.events.push_back(Event::Complete { tag, result });
     }
 
+    /// A graceful close cut short (by the broker, a violation, the socket):
+    /// its tag completes as a pending close.
+    fn adopt_draining_tag(&mut self) {
+        if let State::Draining { tag, .. } = self.state {
+            if self.close_tag.is_none() {
+                self.close_tag = Some(tag);
+            }
+        }
+    }
+
     fn send_connection_close(&mut self, code: u16, text: &str, class_id: u16, method_id: u16) {
+        self.adopt_draining_tag();
         // Acks the user made go out before the close, or the broker ignores
         // them and requeues the messages.
         self.emit_pending_acks();
@@ -1448,11 +1866,19 @@ impl Connection {
     }
 
     fn fail_all(&mut self, err: Error) {
+        // Publishes sent and not confirmed may have been routed: their
+        // outcome is unknown. (Before open-ok nothing was sent.)
+        let sent = self.connect_tag.is_none();
         if let Some(t) = self.connect_tag.take() {
             self.complete(t, Err(err.clone()));
         }
+        let publishes = if sent {
+            err.clone().unknown_outcome()
+        } else {
+            err.clone()
+        };
         for id in 0..self.channels.len() {
-            self.fail_channel(id as u16, err.clone());
+            self.fail_channel_with(id as u16, err.clone(), publishes.clone());
         }
         self.idle.clear();
         self.publish_channel = None;
@@ -1472,6 +1898,7 @@ impl Connection {
             return;
         }
         let err = self.dead.clone().unwrap_or(err);
+        self.adopt_draining_tag();
         self.state = State::Closed;
         self.fail_all(err.clone());
         if let Some(t) = self.close_tag.take() {
@@ -1706,7 +2133,7 @@ impl Connection {
         if matches!(self.state, State::Closing) {
             return;
         }
-        if self.state != State::Open {
+        if !self.state.is_live() {
             self.command_invalid(format!("{} before connection.open-ok", method.name()));
             return;
         }
@@ -1802,6 +2229,8 @@ impl Connection {
                     method_id: close.method_id,
                     connection: false,
                 };
+                let caused_by_publish = (close.class_id, close.method_id)
+                    == (BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
                 let err = Error::from_reply(reply);
                 let unreported = self.publish_channel == Some(ch)
                     && self.chan(ch).unconfirmed.is_empty()
@@ -1812,7 +2241,16 @@ impl Connection {
                     self.events
                         .push_back(Event::PublishChannelClosed(err.clone()));
                 }
-                self.fail_channel(ch, err);
+                // A publish the broker refused closes the channel; the
+                // publishes before it may have been routed and the ones
+                // after it were dropped, and which is which cannot be told.
+                // Only a lone unconfirmed publish is known to be the one.
+                let publishes = if caused_by_publish && self.chan(ch).unconfirmed.len() == 1 {
+                    err.clone()
+                } else {
+                    err.clone().unknown_outcome()
+                };
+                self.fail_channel_with(ch, err, publishes);
             }
             Method::ChannelFlow(f) => {
                 let _ = self.send_method(
@@ -1828,7 +2266,7 @@ impl Connection {
     /// [`Connection::handle_channel_method`]: the connection is open and the
     /// channel open, not closing and not inside a content.
     fn plain_channel(&self, ch: u16) -> bool {
-        self.state == State::Open
+        self.state.is_live()
             && matches!(
                 self.channels.get(usize::from(ch)),
                 Some(Some(c)) if !c.closing && c.incoming.is_none()
@@ -1864,11 +2302,19 @@ impl Connection {
         names: Names,
     ) {
         let c = self.chan(ch);
-        let Role::Consumer(k) = &c.role else {
+        if !matches!(c.role, Role::Consumer(_)) {
             self.unexpected("basic.deliver on a channel without a consumer");
             return;
+        }
+        if delivery_tag <= c.last_delivery_tag {
+            self.delivery_tag_not_rising(ch, delivery_tag);
+            return;
+        }
+        c.last_delivery_tag = delivery_tag;
+        let Role::Consumer(k) = &c.role else {
+            return;
         };
-        let ours = k.tags.iter().any(|t| t.as_bytes() == consumer_tag);
+        let ours = k.has_tag(consumer_tag);
         let kind = if k.ended || !ours {
             // A broker delivering to a consumer that has ended
             // (cancelled, or never confirmed): never reported.
@@ -1891,9 +2337,27 @@ impl Connection {
         c.incoming = Some(Incoming::new(kind, message));
     }
 
+    /// "The server MUST NOT use a zero value for delivery tags", and tags
+    /// count up on a channel: a tag at or below the last one would make a
+    /// coalesced (`multiple`) ack settle messages the user did not ack.
+    fn delivery_tag_not_rising(&mut self, ch: u16, delivery_tag: u64) {
+        let last = self.chan(ch).last_delivery_tag;
+        self.command_invalid(format!(
+            "delivery tag {delivery_tag} on channel {ch} does not follow {last}"
+        ));
+    }
+
     /// A reply to the request at the head of the channel's queue.
     fn on_reply(&mut self, ch: u16, method: Method) {
-        let Some(expect) = self.chan(ch).expect.pop_front() else {
+        let c = self.chan(ch);
+        // The first request this reply answers (usually the oldest: see
+        // `Expect::accepts` for when it is not).
+        let at = c
+            .expect
+            .iter()
+            .position(|e| e.accepts(&method))
+            .unwrap_or(0);
+        let Some(expect) = c.expect.remove(at) else {
             self.command_invalid(format!("unsolicited {} on channel {ch}", method.name()));
             return;
         };
@@ -1901,10 +2365,18 @@ impl Connection {
             (Expect::OpenOk, Method::ChannelOpenOk(_)) => {}
             (Expect::ConfirmSelectOk, Method::ConfirmSelectOk(_)) => {}
             (Expect::TxSelectOk(tag), Method::TxSelectOk(_)) => {
-                self.tx_mode = true;
                 if let Some(t) = tag {
-                    self.complete(t, Ok(Outcome::Done));
+                    self.on_tx_select_ok(t);
                 }
+            }
+            (Expect::TxEnd { group, rollback }, _) => {
+                let c = self.chan(ch);
+                if rollback {
+                    c.unsettle_rolled_back();
+                } else {
+                    c.tx_settled.clear();
+                }
+                self.tx_part_done(group, None);
             }
             (Expect::Qos(tag), Method::BasicQosOk(_)) => {
                 if let Some(t) = tag {
@@ -1914,12 +2386,17 @@ impl Connection {
             (Expect::ConsumeOk, Method::BasicConsumeOk(ok)) => self.on_consume_ok(ch, ok),
             (Expect::CancelOk, Method::BasicCancelOk(ok)) => {
                 if let Role::Consumer(k) = &mut self.chan(ch).role {
-                    k.tags.retain(|t| *t != ok.consumer_tag);
+                    k.forget(&ok.consumer_tag);
                 }
                 self.maybe_end_consumer(ch);
                 self.maybe_close_drained_consumer(ch);
             }
-            (Expect::Get { tag, no_ack }, Method::BasicGetOk(ok)) => {
+            (Expect::Get { tag, no_ack, queue }, Method::BasicGetOk(ok)) => {
+                if ok.delivery_tag <= self.chan(ch).last_delivery_tag {
+                    self.delivery_tag_not_rising(ch, ok.delivery_tag);
+                    return;
+                }
+                self.chan(ch).last_delivery_tag = ok.delivery_tag;
                 let message = Delivery {
                     delivery_tag: ok.delivery_tag,
                     redelivered: ok.redelivered,
@@ -1929,8 +2406,10 @@ impl Connection {
                     body: Bytes::new(),
                     channel: None,
                 };
-                self.chan(ch).incoming =
-                    Some(Incoming::new(IncomingKind::GetOk { tag, no_ack }, message));
+                self.chan(ch).incoming = Some(Incoming::new(
+                    IncomingKind::GetOk { tag, no_ack, queue },
+                    message,
+                ));
                 // The channel returns to the pool when the content is in.
                 return;
             }
@@ -1951,7 +2430,7 @@ impl Connection {
             (expect, m) => {
                 let text = format!("{} while waiting for {}", m.name(), expect.name());
                 // Put it back so the violation fails its operation too.
-                self.chan(ch).expect.push_front(expect);
+                self.chan(ch).expect.insert(at, expect);
                 self.command_invalid(text);
                 return;
             }
@@ -1960,33 +2439,35 @@ impl Connection {
     }
 
     fn on_consume_ok(&mut self, ch: u16, ok: BasicConsumeOk) {
-        let cancel = {
-            let c = self.chan(ch);
-            let Role::Consumer(k) = &mut c.role else {
-                return;
-            };
-            k.pending_consume_oks = k.pending_consume_oks.saturating_sub(1);
-            if k.cancelling.is_some() {
-                true
-            } else {
-                k.tags.push(ok.consumer_tag.clone());
-                false
-            }
+        let c = self.chan(ch);
+        let Role::Consumer(k) = &mut c.role else {
+            return;
         };
-        if cancel {
-            // The user cancelled before this consumer was confirmed.
-            if let Role::Consumer(k) = &mut self.chan(ch).role {
-                k.tags.push(ok.consumer_tag.clone());
-            }
+        k.confirm(ok.consumer_tag.clone());
+        if k.cancelling.is_some() || k.ended {
+            // The user cancelled (or the broker cancelled another queue of
+            // this consumer) before this queue was confirmed.
             let m = Method::BasicCancel(BasicCancel {
                 consumer_tag: ok.consumer_tag,
                 no_wait: false,
             });
             let _ = self.send_method(ch, &m);
             self.chan(ch).expect.push_back(Expect::CancelOk);
+            return;
+        }
+        if k.pending.is_empty() && !k.ready_waiters.is_empty() {
+            let tags: Vec<ShortString> = k.tags.iter().map(|t| t.tag.clone()).collect();
+            for t in std::mem::take(&mut k.ready_waiters) {
+                self.complete(t, Ok(Outcome::ConsumerTags(tags.clone())));
+            }
         }
     }
 
+    /// `basic.cancel` from the broker: a queue of this consumer was deleted
+    /// (or its node went away). The consumer ends as a whole, with an error
+    /// naming that queue: its other queues are cancelled too, so a consumer
+    /// never goes on silently with part of what it asked for. Deliveries
+    /// already received stay valid to ack.
     fn on_server_cancel(&mut self, ch: u16, cancel: BasicCancel) {
         if !cancel.no_wait {
             let m = Method::BasicCancelOk(BasicCancelOk {
@@ -1998,17 +2479,41 @@ impl Connection {
         let Role::Consumer(k) = &mut c.role else {
             return;
         };
-        k.tags.retain(|t| *t != cancel.consumer_tag);
-        if k.tags.is_empty() && k.pending_consume_oks == 0 && !k.ended {
-            k.ended = true;
-            let tag = k.tag;
-            let cancelling = k.cancelling.take();
-            if let Some(t) = cancelling {
-                self.complete(t, Ok(Outcome::Done));
-            }
-            self.complete(tag, Err(Error::ConsumerCancelled));
-            self.maybe_close_drained_consumer(ch);
+        let queue = k.forget(&cancel.consumer_tag);
+        if k.ended {
+            return;
         }
+        let Some(queue) = queue else {
+            // Not one of ours: nothing to end.
+            return;
+        };
+        k.ended = true;
+        let tag = k.tag;
+        let cancelling = k.cancelling.take();
+        let waiters = std::mem::take(&mut k.ready_waiters);
+        let others: Vec<ShortString> = k.tags.iter().map(|t| t.tag.clone()).collect();
+        let err = Error::ConsumerCancelled {
+            queue: queue.to_string(),
+            consumer_tag: cancel.consumer_tag.to_string(),
+        };
+        // Queues still pending are cancelled when their consume-ok comes
+        // (see on_consume_ok).
+        for consumer_tag in others {
+            let m = Method::BasicCancel(BasicCancel {
+                consumer_tag,
+                no_wait: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::CancelOk);
+        }
+        if let Some(t) = cancelling {
+            self.complete(t, Ok(Outcome::Done));
+        }
+        for t in waiters {
+            self.complete(t, Err(err.clone()));
+        }
+        self.complete(tag, Err(err));
+        self.maybe_close_drained_consumer(ch);
     }
 
     fn on_confirm(&mut self, ch: u16, delivery_tag: u64, multiple: bool, ack: bool) {
@@ -2050,7 +2555,7 @@ impl Connection {
     }
 
     fn handle_header(&mut self, ch: u16, mut r: Reader<'_>) -> Result<(), CodecError> {
-        if self.state != State::Open {
+        if !self.state.is_live() {
             if self.state != State::Closing {
                 self.unexpected("content header before the connection is open");
             }
@@ -2106,7 +2611,7 @@ impl Connection {
     }
 
     fn handle_body(&mut self, ch: u16, f: FrameRef<'_>) {
-        if self.state != State::Open {
+        if !self.state.is_live() {
             if self.state != State::Closing {
                 self.unexpected("content body before the connection is open");
             }
@@ -2146,7 +2651,7 @@ impl Connection {
     }
 
     fn content_complete(&mut self, ch: u16) {
-        let confirming = self.confirms && !self.tx_mode;
+        let confirming = self.confirms && self.tx == TxState::Off;
         let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
             return;
         };
@@ -2186,10 +2691,14 @@ impl Connection {
         }
         match inc.kind {
             IncomingKind::Deliver { .. } => {} // handled above
-            IncomingKind::GetOk { tag, no_ack } => {
+            IncomingKind::GetOk { tag, no_ack, queue } => {
                 if !no_ack {
                     c.unacked.push_back(message.delivery_tag);
                     message.channel = Some(cref);
+                    if matches!(c.role, Role::Pool) && c.held_get.is_none() {
+                        self.held_gets.entry(queue.clone()).or_insert(ch);
+                        c.held_get = Some(queue);
+                    }
                 }
                 self.complete(tag, Ok(Outcome::Get(Some(message))));
                 self.maybe_idle(ch);
