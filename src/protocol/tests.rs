@@ -3748,3 +3748,413 @@ fn poll_delivery_takes_only_a_delivery_at_the_head_for_that_consumer() {
     assert!(h.conn.poll_delivery(20).is_none());
     assert!(h.conn.poll_event().is_none());
 }
+
+// ----------------------------------------------------------------------
+// Issue 11/12: promises that keep their word.
+
+/// A consumer of `names` (one channel), its consume-oks not yet answered;
+/// returns the consumer tags the client chose, in order.
+fn consume_multi(h: &mut H, tag: Tag, names: &[&str]) -> Vec<String> {
+    let qs = names
+        .iter()
+        .map(|n| ConsumeQueue {
+            queue: (*n).into(),
+            ..Default::default()
+        })
+        .collect();
+    h.conn.consume(tag, qs, false, 0);
+    let out = h.conn.take_output();
+    let frames = decode_frames(&out, h.frame_max());
+    frames
+        .into_iter()
+        .filter_map(|f| match f {
+            Frame::Method {
+                method: Method::BasicConsume(c),
+                ..
+            } => Some(c.consumer_tag.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn consume_then_qos_resolve_in_either_reply_order() {
+    for consume_ok_first in [true, false] {
+        let mut h = H::new(Config::default());
+        let tags = consume_multi(&mut h, 20, &["q"]);
+        h.conn.qos(21, 20, 0, 5, false);
+        let _ = h.sent();
+        h.recv(1, ChannelOpenOk {});
+        let consume_ok = BasicConsumeOk {
+            consumer_tag: tags[0].as_str().into(),
+        };
+        if consume_ok_first {
+            h.recv(1, consume_ok);
+            h.recv(1, BasicQosOk {});
+        } else {
+            // RabbitMQ 3.10's order: the qos-ok overtakes the consume-ok.
+            h.recv(1, BasicQosOk {});
+            h.recv(1, consume_ok);
+        }
+        assert_matches!(h.result(21), Ok(Outcome::Done));
+        assert!(h.conn.is_open(), "order {consume_ok_first}");
+        h.deliver(1, &tags[0], 1, b"x");
+        assert_eq!(deliveries(&h.events(), 20).len(), 1);
+    }
+}
+
+#[test]
+fn a_reply_that_answers_nothing_pending_is_still_a_violation() {
+    let mut h = H::new(Config::default());
+    let _ = consume_multi(&mut h, 20, &["q"]);
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, TxCommitOk {});
+    let sent = h.sent();
+    expect_connection_close(&sent, reply_code::COMMAND_INVALID);
+}
+
+#[test]
+fn consumer_tags_are_chosen_per_queue_and_duplicates_refused() {
+    let mut h = H::new(Config::default());
+    let tags = consume_multi(&mut h, 20, &["a", "b", "c"]);
+    assert_eq!(tags.len(), 3);
+    assert!(tags.iter().all(|t| t.starts_with("puka.ctag-")), "{tags:?}");
+    let mut unique = tags.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 3, "{tags:?}");
+    // The same tag for two queues: refused before anything is sent.
+    let qs = vec![
+        ConsumeQueue {
+            queue: "a".into(),
+            consumer_tag: "t".into(),
+            ..Default::default()
+        },
+        ConsumeQueue {
+            queue: "b".into(),
+            consumer_tag: "t".into(),
+            ..Default::default()
+        },
+    ];
+    h.conn.consume(30, qs, false, 0);
+    assert_matches!(h.result(30), Err(Error::InvalidArgument(_)));
+    assert!(h.sent().is_empty());
+}
+
+#[test]
+fn server_cancel_of_one_queue_ends_a_multi_queue_consumer_naming_it() {
+    let mut h = H::new(Config::default());
+    let tags = consume_multi(&mut h, 20, &["a", "b", "c"]);
+    h.recv(1, ChannelOpenOk {});
+    // consume-oks out of order: each is matched by its tag.
+    for i in [2, 0, 1] {
+        h.recv(
+            1,
+            BasicConsumeOk {
+                consumer_tag: tags[i].as_str().into(),
+            },
+        );
+    }
+    h.deliver(1, &tags[0], 1, b"x");
+    let d = deliveries(&h.events(), 20).pop().unwrap();
+    // Queue b is deleted: the broker cancels its consumer.
+    h.recv(
+        1,
+        BasicCancel {
+            consumer_tag: tags[1].as_str().into(),
+            no_wait: true,
+        },
+    );
+    let err = match h.result(20) {
+        Err(e) => e,
+        other => panic!("expected the consumer to end, got {other:?}"),
+    };
+    assert_matches!(&err, Error::ConsumerCancelled { queue, consumer_tag }
+        if queue == "b" && *consumer_tag == tags[1]);
+    // The other queues are cancelled too.
+    let sent = h.sent();
+    let cancelled: Vec<String> = sent
+        .iter()
+        .filter_map(|s| match s {
+            Sent::M(1, Method::BasicCancel(c)) => Some(c.consumer_tag.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut cancelled = cancelled;
+    cancelled.sort();
+    assert_eq!(cancelled, vec![tags[0].clone(), tags[2].clone()]);
+    // A delivery received before stays valid to ack.
+    h.conn.ack(&d, false).unwrap();
+}
+
+#[test]
+fn consumer_ready_resolves_with_the_tags_once_every_queue_is_registered() {
+    let mut h = H::new(Config::default());
+    let tags = consume_multi(&mut h, 20, &["a", "b"]);
+    h.conn.consumer_ready(21, 20);
+    h.recv(1, ChannelOpenOk {});
+    h.recv(
+        1,
+        BasicConsumeOk {
+            consumer_tag: tags[0].as_str().into(),
+        },
+    );
+    assert!(h.events().is_empty(), "one queue still pending");
+    h.recv(
+        1,
+        BasicConsumeOk {
+            consumer_tag: tags[1].as_str().into(),
+        },
+    );
+    assert_matches!(h.result(21), Ok(Outcome::ConsumerTags(t)) if t.len() == 2);
+    // Once ready, at once.
+    h.conn.consumer_ready(22, 20);
+    assert_matches!(h.result(22), Ok(Outcome::ConsumerTags(_)));
+    // A consumer that fails first fails its waiters.
+    let _ = h.sent();
+    let tags = consume_multi(&mut h, 30, &["missing"]);
+    let _ = tags;
+    h.conn.consumer_ready(31, 30);
+    h.recv(2, ChannelOpenOk {});
+    h.recv(
+        2,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no queue 'missing'".into(),
+            class_id: 60,
+            method_id: 20,
+        },
+    );
+    let events = h.events();
+    assert_matches!(result_of(&events, 31), Err(Error::NotFound(_)));
+    assert_matches!(result_of(&events, 30), Err(Error::NotFound(_)));
+}
+
+#[test]
+fn graceful_close_waits_for_confirms_then_closes() {
+    let mut h = H::new(Config::default());
+    publish(&mut h, 10, "q", false, b"a");
+    publish(&mut h, 11, "q", false, b"b");
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, ConfirmSelectOk {});
+    h.conn.close(50, h.now, Duration::from_secs(5));
+    // Nothing goes out yet, and new work is refused.
+    assert!(h.sent().is_empty());
+    publish(&mut h, 12, "q", false, b"c");
+    assert_matches!(h.result(12), Err(Error::ConnectionClosed));
+    assert!(!h.conn.is_open());
+    // The broker confirms both: the promises succeed, then the close goes.
+    h.recv(
+        1,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    let events = h.events();
+    assert_matches!(result_of(&events, 10), Ok(Outcome::Done));
+    assert_matches!(result_of(&events, 11), Ok(Outcome::Done));
+    assert_matches!(
+        &h.sent()[..],
+        [Sent::M(0, Method::ConnectionClose(c))] if c.reply_code == 200
+    );
+    h.recv(0, ConnectionCloseOk {});
+    let events = h.events();
+    assert_matches!(result_of(&events, 50), Ok(Outcome::Done));
+}
+
+#[test]
+fn graceful_close_at_its_deadline_reports_unknown_outcomes() {
+    let mut h = H::new(Config::default());
+    h.conn.rpc(10, declare("q"));
+    publish(&mut h, 11, "q", false, b"a");
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(2, ChannelOpenOk {});
+    h.recv(2, ConfirmSelectOk {});
+    let t0 = h.now;
+    h.conn.close(50, t0, Duration::from_secs(2));
+    assert_eq!(h.conn.poll_timeout(), Some(t0 + Duration::from_secs(2)));
+    h.conn.handle_timeout(t0 + Duration::from_secs(2));
+    let events = h.events();
+    for tag in [10, 11] {
+        assert_matches!(
+            result_of(&events, tag),
+            Err(Error::OutcomeUnknown(e)) if matches!(**e, Error::ConnectionClosed)
+        );
+    }
+    assert_matches!(&h.sent()[..], [Sent::M(0, Method::ConnectionClose(_))]);
+    // A late reply is dropped; close-ok completes the close.
+    h.recv(1, declare_ok("q"));
+    h.recv(0, ConnectionCloseOk {});
+    let events = h.events();
+    assert_matches!(result_of(&events, 50), Ok(Outcome::Done));
+}
+
+#[test]
+fn a_lone_refused_publish_fails_with_the_brokers_error() {
+    let mut h = H::new(Config::default());
+    publish(&mut h, 1, "q", false, b"a");
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, ConfirmSelectOk {});
+    h.recv(
+        1,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no exchange 'x'".into(),
+            class_id: 60,
+            method_id: 40,
+        },
+    );
+    let _ = h.sent();
+    let events = h.events();
+    assert_matches!(result_of(&events, 1), Err(Error::NotFound(_)));
+}
+
+#[test]
+fn delivery_tags_must_rise() {
+    for tags in [[2u64, 1], [1, 1], [0, 5]] {
+        let mut h = H::new(deferred_acks());
+        h.consumer(20, 1, "c", 0);
+        h.deliver(1, "c", tags[0], b"x");
+        if tags[0] != 0 {
+            let _ = h.events();
+            let _ = h.sent();
+            h.deliver(1, "c", tags[1], b"y");
+        }
+        let sent = h.sent();
+        expect_connection_close(&sent, reply_code::COMMAND_INVALID);
+    }
+}
+
+#[test]
+fn eof_during_authentication_is_a_broken_connection_with_failure_close() {
+    let now = Instant::now();
+    let mut conn = Connection::new(Config::default(), CONNECT, now);
+    let _ = conn.take_output();
+    let mut start = server_start();
+    if let Method::ConnectionStart(s) = &mut start {
+        let mut caps = s
+            .server_properties
+            .get("capabilities")
+            .and_then(FieldValue::as_table)
+            .cloned()
+            .unwrap();
+        caps.insert("authentication_failure_close", true);
+        s.server_properties.insert("capabilities", caps);
+    }
+    feed(&mut conn, now, &method_bytes(0, start));
+    let _ = conn.take_output();
+    conn.handle_eof();
+    let mut h = H::wrap(conn, now, false);
+    let events = h.events();
+    assert_matches!(result_of(&events, CONNECT), Err(Error::ConnectionBroken(_)));
+}
+
+#[test]
+fn a_held_get_keeps_its_channel_out_of_the_pool() {
+    let mut h = H::new(Config::default());
+    h.conn.basic_get(10, "q", false);
+    let _ = h.sent();
+    h.recv(1, ChannelOpenOk {});
+    h.recv(
+        1,
+        BasicGetOk {
+            delivery_tag: 1,
+            redelivered: false,
+            exchange: "".into(),
+            routing_key: "q".into(),
+            message_count: 0,
+        },
+    );
+    h.recv_content(1, &BasicProperties::default(), b"m");
+    let d = match h.result(10) {
+        Ok(Outcome::Get(Some(d))) => d,
+        other => panic!("{other:?}"),
+    };
+    // An unrelated operation gets a channel of its own, and its error
+    // leaves the held delivery alone.
+    h.conn.rpc(11, declare("missing"));
+    let sent = h.sent();
+    assert!(
+        matches!(
+            &sent[..],
+            [Sent::M(2, Method::ChannelOpen(_)), Sent::M(2, _)]
+        ),
+        "{sent:?}"
+    );
+    h.recv(2, ChannelOpenOk {});
+    h.recv(
+        2,
+        ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND".into(),
+            class_id: 50,
+            method_id: 10,
+        },
+    );
+    let _ = h.events();
+    let _ = h.sent();
+    // The next get of the same queue reuses the held channel.
+    h.conn.basic_get(12, "q", false);
+    assert_matches!(&h.sent()[..], [Sent::M(1, Method::BasicGet(_))]);
+    h.recv(1, BasicGetEmpty {});
+    let _ = h.events();
+    h.conn.ack(&d, false).unwrap();
+    assert!(!h.sent().is_empty());
+    // Settled: the channel is back in the pool.
+    h.conn.rpc(13, declare("q"));
+    assert_matches!(&h.sent()[..], [Sent::M(1, Method::QueueDeclare(_))]);
+}
+
+#[test]
+fn a_transaction_covers_acks_and_a_rollback_makes_them_outstanding_again() {
+    let mut h = H::new(Config {
+        confirms: Confirms::Off,
+        ..Config::default()
+    });
+    h.consumer(20, 1, "c", 0);
+    h.conn.tx_select(30);
+    let _ = h.sent();
+    h.recv(2, ChannelOpenOk {});
+    h.recv(2, TxSelectOk {});
+    assert_matches!(h.result(30), Ok(Outcome::Done));
+    // The consumer's channel is made transactional too.
+    assert_eq!(h.sent(), vec![m(1, TxSelect {})]);
+    h.recv(1, TxSelectOk {});
+    h.deliver(1, "c", 1, b"x");
+    let d = deliveries(&h.events(), 20).pop().unwrap();
+    h.conn.ack(&d, false).unwrap();
+    h.conn.tx_rollback(31);
+    let sent = h.sent();
+    assert!(sent.contains(&m(2, TxRollback {})), "{sent:?}");
+    assert!(sent.contains(&m(1, TxRollback {})), "{sent:?}");
+    h.recv(2, TxRollbackOk {});
+    assert!(h.events().is_empty(), "waits for every channel");
+    h.recv(1, TxRollbackOk {});
+    assert_matches!(h.result(31), Ok(Outcome::Done));
+    // Rolled back: the delivery is outstanding again and can be acked.
+    h.conn.ack(&d, false).unwrap();
+    h.conn.tx_commit(32);
+    let _ = h.sent();
+    h.recv(1, TxCommitOk {});
+    h.recv(2, TxCommitOk {});
+    assert_matches!(h.result(32), Ok(Outcome::Done));
+    assert_matches!(h.conn.ack(&d, false), Err(Error::UnknownDeliveryTag(1)));
+}
+
+#[test]
+fn a_delivery_of_another_connection_is_refused() {
+    let mut a = H::new(Config::default());
+    let mut b = H::new(Config::default());
+    a.consumer(20, 1, "c", 0);
+    b.consumer(20, 1, "c", 0);
+    a.deliver(1, "c", 1, b"x");
+    b.deliver(1, "c", 1, b"y");
+    let da = deliveries(&a.events(), 20).pop().unwrap();
+    let _ = b.events();
+    assert_matches!(b.conn.ack(&da, false), Err(Error::UnknownDeliveryTag(1)));
+    assert!(b.sent().is_empty());
+}
