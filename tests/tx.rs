@@ -167,38 +167,41 @@ fn transaction_survives_a_publish_channel_error() {
 }
 
 #[test]
-fn acks_are_not_part_of_the_publish_transaction() {
+fn a_consumers_acks_are_part_of_the_transaction() {
     common::require_broker();
     let q = common::unique("tx-ack");
     let _g = Cleanup::new().queue(&q);
     let mut c = tx_client();
     declare(&mut c, &q);
+    // A consumer started before tx_select: its channel is selected too.
+    let consumer = c.basic_consume(&q);
     let p = c.tx_select();
     ok(&mut c, p, "tx_select");
     send(&mut c, &q, "m");
     let p = c.tx_commit();
     ok(&mut c, p, "tx_commit");
 
-    // Only the hidden publish channel is transactional; a consumer has a
-    // channel of its own, so its acks take effect at once and a rollback
-    // (on the publish channel) does not undo them.
-    let consumer = c.basic_consume(&q);
     let d = next(&mut c, consumer);
     assert_eq!(&d.body[..], b"m");
     c.basic_ack(&d).expect("ack");
     let p = c.tx_rollback();
     ok(&mut c, p, "tx_rollback");
-    // Had the ack been rolled back, the message would be unacked again and
-    // basic.recover would redeliver it.
+    // The ack was rolled back: the message is unacked again, so
+    // basic.recover redelivers it, and it is outstanding again here.
     let p = c.basic_recover(consumer, true);
     ok(&mut c, p, "basic_recover");
+    let again = next(&mut c, consumer);
+    assert_eq!(&again.body[..], b"m");
+    assert!(again.redelivered);
+    c.basic_ack(&again).expect("ack the redelivery");
+    let p = c.tx_commit();
+    ok(&mut c, p, "tx_commit of the ack");
     assert_quiet(&mut c, consumer);
     let p = c.basic_cancel(consumer);
     ok(&mut c, p, "cancel");
-    assert_eq!(message_count(&mut c, &q), 0);
     close(c);
 
-    // Nor does closing the connection bring it back.
+    // Committed: closing the connection does not bring it back.
     let mut c = connect();
     let p = c.basic_get(&q);
     assert!(c.wait_timeout(p, W).expect("get").is_none());

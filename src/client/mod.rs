@@ -678,7 +678,9 @@ impl Client {
         } else {
             self.conn.has_events()
         };
-        if resolved {
+        // A callback waiting to run (e.g. a result that arrived while its
+        // own callback was running a nested `wait`) must not sleep either.
+        if resolved || self.promises.ready_len() > 0 {
             return Ok(());
         }
         if self.sock.is_none() {
@@ -1591,22 +1593,34 @@ impl mio::event::Source for Client {
     }
 }
 
-/// Dropping a client hands what is queued (publishes, acks) to the socket,
-/// blocking up to [`Options::drop_flush_timeout`], then lets the socket go
-/// without `connection.close`: the broker sees the connection drop, requeues
-/// unacked deliveries, and publisher confirms still in flight are never
-/// learnt. Call [`Client::close`] and wait on it to settle everything.
+/// Dropping an open client closes the connection without waiting for
+/// operations in flight (as [`Client::close_now`]), blocking up to
+/// [`Options::drop_flush_timeout`] for the broker's `close-ok`: everything
+/// queued before it (publishes, acks) has then been taken by the broker —
+/// a socket merely closed with unsent or unread bytes may be reset, and the
+/// kernel then discards what it held. Publisher confirms still in flight
+/// are never learnt and the broker requeues unacked deliveries: call
+/// [`Client::close`] and wait on it to settle everything. With a zero
+/// timeout, drop only writes what fits without blocking.
 impl Drop for Client {
     fn drop(&mut self) {
         self.conn.release_acks();
         let timeout = self.options.drop_flush_timeout;
-        if timeout.is_zero() || self.conn.is_closed() {
+        if timeout.is_zero() || self.conn.is_closed() || self.sock.is_none() {
             // One last try without blocking, even if the previous write
             // would have blocked.
             self.write_blocked = false;
             self.flush_queued();
-        } else {
-            let _ = self.flush(timeout);
+            return;
+        }
+        let deadline = Instant::now() + timeout;
+        let id = self.promises.create();
+        self.conn.close_now(id.tag(), Instant::now(), timeout);
+        while !self.conn.is_closed() && self.sock.is_some() {
+            let now = Instant::now();
+            if now >= deadline || self.turn(Some(deadline - now), true).is_err() {
+                break;
+            }
         }
     }
 }

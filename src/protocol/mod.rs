@@ -278,7 +278,7 @@ const READ_CHUNK: usize = 64 * 1024;
 
 /// How long a graceful close that used its whole timeout still waits for
 /// the broker's `close-ok`.
-pub const CLOSE_OK_GRACE: Duration = Duration::from_secs(1);
+pub const CLOSE_OK_GRACE: Duration = Duration::from_millis(500);
 
 /// The longest a consumer's ack waits for a write to ride on.
 pub const ACK_DELAY: Duration = Duration::from_millis(5);
@@ -289,6 +289,15 @@ const UNLIMITED_WINDOW: usize = 2000;
 /// RabbitMQ's pseudo-queue for direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
+
+/// `text` cut to at most `max` bytes at a character boundary.
+fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// The next channel epoch: unique across every connection of the process
 /// (a `u32` that wraps after four billion channel opens).
@@ -1842,7 +1851,7 @@ impl Connection {
         self.emit_pending_acks();
         let m = Method::ConnectionClose(ConnectionClose {
             reply_code: code,
-            reply_text: ShortString::from(text.get(..255).unwrap_or(text)),
+            reply_text: ShortString::from(truncate_utf8(text, 255)),
             class_id,
             method_id,
         });
