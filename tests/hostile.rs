@@ -869,3 +869,71 @@ fn silent_peer_is_a_connect_timeout() {
     assert_eq!(r.header, b"AMQP\x00\x00\x09\x01");
     assert!(r.frames.is_empty(), "the client sent {:?}", r.frames);
 }
+
+// ----------------------------------------------------------------------
+// Reply texts cut inside a character (RabbitMQ cuts them at 255 bytes).
+
+/// A close method's payload (`class`/`method` 10/50 or 20/40) with a reply
+/// text of 255 bytes whose last character is cut in half.
+fn close_with_cut_text(class: u16, method: u16, code: u16) -> Vec<u8> {
+    let text = format!("NOT_FOUND - no queue '{}'", "ü".repeat(127));
+    let cut = &text.as_bytes()[..255];
+    assert!(std::str::from_utf8(cut).is_err());
+    let mut p = BytesMut::new();
+    p.put_u16(class);
+    p.put_u16(method);
+    p.put_u16(code);
+    p.put_u8(255);
+    p.extend_from_slice(cut);
+    p.put_u16(50); // queue
+    p.put_u16(10); // declare
+    p.to_vec()
+}
+
+#[test]
+fn channel_close_with_a_text_cut_mid_character_fails_only_the_operation() {
+    let _s = serial();
+    let mut steps = script(
+        Op::Declare,
+        FRAME_MAX,
+        raw_frame(1, 1, &close_with_cut_text(20, 40, 404)),
+    );
+    steps.push(Step::Expect("channel.close-ok"));
+    let fake = FakeBroker::start(steps);
+    let mut c = Client::new(&fake.url("")).expect("Client::new");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect to the fake broker");
+    let p = c.queue_declare(QueueDeclare::named("q"));
+    match fails::<QueueDeclareOk>(&mut c, p) {
+        Error::NotFound(r) => {
+            assert_eq!(r.code, 404);
+            assert!(r.text.starts_with("NOT_FOUND - no queue 'üü"), "{r:?}");
+        }
+        e => panic!("expected NotFound, got {e:?}"),
+    }
+    assert!(fake.wait_for("channel.close-ok", ONE_S).is_some());
+    assert!(c.is_open(), "the connection ended");
+    assert!(fake.connection_close(Duration::from_millis(200)).is_none());
+    let p = c.close();
+    let _ = c.wait_timeout(p, W);
+    drop(c);
+    let r = fake.finish();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+}
+
+#[test]
+fn connection_close_with_a_text_cut_mid_character_keeps_its_reply_code() {
+    let _s = serial();
+    let mut steps = script(
+        Op::Declare,
+        FRAME_MAX,
+        raw_frame(1, 0, &close_with_cut_text(10, 50, 320)),
+    );
+    steps.push(Step::Expect("connection.close-ok"));
+    let o = run(steps, "", Op::Declare);
+    match &o.err {
+        Error::ConnectionForced(r) => assert_eq!(r.code, 320),
+        e => panic!("expected ConnectionForced, got {e:?}"),
+    }
+    assert!(o.close.is_none(), "answered a close with {:?}", o.close);
+}
