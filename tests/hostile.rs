@@ -937,3 +937,46 @@ fn connection_close_with_a_text_cut_mid_character_keeps_its_reply_code() {
     }
     assert!(o.close.is_none(), "answered a close with {:?}", o.close);
 }
+
+// ----------------------------------------------------------------------
+// Secrets in Debug output.
+
+#[test]
+fn debug_output_never_shows_the_password_once_start_ok_is_queued() {
+    let _s = serial();
+    let fake = FakeBroker::start(fb::until_start_ok());
+    let url = fake.url("").replace("guest:guest@", "guest:s3cr3t-pw@");
+    assert!(url.contains("s3cr3t-pw"), "{url}");
+    #[allow(unused_mut)]
+    let mut options = puka::Options::default();
+    #[cfg(feature = "tls")]
+    {
+        options.tls.client_key_file = Some("/keys/s3cr3t-pw.pem".into());
+    }
+    let mut c = Client::with_options(&url, options.clone()).expect("Client::new");
+    let p = c.connect();
+    // Driven until start-ok is out; the fake broker then says nothing.
+    let r = c.wait_timeout(p, Duration::from_millis(300));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let start_ok = fake
+        .record()
+        .method("connection.start-ok")
+        .cloned()
+        .unwrap();
+    let mut shown = vec![
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        format!("{:?}", c.params()),
+        c.params().to_string(),
+        format!("{options:?}"),
+        format!("{start_ok:?}"),
+    ];
+    let p = c.close();
+    let r = c.wait_timeout(p, ONE_S);
+    shown.push(format!("{r:?}"));
+    for s in &shown {
+        assert!(!s.contains("s3cr3t"), "password shown in {s}");
+    }
+    drop(c);
+    let _ = fake.finish();
+}

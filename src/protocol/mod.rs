@@ -24,6 +24,7 @@
 //! publish channel, in confirm mode when the broker supports it.
 
 mod channel;
+mod debug;
 mod delivery;
 pub mod negotiate;
 
@@ -227,7 +228,8 @@ pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
 
 /// The AMQP 0-9-1 client protocol state machine. See the module docs.
-#[derive(Debug)]
+///
+/// Its `Debug` shows state and sizes, never buffered bytes (see `debug.rs`).
 pub struct Connection {
     config: Config,
     state: State,
