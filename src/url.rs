@@ -101,7 +101,7 @@ pub enum UrlError {
 /// | parameter                | field                | value |
 /// |--------------------------|----------------------|-------|
 /// | `heartbeat`              | [`heartbeat`]        | seconds, `0` disables heartbeats |
-/// | `frame_max`              | [`frame_max`]        | bytes, `0` (no limit) or at least 4096 |
+/// | `frame_max`              | [`frame_max`]        | bytes, `0` (no limit) or at least 4096; offered at most 1 MiB |
 /// | `channel_max`            | [`channel_max`]      | `0` (no limit) or a channel count |
 /// | `connection_timeout`     | [`connection_timeout`] | milliseconds, at least 1 |
 /// | `auth_mechanism`         | [`auth_mechanism`]   | SASL mechanism(s), e.g. `external` |
@@ -166,6 +166,11 @@ pub struct ConnectionParams {
     /// Largest frame to ask for, in bytes; `None` accepts the server's
     /// proposal. `Some(0)` means no limit is requested, so the server's
     /// proposal applies; any other value is at least 4096.
+    ///
+    /// The client never offers more than 1 MiB
+    /// ([`MAX_FRAME_MAX`](crate::protocol::negotiate::MAX_FRAME_MAX)): a
+    /// larger value is lowered to it, since every frame is buffered whole
+    /// before it is handled. Without a limit from either side, 128 KiB.
     pub frame_max: Option<u32>,
     /// Most channels to ask for; `None` or `Some(0)` (no limit requested)
     /// accepts the server's proposal.

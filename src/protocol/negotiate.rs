@@ -19,6 +19,11 @@ pub struct Tuned {
 pub const DEFAULT_CHANNEL_MAX: u16 = 2047;
 /// The client's default `frame_max` (RabbitMQ's own default).
 pub const DEFAULT_FRAME_MAX: u32 = 131_072;
+/// The largest `frame_max` the client ever offers, 1 MiB, whatever it is
+/// asked for: a frame is buffered whole before it is handled, so this bounds
+/// the memory one frame can take. Larger frames bring nothing (bodies are
+/// split across frames anyway); RabbitMQ's default is 128 KiB.
+pub const MAX_FRAME_MAX: u32 = 1 << 20;
 
 /// Agrees one limit where 0 means "no limit": the smaller of the two limits
 /// that are set.
@@ -34,6 +39,9 @@ fn lower_limit<T: Ord + Copy + Default>(client: T, server: T) -> T {
 }
 
 /// Agrees the tune values from the server's proposal and the client's wishes.
+///
+/// The agreed `frame_max` is at most the client's wish, which is at most
+/// [`MAX_FRAME_MAX`] (a larger wish is lowered to it).
 ///
 /// # Errors
 /// [`Error::BadTune`] when the server proposes a `frame_max` below the spec's
@@ -58,7 +66,7 @@ pub fn tune(
         channel_max = u16::MAX;
     }
     let client_frame = match client_frame_max {
-        Some(f) if f != 0 => f.max(FRAME_MIN_SIZE),
+        Some(f) if f != 0 => f.clamp(FRAME_MIN_SIZE, MAX_FRAME_MAX),
         _ => DEFAULT_FRAME_MAX,
     };
     let frame_max = lower_limit(client_frame, server_frame_max);
