@@ -980,3 +980,58 @@ fn debug_output_never_shows_the_password_once_start_ok_is_queued() {
     drop(c);
     let _ = fake.finish();
 }
+
+// ----------------------------------------------------------------------
+// Authentication mechanisms.
+
+#[test]
+fn unsupported_auth_mechanism_fails_before_any_byte_is_sent() {
+    let _s = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("amqp://guest:s3cr3t@{}/", listener.local_addr().unwrap());
+    let url = format!("{base}?auth_mechanism=SCRAM-SHA-256");
+    match Client::new(&url) {
+        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+            assert_eq!(m, "SCRAM-SHA-256")
+        }
+        r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),
+    }
+    // The same name set on parsed parameters by hand.
+    let mut params = puka::url::ConnectionParams::parse(&base).unwrap();
+    params.auth_mechanism = Some("SCRAM-SHA-256".into());
+    match Client::from_params(params, puka::Options::default()) {
+        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+            assert_eq!(m, "SCRAM-SHA-256")
+        }
+        r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let r = listener.accept();
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "the client connected: {r:?}"
+    );
+}
+
+#[test]
+fn mechanism_the_broker_does_not_offer_is_no_auth_mechanism() {
+    let _s = serial();
+    let mut start = fb::start();
+    if let Method::ConnectionStart(s) = &mut start {
+        s.mechanisms = bytes::Bytes::from_static(b"AMQPLAIN");
+    }
+    let o = run(
+        vec![Step::ReadHeader, Step::Method(0, start)],
+        "",
+        Op::Connect,
+    );
+    match &o.err {
+        Error::NoAuthMechanism(offered) => assert_eq!(offered, "AMQPLAIN"),
+        e => panic!("expected NoAuthMechanism, got {e:?}"),
+    }
+    assert!(
+        o.record.method("connection.start-ok").is_none(),
+        "credentials sent with a mechanism the broker does not offer"
+    );
+}

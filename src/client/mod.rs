@@ -210,10 +210,7 @@ impl Client {
         } else {
             None
         };
-        let mechanism = match params.auth_mechanism.as_deref() {
-            Some("EXTERNAL") => protocol::Mechanism::External,
-            _ => protocol::Mechanism::Plain,
-        };
+        let mechanism = protocol::negotiate::mechanism(params.auth_mechanism.as_deref())?;
         let config = Config {
             username: params.username.clone(),
             password: params.password().to_string(),

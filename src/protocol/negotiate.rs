@@ -3,6 +3,8 @@
 
 use crate::codec::{FieldTable, FieldValue, FRAME_MIN_SIZE};
 use crate::error::Error;
+use crate::protocol::Mechanism;
+use crate::url::UrlError;
 
 /// The values both peers use after `connection.tune-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +115,21 @@ pub fn client_properties(user: &FieldTable) -> FieldTable {
     props
 }
 
+/// The mechanism an `auth_mechanism` name (uppercase, as
+/// [`ConnectionParams`](crate::url::ConnectionParams) holds it) selects;
+/// `None` is PLAIN.
+///
+/// # Errors
+/// [`UrlError::UnsupportedAuthMechanism`](crate::url::UrlError::UnsupportedAuthMechanism)
+/// for any other name: never a silent fall back to PLAIN.
+pub fn mechanism(name: Option<&str>) -> Result<Mechanism, Error> {
+    match name {
+        None | Some("PLAIN") => Ok(Mechanism::Plain),
+        Some("EXTERNAL") => Ok(Mechanism::External),
+        Some(other) => Err(UrlError::UnsupportedAuthMechanism(other.to_owned()).into()),
+    }
+}
+
 /// The PLAIN mechanism's response: `\0user\0password`.
 pub fn plain_response(user: &str, password: &str) -> Vec<u8> {
     let mut r = Vec::with_capacity(user.len() + password.len() + 2);
@@ -133,6 +150,22 @@ pub fn offers(mechanisms: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mechanism_names_map_or_fail() {
+        assert_eq!(mechanism(None).unwrap(), Mechanism::Plain);
+        assert_eq!(mechanism(Some("PLAIN")).unwrap(), Mechanism::Plain);
+        assert_eq!(mechanism(Some("EXTERNAL")).unwrap(), Mechanism::External);
+        for name in ["SCRAM-SHA-256", "AMQPLAIN", "plain", ""] {
+            assert!(
+                matches!(
+                    mechanism(Some(name)),
+                    Err(Error::Url(UrlError::UnsupportedAuthMechanism(n))) if n == name
+                ),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn tune_takes_the_smaller_nonzero_limits() {
