@@ -120,7 +120,7 @@ pub fn client_properties(user: &FieldTable) -> FieldTable {
 /// `None` is PLAIN.
 ///
 /// # Errors
-/// [`UrlError::UnsupportedAuthMechanism`](crate::url::UrlError::UnsupportedAuthMechanism)
+/// [`UrlError::UnsupportedAuthMechanism`]
 /// for any other name: never a silent fall back to PLAIN.
 pub fn mechanism(name: Option<&str>) -> Result<Mechanism, Error> {
     match name {
