@@ -1035,3 +1035,28 @@ fn mechanism_the_broker_does_not_offer_is_no_auth_mechanism() {
         "credentials sent with a mechanism the broker does not offer"
     );
 }
+
+// ----------------------------------------------------------------------
+// TCP keepalive.
+
+#[test]
+fn client_socket_has_tcp_keepalive_on() {
+    let _s = serial();
+    let fake = FakeBroker::start(fb::handshake(2047, FRAME_MAX, 0));
+    let mut c = Client::new(&fake.url("heartbeat=0")).expect("Client::new");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect to the fake broker");
+    let sock = socket2::SockRef::from(&c);
+    assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE is off");
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(10));
+        assert_eq!(sock.keepalive_retries().unwrap(), 3);
+    }
+    let p = c.close();
+    let _ = c.wait_timeout(p, W);
+    drop(c);
+    let r = fake.finish();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+}

@@ -263,6 +263,7 @@ impl Client {
             match TcpStream::connect(addr) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
+                    let _ = transport::set_keepalive(&s);
                     if let Some(poll) = &self.poll {
                         let fd = s.as_raw_fd();
                         poll.registry()
