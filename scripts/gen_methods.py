@@ -250,6 +250,23 @@ SECRET_FIELDS = {
 }
 
 
+# Descriptive text the server writes, decoded lossily (invalid UTF-8 becomes
+# U+FFFD): RabbitMQ cuts reply texts at 255 bytes, sometimes inside a
+# multi-byte character, and such a text must not end the connection with a
+# syntax error. Names (queues, exchanges, consumer tags) stay strict.
+LOSSY_FIELDS = {
+    ("connection", "close", "reply-text"),
+    ("channel", "close", "reply-text"),
+    ("basic", "return", "reply-text"),
+    ("connection", "blocked", "reason"),
+    ("connection", "update-secret", "reason"),
+}
+
+
+def is_lossy(m, f):
+    return (m.cls, m.name, f.spec_name) in LOSSY_FIELDS
+
+
 def secret_fields(m):
     return [f for f in m.public_fields if (m.cls, m.name, f.spec_name) in SECRET_FIELDS]
 
@@ -428,6 +445,10 @@ def gen_decode(m, out):
             "longstr": f"r.longstr({what(f)})?",
             "table": "FieldTable::decode(r)?",
         }[f.typ]
+        if is_lossy(m, f):
+            if f.typ != "shortstr":
+                raise SystemExit(f"lossy field of type {f.typ}")
+            reader = f"r.shortstr_lossy({what(f)})?"
         out.append(f"        let {f.name} = {reader};")
     if m.public_fields:
         names = ", ".join(f.name for f in m.public_fields)
@@ -556,6 +577,10 @@ def generate(methods):
             o.append(f"pub struct {m.rust} {{")
             for f in m.public_fields:
                 o.append(f"    /// {field_doc(m, f)}")
+                if is_lossy(m, f):
+                    o.append("    ///")
+                    o.append("    /// Decoded leniently: bytes that are not UTF-8 (a character cut at")
+                    o.append("    /// 255 bytes, say) become U+FFFD instead of failing the frame.")
                 o.append(f"    pub {f.name}: {RUST_TYPE[f.typ]},")
             o.append("}")
         else:
@@ -1121,6 +1146,39 @@ TESTS_TAIL = r'''
             0x02, 0xc3, 0x28,       // consumer-tag: invalid UTF-8
         ];
         let err = Method::decode(Bytes::copy_from_slice(&bad)).unwrap_err();
+        assert!(matches!(err, CodecError::InvalidUtf8(_)), "{err:?}");
+    }
+
+    #[test]
+    fn reply_texts_cut_mid_character_decode_lossily() {
+        // RabbitMQ cuts reply texts at 255 bytes, here inside a "ü".
+        let text = format!("NOT_FOUND - no queue '{}'", "ü".repeat(127));
+        let cut = &text.as_bytes()[..255];
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&[0x00, 0x14, 0x00, 0x28, 0x01, 0x94, 0xff]); // channel.close 404
+        payload.extend_from_slice(cut);
+        payload.extend_from_slice(&[0x00, 0x3c, 0x00, 0x28]); // basic.publish
+        let m = Method::decode(payload.clone().freeze()).unwrap();
+        let Method::ChannelClose(c) = &m else { panic!("{m:?}") };
+        assert_eq!(c.reply_code, 404);
+        assert_eq!(c.reply_text.as_bytes(), &cut[..254]);
+        assert_eq!((c.class_id, c.method_id), (60, 40));
+        // connection.close, basic.return and connection.blocked alike.
+        payload[..4].copy_from_slice(&[0x00, 0x0a, 0x00, 0x32]);
+        let m = Method::decode(payload.clone().freeze());
+        assert!(matches!(m, Ok(Method::ConnectionClose(_))), "{m:?}");
+        payload[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x32]);
+        payload.truncate(payload.len() - 4);
+        payload.extend_from_slice(&[0x01, b'x', 0x00]); // exchange "x", routing key ""
+        let m = Method::decode(payload.freeze());
+        assert!(matches!(m, Ok(Method::BasicReturn(_))), "{m:?}");
+        let mut blocked = BytesMut::from(&[0x00, 0x0a, 0x00, 0x3c, 0x03, b'm', 0xc3, b'!'][..]);
+        let m = Method::decode(blocked.split().freeze()).unwrap();
+        assert_eq!(m, Method::ConnectionBlocked(ConnectionBlocked { reason: "m\u{fffd}!".into() }));
+        // Names stay strict: the same bytes as a consumer tag are refused.
+        let mut cancel = BytesMut::from(&[0x00, 0x3c, 0x00, 0x1f, 0xff][..]);
+        cancel.extend_from_slice(cut);
+        let err = Method::decode(cancel.freeze()).unwrap_err();
         assert!(matches!(err, CodecError::InvalidUtf8(_)), "{err:?}");
     }
 

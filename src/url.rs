@@ -86,7 +86,16 @@ pub enum UrlError {
         /// The value found, percent-decoded.
         value: String,
     },
+    /// `auth_mechanism` names a SASL mechanism this client does not
+    /// implement (it has `PLAIN` and `EXTERNAL`); the name, uppercased.
+    /// Connecting with another mechanism, such as PLAIN, instead would send
+    /// the password in a way the user did not choose.
+    #[error("unsupported authentication mechanism {0:?} (supported: PLAIN, EXTERNAL)")]
+    UnsupportedAuthMechanism(String),
 }
+
+/// The SASL mechanisms this client implements, as `auth_mechanism` names them.
+pub const SUPPORTED_AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "EXTERNAL"];
 
 /// Where and how to connect to a RabbitMQ node: what an AMQP URI says.
 ///
@@ -101,10 +110,10 @@ pub enum UrlError {
 /// | parameter                | field                | value |
 /// |--------------------------|----------------------|-------|
 /// | `heartbeat`              | [`heartbeat`]        | seconds, `0` disables heartbeats |
-/// | `frame_max`              | [`frame_max`]        | bytes, `0` (no limit) or at least 4096 |
+/// | `frame_max`              | [`frame_max`]        | bytes, `0` (no limit) or at least 4096; offered at most 1 MiB |
 /// | `channel_max`            | [`channel_max`]      | `0` (no limit) or a channel count |
 /// | `connection_timeout`     | [`connection_timeout`] | milliseconds, at least 1 |
-/// | `auth_mechanism`         | [`auth_mechanism`]   | SASL mechanism(s), e.g. `external` |
+/// | `auth_mechanism`         | [`auth_mechanism`]   | SASL mechanism(s): `plain` or `external` first |
 /// | `server_name_indication` | [`server_name`]      | host name to send in the TLS handshake |
 ///
 /// Other parameters (such as the TLS file options of RabbitMQ's Erlang
@@ -166,6 +175,11 @@ pub struct ConnectionParams {
     /// Largest frame to ask for, in bytes; `None` accepts the server's
     /// proposal. `Some(0)` means no limit is requested, so the server's
     /// proposal applies; any other value is at least 4096.
+    ///
+    /// The client never offers more than 1 MiB
+    /// ([`MAX_FRAME_MAX`](crate::protocol::negotiate::MAX_FRAME_MAX)): a
+    /// larger value is lowered to it, since every frame is buffered whole
+    /// before it is handled. Without a limit from either side, 128 KiB.
     pub frame_max: Option<u32>,
     /// Most channels to ask for; `None` or `Some(0)` (no limit requested)
     /// accepts the server's proposal.
@@ -175,6 +189,10 @@ pub struct ConnectionParams {
     pub connection_timeout: Option<Duration>,
     /// SASL mechanism to authenticate with, uppercase (e.g. `"EXTERNAL"`);
     /// `None` lets the client choose (`PLAIN` with username and password).
+    /// Only the [`SUPPORTED_AUTH_MECHANISMS`] can be used: parsing refuses
+    /// others, and so does [`Client::from_params`](crate::Client::from_params)
+    /// when this field was set by hand, both with
+    /// [`UrlError::UnsupportedAuthMechanism`].
     pub auth_mechanism: Option<String>,
     /// Server name to present in the TLS handshake (SNI) and to verify the
     /// certificate against, instead of [`host`](ConnectionParams::host).
@@ -324,7 +342,11 @@ impl ConnectionParams {
                         return Err(invalid());
                     }
                     if !auth_mechanism_seen {
-                        self.auth_mechanism = Some(first.to_ascii_uppercase());
+                        let mechanism = first.to_ascii_uppercase();
+                        if !SUPPORTED_AUTH_MECHANISMS.contains(&mechanism.as_str()) {
+                            return Err(UrlError::UnsupportedAuthMechanism(mechanism));
+                        }
+                        self.auth_mechanism = Some(mechanism);
                         auth_mechanism_seen = true;
                     }
                 }
@@ -916,6 +938,24 @@ mod tests {
         assert_eq!(parse("amqp://host?frame_max=4096").frame_max, Some(4096));
         assert_eq!(parse("amqp://host?").heartbeat, None);
         assert_eq!(parse("amqp://host/?&&heartbeat=5&").heartbeat, Some(5));
+    }
+
+    #[test]
+    fn unsupported_auth_mechanism_is_an_error_not_plain() {
+        for (query, name) in [
+            ("auth_mechanism=SCRAM-SHA-256", "SCRAM-SHA-256"),
+            ("auth_mechanism=amqplain,plain", "AMQPLAIN"),
+            ("auth_mechanism=cr-demo&auth_mechanism=plain", "CR-DEMO"),
+        ] {
+            assert_eq!(
+                err(&format!("amqp://u:s3cr3t@host?{query}")),
+                UrlError::UnsupportedAuthMechanism(name.into()),
+                "{query}"
+            );
+        }
+        // Only the mechanism that would be used must be supported.
+        let p = parse("amqp://host?auth_mechanism=plain&auth_mechanism=scram-sha-1");
+        assert_eq!(p.auth_mechanism.as_deref(), Some("PLAIN"));
     }
 
     #[test]

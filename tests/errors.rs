@@ -220,6 +220,35 @@ fn publish_to_a_missing_exchange_is_not_found_then_publishing_goes_on() {
 }
 
 #[test]
+fn publish_to_a_missing_exchange_with_a_long_non_ascii_name_is_not_found() {
+    // RabbitMQ cuts the reply text at 255 bytes, inside a "ü": it used to
+    // end the whole connection with InvalidUtf8 and a close 502.
+    common::require_broker();
+    let x = "ü".repeat(127);
+    let q = common::unique("after-404-utf8");
+    let _g = Cleanup::new().queue(&q);
+    let mut c = connect();
+    assert!(c.confirms_enabled());
+    declare(&mut c, &q);
+    let p = c.basic_publish(&x, "k", b"lost");
+    let err = c
+        .wait_timeout(p, W)
+        .expect_err("publish to a missing exchange");
+    assert!(
+        matches!(err, Error::NotFound(_) | Error::ChannelError(_)),
+        "{err:?}"
+    );
+    assert!(!err.is_connection_error(), "{err:?}");
+    assert!(c.is_open());
+    let p = c.basic_publish("", &q, b"fine");
+    c.wait_timeout(p, W)
+        .expect("publish to the default exchange");
+    assert_eq!(message_count(&mut c, &q), 1);
+    assert_eq!(delete_queue(&mut c, &q), 1);
+    close(c);
+}
+
+#[test]
 fn mandatory_unroutable_with_confirms_fails_with_no_route() {
     common::require_broker();
     let q = common::unique("no-route");

@@ -869,3 +869,194 @@ fn silent_peer_is_a_connect_timeout() {
     assert_eq!(r.header, b"AMQP\x00\x00\x09\x01");
     assert!(r.frames.is_empty(), "the client sent {:?}", r.frames);
 }
+
+// ----------------------------------------------------------------------
+// Reply texts cut inside a character (RabbitMQ cuts them at 255 bytes).
+
+/// A close method's payload (`class`/`method` 10/50 or 20/40) with a reply
+/// text of 255 bytes whose last character is cut in half.
+fn close_with_cut_text(class: u16, method: u16, code: u16) -> Vec<u8> {
+    let text = format!("NOT_FOUND - no queue '{}'", "ü".repeat(127));
+    let cut = &text.as_bytes()[..255];
+    assert!(std::str::from_utf8(cut).is_err());
+    let mut p = BytesMut::new();
+    p.put_u16(class);
+    p.put_u16(method);
+    p.put_u16(code);
+    p.put_u8(255);
+    p.extend_from_slice(cut);
+    p.put_u16(50); // queue
+    p.put_u16(10); // declare
+    p.to_vec()
+}
+
+#[test]
+fn channel_close_with_a_text_cut_mid_character_fails_only_the_operation() {
+    let _s = serial();
+    let mut steps = script(
+        Op::Declare,
+        FRAME_MAX,
+        raw_frame(1, 1, &close_with_cut_text(20, 40, 404)),
+    );
+    steps.push(Step::Expect("channel.close-ok"));
+    let fake = FakeBroker::start(steps);
+    let mut c = Client::new(&fake.url("")).expect("Client::new");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect to the fake broker");
+    let p = c.queue_declare(QueueDeclare::named("q"));
+    match fails::<QueueDeclareOk>(&mut c, p) {
+        Error::NotFound(r) => {
+            assert_eq!(r.code, 404);
+            assert!(r.text.starts_with("NOT_FOUND - no queue 'üü"), "{r:?}");
+        }
+        e => panic!("expected NotFound, got {e:?}"),
+    }
+    assert!(fake.wait_for("channel.close-ok", ONE_S).is_some());
+    assert!(c.is_open(), "the connection ended");
+    assert!(fake.connection_close(Duration::from_millis(200)).is_none());
+    let p = c.close();
+    let _ = c.wait_timeout(p, W);
+    drop(c);
+    let r = fake.finish();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+}
+
+#[test]
+fn connection_close_with_a_text_cut_mid_character_keeps_its_reply_code() {
+    let _s = serial();
+    let mut steps = script(
+        Op::Declare,
+        FRAME_MAX,
+        raw_frame(1, 0, &close_with_cut_text(10, 50, 320)),
+    );
+    steps.push(Step::Expect("connection.close-ok"));
+    let o = run(steps, "", Op::Declare);
+    match &o.err {
+        Error::ConnectionForced(r) => assert_eq!(r.code, 320),
+        e => panic!("expected ConnectionForced, got {e:?}"),
+    }
+    assert!(o.close.is_none(), "answered a close with {:?}", o.close);
+}
+
+// ----------------------------------------------------------------------
+// Secrets in Debug output.
+
+#[test]
+fn debug_output_never_shows_the_password_once_start_ok_is_queued() {
+    let _s = serial();
+    let fake = FakeBroker::start(fb::until_start_ok());
+    let url = fake.url("").replace("guest:guest@", "guest:s3cr3t-pw@");
+    assert!(url.contains("s3cr3t-pw"), "{url}");
+    #[allow(unused_mut)]
+    let mut options = puka::Options::default();
+    #[cfg(feature = "tls")]
+    {
+        options.tls.client_key_file = Some("/keys/s3cr3t-pw.pem".into());
+    }
+    let mut c = Client::with_options(&url, options.clone()).expect("Client::new");
+    let p = c.connect();
+    // Driven until start-ok is out; the fake broker then says nothing.
+    let r = c.wait_timeout(p, Duration::from_millis(300));
+    assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
+    let start_ok = fake
+        .record()
+        .method("connection.start-ok")
+        .cloned()
+        .unwrap();
+    let mut shown = vec![
+        format!("{c:?}"),
+        format!("{c:#?}"),
+        format!("{:?}", c.params()),
+        c.params().to_string(),
+        format!("{options:?}"),
+        format!("{start_ok:?}"),
+    ];
+    let p = c.close();
+    let r = c.wait_timeout(p, ONE_S);
+    shown.push(format!("{r:?}"));
+    for s in &shown {
+        assert!(!s.contains("s3cr3t"), "password shown in {s}");
+    }
+    drop(c);
+    let _ = fake.finish();
+}
+
+// ----------------------------------------------------------------------
+// Authentication mechanisms.
+
+#[test]
+fn unsupported_auth_mechanism_fails_before_any_byte_is_sent() {
+    let _s = serial();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let base = format!("amqp://guest:s3cr3t@{}/", listener.local_addr().unwrap());
+    let url = format!("{base}?auth_mechanism=SCRAM-SHA-256");
+    match Client::new(&url) {
+        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+            assert_eq!(m, "SCRAM-SHA-256")
+        }
+        r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),
+    }
+    // The same name set on parsed parameters by hand.
+    let mut params = puka::url::ConnectionParams::parse(&base).unwrap();
+    params.auth_mechanism = Some("SCRAM-SHA-256".into());
+    match Client::from_params(params, puka::Options::default()) {
+        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+            assert_eq!(m, "SCRAM-SHA-256")
+        }
+        r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let r = listener.accept();
+    assert!(
+        matches!(&r, Err(e) if e.kind() == ErrorKind::WouldBlock),
+        "the client connected: {r:?}"
+    );
+}
+
+#[test]
+fn mechanism_the_broker_does_not_offer_is_no_auth_mechanism() {
+    let _s = serial();
+    let mut start = fb::start();
+    if let Method::ConnectionStart(s) = &mut start {
+        s.mechanisms = bytes::Bytes::from_static(b"AMQPLAIN");
+    }
+    let o = run(
+        vec![Step::ReadHeader, Step::Method(0, start)],
+        "",
+        Op::Connect,
+    );
+    match &o.err {
+        Error::NoAuthMechanism(offered) => assert_eq!(offered, "AMQPLAIN"),
+        e => panic!("expected NoAuthMechanism, got {e:?}"),
+    }
+    assert!(
+        o.record.method("connection.start-ok").is_none(),
+        "credentials sent with a mechanism the broker does not offer"
+    );
+}
+
+// ----------------------------------------------------------------------
+// TCP keepalive.
+
+#[test]
+fn client_socket_has_tcp_keepalive_on() {
+    let _s = serial();
+    let fake = FakeBroker::start(fb::handshake(2047, FRAME_MAX, 0));
+    let mut c = Client::new(&fake.url("heartbeat=0")).expect("Client::new");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect to the fake broker");
+    let sock = socket2::SockRef::from(&c);
+    assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE is off");
+    #[cfg(target_os = "linux")]
+    {
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(60));
+        assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(10));
+        assert_eq!(sock.keepalive_retries().unwrap(), 3);
+    }
+    let p = c.close();
+    let _ = c.wait_timeout(p, W);
+    drop(c);
+    let r = fake.finish();
+    assert!(r.failures.is_empty(), "{:?}", r.failures);
+}

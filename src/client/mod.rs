@@ -236,10 +236,7 @@ impl Client {
         } else {
             None
         };
-        let mechanism = match params.auth_mechanism.as_deref() {
-            Some("EXTERNAL") => protocol::Mechanism::External,
-            _ => protocol::Mechanism::Plain,
-        };
+        let mechanism = protocol::negotiate::mechanism(params.auth_mechanism.as_deref())?;
         let config = Config {
             username: params.username.clone(),
             password: params.password().to_string(),
@@ -294,6 +291,7 @@ impl Client {
             match TcpStream::connect(addr) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
+                    let _ = transport::set_keepalive(&s);
                     if let Some(poll) = &self.poll {
                         let fd = s.as_raw_fd();
                         poll.registry()

@@ -5,6 +5,26 @@
 use crate::protocol::Connection;
 use mio::net::TcpStream;
 use std::io;
+use std::time::Duration;
+
+/// Idle time before the first TCP keepalive probe.
+pub(crate) const KEEPALIVE_IDLE: Duration = Duration::from_secs(60);
+/// Time between unanswered keepalive probes.
+pub(crate) const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Unanswered probes after which the kernel reports the peer dead.
+pub(crate) const KEEPALIVE_RETRIES: u32 = 3;
+
+/// Turns TCP keepalive on: with heartbeats off (`heartbeat=0`) a peer that
+/// vanished (a blackholed route, a powered-off host) is otherwise never
+/// noticed. The socket fails about 90 s (60 + 3 × 10) after the last byte
+/// from a dead peer; with heartbeats on, they usually notice first.
+pub(crate) fn set_keepalive(sock: &TcpStream) -> io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL)
+        .with_retries(KEEPALIVE_RETRIES);
+    socket2::SockRef::from(sock).set_tcp_keepalive(&keepalive)
+}
 
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;

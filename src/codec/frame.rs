@@ -154,7 +154,8 @@ impl Frame {
 ///
 /// Returns `Ok(None)` when `buf` does not yet hold a whole frame (it may then
 /// reserve room for the rest of a frame whose header it has seen, never more
-/// than `frame_max`). On success the frame's bytes are split off `buf`; body
+/// than `frame_max` nor more than [`RESERVE_AHEAD`] beyond twice the bytes
+/// there). On success the frame's bytes are split off `buf`; body
 /// payloads and strings are slices of them, not copies.
 ///
 /// # Errors
@@ -216,7 +217,7 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
     let head = match check(buf, frame_max)? {
         Check::Whole(head) => head,
         Check::Partial { total } => {
-            buf.reserve(total - buf.len());
+            reserve_rest(buf, total);
             return Ok(None);
         }
         Check::Short => return Ok(None),
@@ -241,7 +242,7 @@ pub fn decode_raw(buf: &mut BytesMut, frame_max: u32) -> Result<Option<RawFrame>
 /// place ([`FrameRef::reader`]) or sliced ([`FrameRef::payload`]) only when
 /// they must outlive the buffer. The result is empty when `buf` does not
 /// start with a whole frame (it then reserves room for the rest of a frame
-/// whose header it has seen, never more than `frame_max`).
+/// whose header it has seen, bounded as [`decode`] bounds it).
 ///
 /// The walk stops before the first frame that is incomplete or wrong; a
 /// wrong frame is only an error once it is at the front, so the frames
@@ -280,10 +281,24 @@ pub fn split_frames(buf: &mut BytesMut, frame_max: u32) -> Result<Bytes, CodecEr
     }
     let whole = buf.split_to(end).freeze();
     if let Some(total) = partial {
-        // Bounded by frame_max: `check` refused anything larger.
-        buf.reserve(total - buf.len());
+        reserve_rest(buf, total);
     }
     Ok(whole)
+}
+
+/// The most that is reserved ahead of the bytes that arrived for a frame
+/// whose start is in the buffer: 64 KiB, or as many bytes as arrived if more.
+pub const RESERVE_AHEAD: usize = 64 * 1024;
+
+/// Reserves room for the rest of a frame of `total` bytes (at most
+/// `frame_max`: `check` refused anything larger) whose start is in `buf`,
+/// but never more than [`RESERVE_AHEAD`] or the bytes already there: a peer
+/// that announces a large frame and sends a few bytes of it gets memory in
+/// proportion to what it sent, and a large frame that does arrive is moved
+/// a few times at most as its buffer doubles.
+fn reserve_rest(buf: &mut BytesMut, total: usize) {
+    let missing = total.saturating_sub(buf.len());
+    buf.reserve(missing.min(buf.len().max(RESERVE_AHEAD)));
 }
 
 /// The frames in `buf`, a buffer [`split_frames`] returned. On other bytes
@@ -1011,6 +1026,25 @@ mod tests {
         buf.extend_from_slice(&[0; 3]);
         assert!(split_frames(&mut buf, 4096).unwrap().is_empty());
         assert!(buf.capacity() >= 4096 && buf.capacity() < 2 * 4096);
+    }
+
+    #[test]
+    fn split_frames_reserves_in_proportion_to_the_bytes_that_arrived() {
+        // A frame of 4 GiB allowed and announced, 10 bytes of it here.
+        let mut buf = BytesMut::with_capacity(16);
+        buf.extend_from_slice(&[3, 0, 1]);
+        buf.extend_from_slice(&(u32::MAX - 8).to_be_bytes());
+        buf.extend_from_slice(&[0; 3]);
+        assert!(split_frames(&mut buf, u32::MAX).unwrap().is_empty());
+        assert!(buf.capacity() <= 2 * RESERVE_AHEAD, "{}", buf.capacity());
+        assert_eq!(decode_raw(&mut buf, u32::MAX), Ok(None));
+        assert!(buf.capacity() <= 2 * RESERVE_AHEAD, "{}", buf.capacity());
+        // As more arrives, room grows with it (doubling), never to the
+        // announced size at once.
+        buf.extend_from_slice(&vec![0; 3 * RESERVE_AHEAD]);
+        let len = buf.len();
+        assert!(split_frames(&mut buf, u32::MAX).unwrap().is_empty());
+        assert!(buf.capacity() >= 2 * len && buf.capacity() <= 4 * len + RESERVE_AHEAD);
     }
 
     #[test]

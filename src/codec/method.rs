@@ -436,6 +436,9 @@ pub struct ConnectionClose {
     /// Reply code: 200 for a normal close, otherwise the error (see [`reply_code`](super::reply_code)).
     pub reply_code: u16,
     /// Human-readable text explaining the reply code.
+    ///
+    /// Decoded leniently: bytes that are not UTF-8 (a character cut at
+    /// 255 bytes, say) become U+FFFD instead of failing the frame.
     pub reply_text: ShortString,
     /// Class id of the method that caused the close, or 0.
     pub class_id: u16,
@@ -454,7 +457,7 @@ impl ConnectionClose {
     #[inline(always)]
     pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("connection.close reply-code")?;
-        let reply_text = r.shortstr("connection.close reply-text")?;
+        let reply_text = r.shortstr_lossy("connection.close reply-text")?;
         let class_id = r.u16("connection.close class-id")?;
         let method_id = r.u16("connection.close method-id")?;
         Ok(ConnectionClose {
@@ -507,6 +510,9 @@ impl From<ConnectionCloseOk> for Method {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ConnectionBlocked {
     /// Why the connection is blocked (e.g. `low on memory`).
+    ///
+    /// Decoded leniently: bytes that are not UTF-8 (a character cut at
+    /// 255 bytes, say) become U+FFFD instead of failing the frame.
     pub reason: ShortString,
 }
 
@@ -520,7 +526,7 @@ impl ConnectionBlocked {
 
     #[inline(always)]
     pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let reason = r.shortstr("connection.blocked reason")?;
+        let reason = r.shortstr_lossy("connection.blocked reason")?;
         Ok(ConnectionBlocked { reason })
     }
 
@@ -565,6 +571,9 @@ pub struct ConnectionUpdateSecret {
     /// The new secret, such as a refreshed OAuth 2 token.
     pub new_secret: Bytes,
     /// Why the secret is being replaced, for the server's log.
+    ///
+    /// Decoded leniently: bytes that are not UTF-8 (a character cut at
+    /// 255 bytes, say) become U+FFFD instead of failing the frame.
     pub reason: ShortString,
 }
 
@@ -579,7 +588,7 @@ impl ConnectionUpdateSecret {
     #[inline(always)]
     pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let new_secret = r.longstr("connection.update-secret new-secret")?;
-        let reason = r.shortstr("connection.update-secret reason")?;
+        let reason = r.shortstr_lossy("connection.update-secret reason")?;
         Ok(ConnectionUpdateSecret { new_secret, reason })
     }
 
@@ -770,6 +779,9 @@ pub struct ChannelClose {
     /// Reply code: 200 for a normal close, otherwise the error (see [`reply_code`](super::reply_code)).
     pub reply_code: u16,
     /// Human-readable text explaining the reply code.
+    ///
+    /// Decoded leniently: bytes that are not UTF-8 (a character cut at
+    /// 255 bytes, say) become U+FFFD instead of failing the frame.
     pub reply_text: ShortString,
     /// Class id of the method that caused the close, or 0.
     pub class_id: u16,
@@ -788,7 +800,7 @@ impl ChannelClose {
     #[inline(always)]
     pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("channel.close reply-code")?;
-        let reply_text = r.shortstr("channel.close reply-text")?;
+        let reply_text = r.shortstr_lossy("channel.close reply-text")?;
         let class_id = r.u16("channel.close class-id")?;
         let method_id = r.u16("channel.close method-id")?;
         Ok(ChannelClose {
@@ -1925,6 +1937,9 @@ pub struct BasicReturn {
     /// Reply code: 200 for a normal close, otherwise the error (see [`reply_code`](super::reply_code)).
     pub reply_code: u16,
     /// Human-readable text explaining the reply code.
+    ///
+    /// Decoded leniently: bytes that are not UTF-8 (a character cut at
+    /// 255 bytes, say) become U+FFFD instead of failing the frame.
     pub reply_text: ShortString,
     /// The exchange the message was originally published to.
     pub exchange: ShortString,
@@ -1943,7 +1958,7 @@ impl BasicReturn {
     #[inline(always)]
     pub(crate) fn decode_args(r: &mut Reader<'_>) -> Result<Self, CodecError> {
         let reply_code = r.u16("basic.return reply-code")?;
-        let reply_text = r.shortstr("basic.return reply-text")?;
+        let reply_text = r.shortstr_lossy("basic.return reply-text")?;
         let exchange = r.shortstr("basic.return exchange")?;
         let routing_key = r.shortstr("basic.return routing-key")?;
         Ok(BasicReturn {
@@ -4842,6 +4857,46 @@ mod tests {
             0x02, 0xc3, 0x28,       // consumer-tag: invalid UTF-8
         ];
         let err = Method::decode(Bytes::copy_from_slice(&bad)).unwrap_err();
+        assert!(matches!(err, CodecError::InvalidUtf8(_)), "{err:?}");
+    }
+
+    #[test]
+    fn reply_texts_cut_mid_character_decode_lossily() {
+        // RabbitMQ cuts reply texts at 255 bytes, here inside a "ü".
+        let text = format!("NOT_FOUND - no queue '{}'", "ü".repeat(127));
+        let cut = &text.as_bytes()[..255];
+        let mut payload = BytesMut::new();
+        payload.extend_from_slice(&[0x00, 0x14, 0x00, 0x28, 0x01, 0x94, 0xff]); // channel.close 404
+        payload.extend_from_slice(cut);
+        payload.extend_from_slice(&[0x00, 0x3c, 0x00, 0x28]); // basic.publish
+        let m = Method::decode(payload.clone().freeze()).unwrap();
+        let Method::ChannelClose(c) = &m else {
+            panic!("{m:?}")
+        };
+        assert_eq!(c.reply_code, 404);
+        assert_eq!(c.reply_text.as_bytes(), &cut[..254]);
+        assert_eq!((c.class_id, c.method_id), (60, 40));
+        // connection.close, basic.return and connection.blocked alike.
+        payload[..4].copy_from_slice(&[0x00, 0x0a, 0x00, 0x32]);
+        let m = Method::decode(payload.clone().freeze());
+        assert!(matches!(m, Ok(Method::ConnectionClose(_))), "{m:?}");
+        payload[..4].copy_from_slice(&[0x00, 0x3c, 0x00, 0x32]);
+        payload.truncate(payload.len() - 4);
+        payload.extend_from_slice(&[0x01, b'x', 0x00]); // exchange "x", routing key ""
+        let m = Method::decode(payload.freeze());
+        assert!(matches!(m, Ok(Method::BasicReturn(_))), "{m:?}");
+        let mut blocked = BytesMut::from(&[0x00, 0x0a, 0x00, 0x3c, 0x03, b'm', 0xc3, b'!'][..]);
+        let m = Method::decode(blocked.split().freeze()).unwrap();
+        assert_eq!(
+            m,
+            Method::ConnectionBlocked(ConnectionBlocked {
+                reason: "m\u{fffd}!".into()
+            })
+        );
+        // Names stay strict: the same bytes as a consumer tag are refused.
+        let mut cancel = BytesMut::from(&[0x00, 0x3c, 0x00, 0x1f, 0xff][..]);
+        cancel.extend_from_slice(cut);
+        let err = Method::decode(cancel.freeze()).unwrap_err();
         assert!(matches!(err, CodecError::InvalidUtf8(_)), "{err:?}");
     }
 

@@ -379,6 +379,29 @@ impl<'a> Reader<'a> {
         Ok(ShortString::inline(value).unwrap_or_default())
     }
 
+    /// Reads a descriptive `shortstr` (a reply text, a reason) that may not
+    /// be valid UTF-8: RabbitMQ cuts reply texts at 255 bytes, sometimes in
+    /// the middle of a character. Invalid sequences become U+FFFD and the
+    /// result is cut back, at a character boundary, to the 255 bytes a
+    /// `shortstr` can hold, so it re-encodes. Names stay strict: use
+    /// [`Reader::shortstr`] for them.
+    pub fn shortstr_lossy(&mut self, what: &'static str) -> Result<ShortString, CodecError> {
+        let len = usize::from(self.u8(what)?);
+        let value = self.take(len, what)?;
+        if std::str::from_utf8(value).is_ok() {
+            // Read it again the usual way (inline when short).
+            self.pos -= len + 1;
+            return self.shortstr(what);
+        }
+        let mut text = String::from_utf8_lossy(value).into_owned();
+        let mut cut = text.len().min(usize::from(u8::MAX));
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        Ok(ShortString::from(text))
+    }
+
     /// Reads a `longstr`: a u32 length, then that many bytes (checked against
     /// the bytes remaining before anything is taken).
     #[inline]
@@ -475,6 +498,44 @@ mod tests {
         assert!(range.contains(&shared.as_bytes().as_ptr()), "a slice");
         assert_eq!(ShortString::from(long.as_str()), shared);
         assert_eq!(ShortString::from_static("rk"), short);
+    }
+
+    #[test]
+    fn lossy_shortstr_takes_a_text_cut_mid_character() {
+        // A reply text naming a queue of 127 "ü", cut at 255 bytes as
+        // RabbitMQ cuts it: in the middle of the last "ü" that fits.
+        let text = format!("NOT_FOUND - no queue '{}' in vhost '/'", "ü".repeat(127));
+        let cut = &text.as_bytes()[..255];
+        assert!(std::str::from_utf8(cut).is_err());
+        let mut dst = BytesMut::new();
+        put_shortstr(&mut dst, cut).unwrap();
+        dst.put_u8(7);
+        let payload = dst.freeze();
+        let mut r = Reader::new(&payload);
+        assert_eq!(
+            Reader::new(&payload).shortstr("reply-text"),
+            Err(CodecError::InvalidUtf8("reply-text"))
+        );
+        let lossy = r.shortstr_lossy("reply-text").unwrap();
+        assert_eq!(r.u8("after").unwrap(), 7, "the whole string was read");
+        assert!(lossy.starts_with("NOT_FOUND - no queue 'üü"));
+        // 254 valid bytes, then the lone lead byte: U+FFFD (3 bytes) does
+        // not fit, so it is cut back to what a shortstr holds.
+        assert!(lossy.len() <= 255, "{}", lossy.len());
+        assert_eq!(lossy.as_bytes(), &cut[..254]);
+        let mut again = BytesMut::new();
+        put_shortstr(&mut again, lossy.as_bytes()).unwrap();
+
+        // Invalid bytes in the middle become U+FFFD; valid text is as is.
+        let b = Bytes::from_static(b"\x05a\xffb\xc3\xbc\x03abc");
+        let mut r = Reader::new(&b);
+        assert_eq!(r.shortstr_lossy("t").unwrap(), "a\u{fffd}bü");
+        assert_eq!(r.shortstr_lossy("t").unwrap(), "abc");
+        assert_eq!(
+            r.shortstr_lossy("t"),
+            Err(CodecError::Truncated("t")),
+            "lengths are still checked"
+        );
     }
 
     #[test]

@@ -24,6 +24,7 @@
 //! publish channel, in confirm mode when the broker supports it.
 
 mod channel;
+mod debug;
 mod delivery;
 pub mod negotiate;
 
@@ -308,7 +309,8 @@ fn next_epoch() -> u32 {
 }
 
 /// The AMQP 0-9-1 client protocol state machine. See the module docs.
-#[derive(Debug)]
+///
+/// Its `Debug` shows state and sizes, never buffered bytes (see `debug.rs`).
 pub struct Connection {
     config: Config,
     state: State,
@@ -473,8 +475,10 @@ impl Connection {
         if n > 0 {
             if self.read_buf.capacity() - self.read_buf.len() < n {
                 // Grow by a frame and a read at once, so a frame split
-                // across reads is moved to a new buffer at most once.
-                let frame = self.tuned.frame_max as usize;
+                // across reads is moved rarely; the frame counted as no
+                // larger than what is buffered plus a read (memory follows
+                // the bytes that arrive, not frame_max).
+                let frame = (self.tuned.frame_max as usize).min(self.read_buf.len() + READ_CHUNK);
                 self.read_buf.reserve(n.max(frame + READ_CHUNK));
             }
             self.read_buf.extend_from_slice(&self.scratch[..n]);

@@ -3,6 +3,8 @@
 
 use crate::codec::{FieldTable, FieldValue, FRAME_MIN_SIZE};
 use crate::error::Error;
+use crate::protocol::Mechanism;
+use crate::url::UrlError;
 
 /// The values both peers use after `connection.tune-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,11 @@ pub struct Tuned {
 pub const DEFAULT_CHANNEL_MAX: u16 = 2047;
 /// The client's default `frame_max` (RabbitMQ's own default).
 pub const DEFAULT_FRAME_MAX: u32 = 131_072;
+/// The largest `frame_max` the client ever offers, 1 MiB, whatever it is
+/// asked for: a frame is buffered whole before it is handled, so this bounds
+/// the memory one frame can take. Larger frames bring nothing (bodies are
+/// split across frames anyway); RabbitMQ's default is 128 KiB.
+pub const MAX_FRAME_MAX: u32 = 1 << 20;
 
 /// Agrees one limit where 0 means "no limit": the smaller of the two limits
 /// that are set.
@@ -34,6 +41,9 @@ fn lower_limit<T: Ord + Copy + Default>(client: T, server: T) -> T {
 }
 
 /// Agrees the tune values from the server's proposal and the client's wishes.
+///
+/// The agreed `frame_max` is at most the client's wish, which is at most
+/// [`MAX_FRAME_MAX`] (a larger wish is lowered to it).
 ///
 /// # Errors
 /// [`Error::BadTune`] when the server proposes a `frame_max` below the spec's
@@ -58,7 +68,7 @@ pub fn tune(
         channel_max = u16::MAX;
     }
     let client_frame = match client_frame_max {
-        Some(f) if f != 0 => f.max(FRAME_MIN_SIZE),
+        Some(f) if f != 0 => f.clamp(FRAME_MIN_SIZE, MAX_FRAME_MAX),
         _ => DEFAULT_FRAME_MAX,
     };
     let frame_max = lower_limit(client_frame, server_frame_max);
@@ -105,6 +115,21 @@ pub fn client_properties(user: &FieldTable) -> FieldTable {
     props
 }
 
+/// The mechanism an `auth_mechanism` name (uppercase, as
+/// [`ConnectionParams`](crate::url::ConnectionParams) holds it) selects;
+/// `None` is PLAIN.
+///
+/// # Errors
+/// [`UrlError::UnsupportedAuthMechanism`]
+/// for any other name: never a silent fall back to PLAIN.
+pub fn mechanism(name: Option<&str>) -> Result<Mechanism, Error> {
+    match name {
+        None | Some("PLAIN") => Ok(Mechanism::Plain),
+        Some("EXTERNAL") => Ok(Mechanism::External),
+        Some(other) => Err(UrlError::UnsupportedAuthMechanism(other.to_owned()).into()),
+    }
+}
+
 /// The PLAIN mechanism's response: `\0user\0password`.
 pub fn plain_response(user: &str, password: &str) -> Vec<u8> {
     let mut r = Vec::with_capacity(user.len() + password.len() + 2);
@@ -125,6 +150,22 @@ pub fn offers(mechanisms: &[u8], name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mechanism_names_map_or_fail() {
+        assert_eq!(mechanism(None).unwrap(), Mechanism::Plain);
+        assert_eq!(mechanism(Some("PLAIN")).unwrap(), Mechanism::Plain);
+        assert_eq!(mechanism(Some("EXTERNAL")).unwrap(), Mechanism::External);
+        for name in ["SCRAM-SHA-256", "AMQPLAIN", "plain", ""] {
+            assert!(
+                matches!(
+                    mechanism(Some(name)),
+                    Err(Error::Url(UrlError::UnsupportedAuthMechanism(n))) if n == name
+                ),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn tune_takes_the_smaller_nonzero_limits() {

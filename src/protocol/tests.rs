@@ -4158,3 +4158,46 @@ fn a_delivery_of_another_connection_is_refused() {
     assert_matches!(b.conn.ack(&da, false), Err(Error::UnknownDeliveryTag(1)));
     assert!(b.sent().is_empty());
 }
+
+// ----------------------------------------------------------------------
+// A huge frame_max wish and a server that tunes 0 (no limit).
+
+#[test]
+fn huge_frame_max_wish_is_capped_and_big_frame_headers_reserve_little() {
+    let config = Config {
+        frame_max: Some(u32::MAX),
+        ..Config::default()
+    };
+    let (mut conn, now) = handshake_with(config, tune(2047, 0, 0));
+    assert_eq!(conn.tuned().frame_max, negotiate::MAX_FRAME_MAX);
+
+    // A frame of exactly the cap announced, a few bytes of it sent: the
+    // connection waits for the rest with little memory reserved.
+    let mut partial = vec![frame::FRAME_BODY, 0, 1];
+    partial.extend_from_slice(&(negotiate::MAX_FRAME_MAX - 8).to_be_bytes());
+    partial.extend_from_slice(b"abc");
+    conn.read_from(&mut &partial[..]).unwrap();
+    conn.handle_input(now);
+    assert!(conn.is_open());
+    assert!(conn.poll_event().is_none());
+    let cap = conn.read_buf.capacity();
+    assert!(cap <= 4 * READ_CHUNK, "reserved {cap} bytes for 10");
+
+    // A frame above the cap: a frame error (501), nothing reserved for it.
+    let (mut conn, now) = handshake_with(
+        Config {
+            frame_max: Some(u32::MAX),
+            ..Config::default()
+        },
+        tune(2047, 0, 0),
+    );
+    let mut huge = vec![frame::FRAME_BODY, 0, 1];
+    huge.extend_from_slice(&(u32::MAX - 8).to_be_bytes());
+    huge.extend_from_slice(b"abc");
+    conn.read_from(&mut &huge[..]).unwrap();
+    conn.handle_input(now);
+    assert!(conn.read_buf.capacity() <= 4 * READ_CHUNK);
+    assert_matches!(conn.error(), Some(Error::Protocol(e)) if e.reply_code() == 501);
+    let sent = parse_sent(decode_frames(&conn.take_output(), FRAME_MIN_SIZE));
+    expect_connection_close(&sent, 501);
+}
