@@ -453,7 +453,7 @@ fn env_usize(name: &str, default: usize) -> usize {
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument selects figures.
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
-    let wanted = |name: &str| filter.as_deref().map_or(true, |f| name.contains(f));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let n = env_usize("PUKA_BENCH_N", 1_000_000);
     let runs = env_usize("PUKA_BENCH_RUNS", 5).max(1);
     let mut figures = Vec::new();

@@ -97,7 +97,7 @@ fn run() -> common::Result {
     eprintln!("consuming from {}", common::quote(&queue));
 
     let mut received = 0;
-    while count.map_or(true, |n| received < n) {
+    while count.is_none_or(|n| received < n) {
         let d = common::next_delivery(&mut client, consumer, deadline, received)?;
         println!("{}", common::describe(&d));
         if !no_ack {

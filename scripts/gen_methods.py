@@ -6,21 +6,27 @@ Usage (from the crate root):
     python3 scripts/gen_methods.py > src/codec/method.rs
     rustfmt --edition 2021 src/codec/method.rs
 
-The input is RabbitMQ's extended 0-9-1 spec as shipped by Debian's
-`amqp-specs` package (/usr/share/amqp/specs/0-9-1-rabbit/
-amqp0-9-1.stripped.extended.xml); another path can be given as the first
-argument. That file is "stripped" (it has no doc text) and lacks the
-connection.blocked/unblocked and connection.update-secret(-ok) extensions, so
-those methods and every doc comment are written out below, in our own words.
+The input is RabbitMQ's extended 0-9-1 spec, vendored as
+spec/amqp0-9-1.stripped.extended.xml (a copy of the file Debian's
+`amqp-specs` package ships in /usr/share/amqp/specs/0-9-1-rabbit/); another
+path can be given as the first argument. That file is "stripped" (it has no
+doc text) and lacks the connection.blocked/unblocked and
+connection.update-secret(-ok) extensions, so those methods and every doc
+comment are written out below, in our own words.
 
 The output is plain Rust with no dependency on this script at build time; the
 script only needs Python 3's standard library.
 """
 
+import os
 import sys
 import xml.etree.ElementTree as ET
 
-DEFAULT_SPEC = "/usr/share/amqp/specs/0-9-1-rabbit/amqp0-9-1.stripped.extended.xml"
+# The vendored spec, found from this script's own location so that the
+# generator runs from any working directory.
+DEFAULT_SPEC = os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "spec", "amqp0-9-1.stripped.extended.xml"
+)
 
 # ---------------------------------------------------------------------------
 # Methods the XML does not have (RabbitMQ extensions). Each entry:

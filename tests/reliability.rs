@@ -213,7 +213,10 @@ impl Drop for Timed {
 // ---------------------------------------------------------------------------
 // Client helpers.
 
+/// A client connected to the fault node, which is started first (a test may
+/// connect before anything else asks for the node).
 fn connect(options: Options) -> Client {
+    let _ = node();
     let mut c = Client::with_options(URL, options).expect("Client::with_options");
     let p = c.connect();
     c.wait_timeout(p, W).expect("connect to the fault node");
@@ -750,7 +753,6 @@ fn oversized_inbound_message_fails_with_message_too_large() {
     );
     let q = common::unique("rel-big");
     let _cleanup = DeleteQueues(vec![q.clone()]);
-    let _ = node();
     let mut publisher = connect(named(&format!("{q}-publisher")));
     declare(&mut publisher, QueueDeclare::named(&q));
     let body: Vec<u8> = (0..BIG).map(|i| (i % 251) as u8).collect();
@@ -916,7 +918,6 @@ fn channel_errors_do_not_disturb_a_confirmed_publisher() {
     let q = name.clone();
     let q_acks = format!("{name}-acks");
     let _cleanup = DeleteQueues(vec![q.clone(), q_acks.clone()]);
-    let _ = node();
     let mut c = connect(named(&name));
     declare(&mut c, QueueDeclare::named(&q));
     declare(&mut c, QueueDeclare::named(&q_acks));

@@ -45,8 +45,11 @@ fn start_broker() -> Result<TlsBroker, String> {
     Ok(TlsBroker { node })
 }
 
-/// The path of one of the test certificates or keys.
+/// The path of one of the test certificates or keys, which `scripts/tls-broker`
+/// makes: the node is started first, so a test on a machine that never ran
+/// the script finds them too, whatever it calls first.
 fn cert(name: &str) -> PathBuf {
+    broker();
     let p = PathBuf::from(CERTS).join(name);
     assert!(
         p.is_file(),

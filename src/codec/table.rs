@@ -17,7 +17,7 @@
 //! | `l` | [`FieldValue::I64`]     | 8 octets                             |
 //! | `f` | [`FieldValue::F32`]     | 4 octets, IEEE 754                   |
 //! | `d` | [`FieldValue::F64`]     | 8 octets, IEEE 754                   |
-//! | `D` | [`FieldValue::Decimal`] | scale octet, then 4 octets           |
+//! | `D` | [`FieldValue::Decimal`] | scale octet, then 4 octets, signed   |
 //! | `S` | [`FieldValue::LongString`] | u32 length, then bytes            |
 //! | `A` | [`FieldValue::Array`]   | u32 byte length, then tagged values  |
 //! | `T` | [`FieldValue::Timestamp`] | 8 octets, seconds since the epoch  |
@@ -45,22 +45,28 @@ pub const MAX_NESTING_DEPTH: usize = 32;
 
 /// An AMQP decimal: `value / 10^scale`.
 ///
+/// The value is a signed 32-bit integer, as pika and the Java client write and
+/// read it: −1.5 is scale 1, value −15. (RabbitMQ passes the four octets on
+/// unchanged.)
+///
 /// ```
 /// use puka::codec::Decimal;
 /// let price = Decimal::new(2, 1999); // 19.99
 /// assert_eq!((price.scale, price.value), (2, 1999));
+/// let loss = Decimal::new(1, -15); // -1.5
+/// assert_eq!(loss.value, -15);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Decimal {
     /// The number of decimal digits after the point.
     pub scale: u8,
     /// The unscaled value.
-    pub value: u32,
+    pub value: i32,
 }
 
 impl Decimal {
     /// A decimal of `value / 10^scale`.
-    pub const fn new(scale: u8, value: u32) -> Self {
+    pub const fn new(scale: u8, value: i32) -> Self {
         Decimal { scale, value }
     }
 }
@@ -712,7 +718,7 @@ fn decode_value(r: &mut Reader<'_>, depth: usize) -> Result<FieldValue, CodecErr
         b'd' => FieldValue::F64(f64::from_bits(r.u64("f64 field")?)),
         b'D' => {
             let scale = r.u8("decimal field")?;
-            let value = r.u32("decimal field")?;
+            let value = i32::from_be_bytes(r.u32("decimal field")?.to_be_bytes());
             FieldValue::Decimal(Decimal { scale, value })
         }
         b'S' => FieldValue::LongString(r.longstr("long string field")?),
@@ -773,7 +779,7 @@ fn encode_value(value: &FieldValue, dst: &mut BytesMut, depth: usize) -> Result<
         FieldValue::F64(v) => dst.put_f64(*v),
         FieldValue::Decimal(d) => {
             dst.put_u8(d.scale);
-            dst.put_u32(d.value);
+            dst.put_i32(d.value);
         }
         FieldValue::LongString(b) | FieldValue::ByteArray(b) => put_longstr(dst, b)?,
         FieldValue::Array(a) => encode_array(a, dst, nested(depth)?)?,
@@ -829,6 +835,7 @@ mod tests {
             (FieldValue::F32(-1.5), b'f'),
             (FieldValue::F64(std::f64::consts::PI), b'd'),
             (FieldValue::Decimal(Decimal::new(2, 1999)), b'D'),
+            (FieldValue::Decimal(Decimal::new(255, i32::MIN)), b'D'),
             (FieldValue::from("héllo"), b'S'),
             (FieldValue::from(""), b'S'),
             (
@@ -923,6 +930,20 @@ mod tests {
         assert_eq!(t.get("c"), Some(&FieldValue::I16(-1)));
         let t = decode_table_bytes(b"\0\0\0\x05\x01du\xff\xff").unwrap();
         assert_eq!(t.get("d"), Some(&FieldValue::U16(u16::MAX)));
+    }
+
+    #[test]
+    fn decimal_value_is_signed() {
+        // What pika sends for {"d": Decimal("-1.5")}: 'D', scale 1, then
+        // struct.pack(">i", -15). The Java client reads the value signed too.
+        let bytes = b"\0\0\0\x08\x01dD\x01\xff\xff\xff\xf1";
+        assert_eq!(bytes.len() - 4, 8);
+        let t = decode_table_bytes(bytes).unwrap();
+        assert_eq!(
+            t.get("d").and_then(FieldValue::as_decimal),
+            Some(Decimal::new(1, -15))
+        );
+        assert_eq!(&encode_table_bytes(&t)[..], bytes);
     }
 
     #[test]
