@@ -359,7 +359,8 @@ fn rpc_worker(prefetch: u16) {
     let h = handled.clone();
     let reply_to = replies.clone();
     c.basic_consume_then(Consume::queue(&q).prefetch(prefetch), move |c, d| {
-        let d = d.expect("delivery");
+        // The consumer ends (its queue is deleted) after the loop.
+        let Ok(d) = d else { return };
         c.basic_ack(&d).expect("ack");
         let p = c.basic_publish("", &reply_to, &d.body);
         c.wait_timeout(p, W).expect("reply confirmed");
