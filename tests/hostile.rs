@@ -1060,3 +1060,124 @@ fn client_socket_has_tcp_keepalive_on() {
     let r = fake.finish();
     assert!(r.failures.is_empty(), "{:?}", r.failures);
 }
+
+/// A broker that ignores prefetch: after the handshake it floods consumer
+/// `x` on channel 1 with 64 KiB deliveries as fast as the socket takes
+/// them, counting the bytes the socket took. Runs until `stop`.
+fn flooding_broker(
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    written: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> (String, std::thread::JoinHandle<()>) {
+    use puka::codec::method::{BasicConsumeOk, ChannelOpenOk, ConnectionOpenOk};
+    use std::io::{Read, Write};
+    use std::sync::atomic::Ordering;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!(
+        "amqp://guest:guest@{}/%2f?heartbeat=0",
+        listener.local_addr().unwrap()
+    );
+    let handle = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut header = [0u8; 8];
+        s.read_exact(&mut header).expect("protocol header");
+        // The whole handshake, the channel and the consume at once: the
+        // client handles them in order.
+        let mut hello = Vec::new();
+        hello.extend(method_bytes(0, &fb::start()));
+        hello.extend(method_bytes(0, &fb::tune(2047, 131_072, 0)));
+        hello.extend(method_bytes(
+            0,
+            &Method::ConnectionOpenOk(ConnectionOpenOk {}),
+        ));
+        hello.extend(method_bytes(1, &Method::ChannelOpenOk(ChannelOpenOk {})));
+        hello.extend(method_bytes(
+            1,
+            &Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "x".into(),
+            }),
+        ));
+        s.write_all(&hello).expect("handshake");
+        // Whatever the client sends is read and dropped.
+        let mut reader = s.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(reader.read(&mut buf), Ok(n) if n > 0) {}
+        });
+        s.set_nonblocking(true).expect("nonblocking");
+        let body = vec![7u8; 65_536];
+        let lifetime = Instant::now() + Duration::from_secs(30);
+        let mut tag = 0u64;
+        let mut pending: Vec<u8> = Vec::new();
+        while !stop.load(Ordering::Relaxed) && Instant::now() < lifetime {
+            if pending.is_empty() {
+                tag += 1;
+                pending.extend(method_bytes(1, &fb::deliver("x", tag)));
+                pending.extend(header_frame(1, 60, body.len() as u64));
+                pending.extend(body_frame(1, &body));
+            }
+            match s.write(&pending) {
+                Ok(n) => {
+                    pending.drain(..n);
+                    written.fetch_add(n as u64, Ordering::Relaxed);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => break,
+            }
+        }
+    });
+    (url, handle)
+}
+
+#[test]
+fn a_broker_ignoring_prefetch_is_held_back_by_tcp() {
+    use puka::{Consume, Options};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    const BOUND: usize = 8 << 20;
+    let _s = serial();
+    let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
+    let (url, server) = flooding_broker(stop.clone(), written.clone());
+    let mut c = Client::with_options(
+        &url,
+        Options {
+            max_buffered_bytes: BOUND,
+            ..Options::default()
+        },
+    )
+    .expect("client");
+    let consumer = c.basic_consume_with(Consume::queue("q").prefetch(10));
+    // The user waits on something else, which never comes, for 3 s while the
+    // broker floods the consumer.
+    let other = c.queue_declare(QueueDeclare::named("other"));
+    assert!(matches!(
+        c.wait_timeout(other, Duration::from_secs(3)),
+        Err(Error::Timeout)
+    ));
+    let held = written.load(Ordering::Relaxed);
+    // What the client holds, plus one read budget and the kernel's socket
+    // buffers: never the gigabytes a loopback delivers in 3 s.
+    assert!(
+        held < 48 << 20,
+        "the broker wrote {} MiB into a client bounded at {} MiB",
+        held >> 20,
+        BOUND >> 20
+    );
+    assert!(
+        held > BOUND as u64,
+        "the flood reached the bound ({held} B)"
+    );
+    // Taking the deliveries resumes reading: the broker gets to write more.
+    for _ in 0..(BOUND / 65_536) * 2 {
+        let d = c
+            .wait_timeout(consumer, Duration::from_secs(5))
+            .expect("delivery");
+        assert_eq!(d.body.len(), 65_536);
+    }
+    assert!(written.load(Ordering::Relaxed) > held, "reading resumed");
+    stop.store(true, Ordering::Relaxed);
+    drop(c);
+    server.join().expect("server thread");
+}
