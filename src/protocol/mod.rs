@@ -1032,7 +1032,7 @@ impl Connection {
             // RabbitMQ may send out of order) and a later server cancel name
             // the queue they are about.
             let consumer_tag = if q.consumer_tag.is_empty() {
-                ShortString::from(format!("puka.ctag-{epoch}.{i}"))
+                ShortString::from(format!("puka.ctag-{epoch:08x}.{i}"))
             } else {
                 q.consumer_tag
             };
