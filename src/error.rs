@@ -129,6 +129,20 @@ pub enum Error {
     /// The connection was closed by this client.
     #[error("connection closed")]
     ConnectionClosed,
+    /// Every channel the connection may open (`channel_max`, negotiated
+    /// with the broker) is in use by consumers and the publish channel; the
+    /// operation was not started (pooled operations wait for a channel
+    /// instead). A local limit, not a broker reply: the connection is fine.
+    #[error("all {channel_max} channels are in use (consumers hold one each)")]
+    NoChannel {
+        /// The negotiated `channel_max`.
+        channel_max: u16,
+    },
+    /// The broker kept the connection blocked (`connection.blocked`, a
+    /// memory or disk alarm) longer than `Options::blocked_timeout`; the
+    /// connection was dropped.
+    #[error("the broker kept the connection blocked for over {0:?}")]
+    BlockedTimeout(std::time::Duration),
     /// The TCP connect or the handshake did not finish in time.
     #[error("connection timed out")]
     ConnectTimeout,
@@ -187,9 +201,13 @@ pub enum Error {
     /// The URL could not be parsed.
     #[error("bad url: {0}")]
     Url(#[from] crate::url::UrlError),
-    /// Publishing was refused because the send buffer is over its high-water
-    /// mark; drive the loop and retry.
-    #[error("send buffer full")]
+    /// The client is at one of its bounds (queued bytes over
+    /// `Options::write_high_water`, `Options::max_unconfirmed` publishes in
+    /// flight, or too many operations waiting for a channel) and the
+    /// operation was not started. Drive the connection (`wait`, `run_loop`,
+    /// or `on_write` in a reactor) and retry once [`crate::Client::can_publish`]
+    /// (for publishes) is true.
+    #[error("the client is at a bound (queued bytes, unconfirmed publishes or waiting operations); drive the connection and retry")]
     WouldBlock,
 }
 
@@ -262,6 +280,7 @@ impl Error {
         match self {
             Error::ConnectionBroken(_)
             | Error::HeartbeatTimeout(_)
+            | Error::BlockedTimeout(_)
             | Error::ConnectionClosed
             | Error::ConnectTimeout
             | Error::BadTune(_)

@@ -28,7 +28,7 @@ pub mod url;
 #[cfg(feature = "tls")]
 pub use client::TlsOptions;
 pub use client::{
-    Client, ConnectionEvent, Consume, Options, Promise, PromiseId, RawResult, Resolve,
+    Client, ConnectionEvent, Consume, Options, Promise, PromiseId, RawResult, Resolve, WhenFull,
 };
 pub use codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,

@@ -1,16 +1,17 @@
 //! puka: one `Client`, driven by `wait` (no threads but the RPC echo server).
 
 use crate::common::*;
-use puka::{BasicProperties, Client, Confirms, Consume, Options, QueueDeclare};
+use puka::{AckTiming, BasicProperties, Client, Confirms, Consume, Options, QueueDeclare};
 use std::time::{Duration, Instant};
 
 const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
-fn connect(url: &str, confirms: Confirms) -> Res<Client> {
+fn connect(url: &str, confirms: Confirms, ack_timing: AckTiming) -> Res<Client> {
     let mut c = Client::with_options(
         url,
         Options {
             confirms,
+            ack_timing,
             ..Options::default()
         },
     )
@@ -39,12 +40,14 @@ fn until_count(c: &mut Client, queue: &str, n: usize) -> Res<usize> {
     }
 }
 
-pub fn run(job: &Job) -> Res<Outcome> {
+/// Runs one scenario; `ack_timing` is puka's `Options::ack_timing` (the
+/// default `Prompt` for the `puka` column, `Deferred` for `puka-deferred`).
+pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
     let body = body(job.size);
     let q = job.queue.as_str();
     match job.scenario {
         Scenario::Publish => {
-            let mut c = connect(&job.url, Confirms::Off)?;
+            let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
             let m = Meter::process();
             for _ in 0..job.n {
                 c.basic_publish("", q, &body);
@@ -55,7 +58,7 @@ pub fn run(job: &Job) -> Res<Outcome> {
             Ok(out)
         }
         Scenario::Confirm => {
-            let mut c = connect(&job.url, Confirms::On)?;
+            let mut c = connect(&job.url, Confirms::On, ack_timing)?;
             let m = Meter::process();
             let ps: Vec<_> = (0..job.n).map(|_| c.basic_publish("", q, &body)).collect();
             let ids: Vec<_> = ps.iter().map(|p| p.id()).collect();
@@ -72,7 +75,7 @@ pub fn run(job: &Job) -> Res<Outcome> {
             Ok(Outcome { count: ok, ..out })
         }
         Scenario::ConfirmStream => {
-            let mut c = connect(&job.url, Confirms::On)?;
+            let mut c = connect(&job.url, Confirms::On, ack_timing)?;
             let m = Meter::process();
             let mut last = None;
             for _ in 0..job.n {
@@ -87,7 +90,7 @@ pub fn run(job: &Job) -> Res<Outcome> {
         }
         Scenario::ConsumeAck | Scenario::ConsumeNoAck => {
             let no_ack = job.scenario == Scenario::ConsumeNoAck;
-            let mut c = connect(&job.url, Confirms::Off)?;
+            let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
             let m = Meter::process();
             let consume = if no_ack {
                 Consume::queue(q).no_ack()
@@ -113,7 +116,7 @@ pub fn run(job: &Job) -> Res<Outcome> {
             Ok(out)
         }
         Scenario::Get => {
-            let mut c = connect(&job.url, Confirms::Off)?;
+            let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
             let mut lat = Vec::with_capacity(job.n);
             let mut got = 0;
             let mut m = Meter::process();
@@ -140,9 +143,9 @@ pub fn run(job: &Job) -> Res<Outcome> {
             let server = {
                 let url = job.url.clone();
                 let q = job.queue.clone();
-                std::thread::spawn(move || echo_server(&url, &q, total))
+                std::thread::spawn(move || echo_server(&url, &q, total, ack_timing))
             };
-            let mut c = connect(&job.url, Confirms::Off)?;
+            let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
             let replies = c.basic_consume_with(Consume::queue(REPLY_TO).no_ack());
             let mut lat = Vec::with_capacity(job.n);
             let mut m = Meter::process();
@@ -179,8 +182,8 @@ pub fn run(job: &Job) -> Res<Outcome> {
 }
 
 /// Answers `total` requests from `queue` to their `reply_to`.
-fn echo_server(url: &str, queue: &str, total: usize) -> Res<()> {
-    let mut c = connect(url, Confirms::Off)?;
+fn echo_server(url: &str, queue: &str, total: usize, ack_timing: AckTiming) -> Res<()> {
+    let mut c = connect(url, Confirms::Off, ack_timing)?;
     let requests = c.basic_consume_with(Consume::queue(queue).no_ack());
     for _ in 0..total {
         let d = c.wait(requests).ctx("request")?;

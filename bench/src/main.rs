@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--n 200000] [--rounds 3]
-//!     [--client puka,lapin,amiquip,amqprs] [--scenario publish,publish_confirm,consume_ack,
+//!     [--client puka,puka-deferred,lapin,amiquip,amqprs] [--scenario publish,publish_confirm,consume_ack,
 //!      consume_noack,get,rpc,loopback,memory] [--size 32|65536] [--url amqp://...]
 //! ```
 //!
@@ -19,23 +19,35 @@ mod loopback;
 mod memory;
 
 use common::*;
+use puka::AckTiming;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Lib {
     Puka,
+    /// puka with `AckTiming::Deferred` (the consumer's acks may wait).
+    PukaDeferred,
     Lapin,
     Amiquip,
     Amqprs,
 }
 
 impl Lib {
-    pub const ALL: [Lib; 4] = [Lib::Puka, Lib::Lapin, Lib::Amiquip, Lib::Amqprs];
+    pub const ALL: [Lib; 5] = [
+        Lib::Puka,
+        Lib::PukaDeferred,
+        Lib::Lapin,
+        Lib::Amiquip,
+        Lib::Amqprs,
+    ];
+    /// The clients run when `--client` is not given.
+    pub const DEFAULT: [Lib; 4] = [Lib::Puka, Lib::Lapin, Lib::Amiquip, Lib::Amqprs];
 
     pub fn name(self) -> &'static str {
         match self {
             Lib::Puka => "puka",
+            Lib::PukaDeferred => "puka-deferred",
             Lib::Lapin => "lapin",
             Lib::Amiquip => "amiquip",
             Lib::Amqprs => "amqprs",
@@ -46,9 +58,15 @@ impl Lib {
         Lib::ALL.into_iter().find(|l| l.name() == s)
     }
 
+    /// Whether this is puka (in either ack timing).
+    pub fn is_puka(self) -> bool {
+        matches!(self, Lib::Puka | Lib::PukaDeferred)
+    }
+
     fn run(self, job: &Job) -> Res<Outcome> {
         match self {
-            Lib::Puka => c_puka::run(job),
+            Lib::Puka => c_puka::run(job, AckTiming::Prompt),
+            Lib::PukaDeferred => c_puka::run(job, AckTiming::Deferred),
             Lib::Lapin => c_lapin::run(job),
             Lib::Amiquip => c_amiquip::run(job),
             Lib::Amqprs => c_amqprs::run(job),
@@ -73,7 +91,8 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
   --n N                messages per 32 B throughput run (default 200000;
                        64 KiB runs use N/20, get and rpc N/100 (at most 5000))
   --rounds R           rounds of the broker scenarios (default 3; --quick: 1)
-  --client LIST        puka,lapin,amiquip,amqprs (default all)
+  --client LIST        puka,lapin,amiquip,amqprs (default all four);
+                       puka-deferred is puka with AckTiming::Deferred
   --scenario LIST      publish,publish_confirm,consume_ack,consume_noack,get,
                        rpc,loopback,memory (default all; loopback_consume or
                        loopback_publish for half of loopback)
@@ -88,7 +107,7 @@ fn parse_args() -> Args {
         quick: false,
         n: 0,
         rounds: 0,
-        libs: Lib::ALL.to_vec(),
+        libs: Lib::DEFAULT.to_vec(),
         scenarios: Vec::new(),
         sizes: vec![32, 65536],
     };
@@ -449,80 +468,92 @@ fn summary(
             }
             println!("{row}");
         }
-        // Ratios against the best peer.
-        if libs.contains(&Lib::Puka) && libs.len() > 1 {
+        // Ratios of each puka mode against the best peer.
+        let pukas: Vec<Lib> = libs.iter().copied().filter(|l| l.is_puka()).collect();
+        if !pukas.is_empty() && libs.iter().any(|l| !l.is_puka()) {
             println!();
             println!("## puka against the best peer (medians)");
             println!();
             println!("| scenario | size | puka | best peer | ratio | target |");
             println!("| --- | --- | --- | --- | --- | --- |");
             for ((s, size), by_lib) in results {
-                let Some(pk) = by_lib.get(&Lib::Puka).map(|f| stat(f)) else {
-                    continue;
-                };
                 let peers: Vec<(Lib, Stat)> = by_lib
                     .iter()
-                    .filter(|(l, f)| **l != Lib::Puka && !f.is_empty())
+                    .filter(|(l, f)| !l.is_puka() && !f.is_empty())
                     .map(|(l, f)| (*l, stat(f)))
                     .collect();
                 if peers.is_empty() {
                     continue;
                 }
-                let sz = size_name(*size);
-                if s.latency() {
-                    for (label, get) in [
-                        ("p50", (|st: &Stat| st.p50) as fn(&Stat) -> f64),
-                        ("p99", |st: &Stat| st.p99),
-                    ] {
-                        let (bl, bv) = peers
-                            .iter()
-                            .map(|(l, st)| (*l, get(st)))
-                            .min_by(|a, b| a.1.total_cmp(&b.1))
-                            .unwrap();
-                        let ratio = bv / get(&pk);
-                        println!(
-                            "| {} {label} latency | {sz} | {:.0} µs | {} {:.0} µs | {:.2}× faster | >1 {} |",
-                            s.name(),
-                            get(&pk),
-                            bl.name(),
-                            bv,
-                            ratio,
-                            if ratio > 1.0 { "met" } else { "MISSED" }
-                        );
-                    }
-                } else {
-                    let (bl, bst) = peers
-                        .iter()
-                        .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
-                        .unwrap();
-                    let ratio = pk.rate / bst.rate;
-                    println!(
-                        "| {} throughput | {sz} | {} | {} {} | {:.2}× | ≥1.15 {} |",
-                        s.name(),
-                        fmt_rate(pk.rate),
-                        bl.name(),
-                        fmt_rate(bst.rate),
-                        ratio,
-                        if ratio >= 1.15 { "met" } else { "MISSED" }
-                    );
-                    let (cl, cst) = peers
-                        .iter()
-                        .min_by(|a, b| a.1.cpu_us.total_cmp(&b.1.cpu_us))
-                        .unwrap();
-                    let cr = pk.cpu_us / cst.cpu_us;
-                    println!(
-                        "| {} CPU/msg | {sz} | {:.2} µs | {} {:.2} µs | {:.2}× | ≤0.25 {} |",
-                        s.name(),
-                        pk.cpu_us,
-                        cl.name(),
-                        cst.cpu_us,
-                        cr,
-                        if cr <= 0.25 { "met" } else { "MISSED" }
-                    );
+                for &p in &pukas {
+                    let Some(pk) = by_lib.get(&p).filter(|f| !f.is_empty()).map(|f| stat(f))
+                    else {
+                        continue;
+                    };
+                    ratio_rows(*s, *size, p, &pk, &peers);
                 }
             }
         }
     }
     loopback::summary(loop_figs);
     memory::summary(mem_figs);
+}
+
+/// The rows of the ratio table for one puka mode (`lib`) in one scenario
+/// and size; a mode other than the default is named after the scenario.
+fn ratio_rows(s: Scenario, size: usize, lib: Lib, pk: &Stat, peers: &[(Lib, Stat)]) {
+    let sz = size_name(size);
+    let name = if lib == Lib::Puka {
+        s.name().to_string()
+    } else {
+        format!("{} ({})", s.name(), lib.name())
+    };
+    if s.latency() {
+        for (label, get) in [
+            ("p50", (|st: &Stat| st.p50) as fn(&Stat) -> f64),
+            ("p99", |st: &Stat| st.p99),
+        ] {
+            let (bl, bv) = peers
+                .iter()
+                .map(|(l, st)| (*l, get(st)))
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            let ratio = bv / get(pk);
+            println!(
+                "| {name} {label} latency | {sz} | {:.0} µs | {} {:.0} µs | {:.2}× faster | >1 {} |",
+                get(pk),
+                bl.name(),
+                bv,
+                ratio,
+                if ratio > 1.0 { "met" } else { "MISSED" }
+            );
+        }
+    } else {
+        let (bl, bst) = peers
+            .iter()
+            .max_by(|a, b| a.1.rate.total_cmp(&b.1.rate))
+            .unwrap();
+        let ratio = pk.rate / bst.rate;
+        println!(
+            "| {name} throughput | {sz} | {} | {} {} | {:.2}× | ≥1.15 {} |",
+            fmt_rate(pk.rate),
+            bl.name(),
+            fmt_rate(bst.rate),
+            ratio,
+            if ratio >= 1.15 { "met" } else { "MISSED" }
+        );
+        let (cl, cst) = peers
+            .iter()
+            .min_by(|a, b| a.1.cpu_us.total_cmp(&b.1.cpu_us))
+            .unwrap();
+        let cr = pk.cpu_us / cst.cpu_us;
+        println!(
+            "| {name} CPU/msg | {sz} | {:.2} µs | {} {:.2} µs | {:.2}× | ≤0.25 {} |",
+            pk.cpu_us,
+            cl.name(),
+            cst.cpu_us,
+            cr,
+            if cr <= 0.25 { "met" } else { "MISSED" }
+        );
+    }
 }

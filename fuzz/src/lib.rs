@@ -14,7 +14,7 @@ use puka::codec::wire::Reader;
 use puka::codec::{
     BasicProperties, CodecError, Decimal, FieldArray, FieldTable, FieldValue, Method, Timestamp,
 };
-use puka::protocol::{Config, Connection, ConsumeQueue, Event, Outcome, Tag};
+use puka::protocol::{Config, Confirms, Connection, ConsumeQueue, Event, Outcome, Tag};
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::OnceLock;
@@ -377,21 +377,40 @@ pub fn setup_bytes() -> Vec<u8> {
     v
 }
 
+/// One consumer the run started: what its events must respect.
+#[derive(Debug)]
+struct ConsumerInfo {
+    /// How many queues it consumes from.
+    queues: usize,
+    /// `Event::ConsumerEnded` came.
+    ended: bool,
+    /// The last delivery tag reported to it (they rise on its channel).
+    last_delivery: u64,
+}
+
 /// What the events said about each operation.
 #[derive(Debug, Default)]
 struct Tracker {
     issued: Vec<Tag>,
     completed: HashMap<Tag, usize>,
     succeeded: Vec<Tag>,
-    consumer_ended: bool,
+    consumers: HashMap<Tag, ConsumerInfo>,
+    /// Consumers in the order they were started (script ops pick by index).
+    consumer_order: Vec<Tag>,
+    /// `consumer_ready` operations and the consumer each waits for.
+    ready: HashMap<Tag, Tag>,
+    /// Deliveries (consumed or got) kept for the script's settle ops.
+    held: Vec<puka::Delivery>,
     closed: bool,
     deliveries: usize,
     late_deliveries: usize,
+    consumer_tags: Vec<(Tag, usize)>,
+    lost_ready: usize,
 }
 
 /// Whether a delivery reported after its consumer completed or ended is
 /// tolerated (counted, not a failure): set `PUKA_FUZZ_ALLOW_LATE_DELIVERY=1`
-/// to keep fuzzing past that known finding (see
+/// to keep fuzzing past such a finding (see
 /// `regressions/connection/delivery-after-server-cancel`) until it is fixed.
 fn allow_late_delivery() -> bool {
     static ALLOW: OnceLock<bool> = OnceLock::new();
@@ -399,7 +418,44 @@ fn allow_late_delivery() -> bool {
         .get_or_init(|| std::env::var_os("PUKA_FUZZ_ALLOW_LATE_DELIVERY").is_some_and(|v| v == "1"))
 }
 
+/// Whether a `consumer_ready` that never completes is tolerated (counted,
+/// not a failure): set `PUKA_FUZZ_ALLOW_LOST_READY=1` to keep fuzzing past
+/// that known finding (see `regressions/connection/ready-lost-after-cancel`)
+/// until it is fixed.
+fn allow_lost_ready() -> bool {
+    static ALLOW: OnceLock<bool> = OnceLock::new();
+    *ALLOW.get_or_init(|| std::env::var_os("PUKA_FUZZ_ALLOW_LOST_READY").is_some_and(|v| v == "1"))
+}
+
+/// The most deliveries kept for settle ops.
+const HELD_MAX: usize = 32;
+
 impl Tracker {
+    fn issue(&mut self, tag: Tag) {
+        assert!(!self.issued.contains(&tag), "tag {tag} issued twice");
+        self.issued.push(tag);
+    }
+
+    fn add_consumer(&mut self, tag: Tag, queues: usize) {
+        self.issue(tag);
+        self.consumers.insert(
+            tag,
+            ConsumerInfo {
+                queues,
+                ended: false,
+                last_delivery: 0,
+            },
+        );
+        self.consumer_order.push(tag);
+    }
+
+    fn hold(&mut self, d: &puka::Delivery) {
+        if self.held.len() == HELD_MAX {
+            self.held.remove(0);
+        }
+        self.held.push(d.clone());
+    }
+
     fn drain(&mut self, conn: &mut Connection, settle: u8) {
         while let Some(ev) = conn.poll_event() {
             assert!(!self.closed, "event after Event::Closed: {ev:?}");
@@ -412,43 +468,66 @@ impl Tracker {
                     let n = self.completed.entry(tag).or_insert(0);
                     *n += 1;
                     assert_eq!(*n, 1, "tag {tag} completed twice, now with {result:?}");
-                    if tag == tags::CONSUME {
-                        assert!(!self.consumer_ended, "consumer completed after it ended");
+                    if let Some(c) = self.consumers.get(&tag) {
+                        assert!(!c.ended, "consumer {tag} completed after it ended");
                     }
                     if result.is_ok() {
                         self.succeeded.push(tag);
                     }
-                    if let Ok(Outcome::Get(Some(d))) = &result {
-                        self.settle(conn, d, settle);
+                    match &result {
+                        Ok(Outcome::Get(Some(d))) => {
+                            self.hold(d);
+                            self.settle(conn, d, settle);
+                        }
+                        Ok(Outcome::ConsumerTags(v)) => {
+                            let consumer = *self.ready.get(&tag).unwrap_or_else(|| {
+                                panic!("consumer tags for {tag}, not a ready op")
+                            });
+                            let queues = self.consumers[&consumer].queues;
+                            assert!(
+                                v.len() <= queues,
+                                "consumer {consumer} of {queues} queues ready with tags {v:?}"
+                            );
+                            self.consumer_tags.push((tag, v.len()));
+                        }
+                        _ => {}
                     }
                 }
                 Event::Delivery { tag, delivery } => {
-                    assert_eq!(
-                        tag,
-                        tags::CONSUME,
-                        "delivery for a tag that is not a consumer"
-                    );
-                    let late = self.completed.contains_key(&tag) || self.consumer_ended;
+                    let late = self.completed.contains_key(&tag);
+                    let c = self
+                        .consumers
+                        .get_mut(&tag)
+                        .unwrap_or_else(|| panic!("delivery for {tag}, not a consumer"));
+                    let late = late || c.ended;
                     if late && allow_late_delivery() {
                         self.late_deliveries += 1;
                     } else {
                         assert!(
-                            !self.completed.contains_key(&tag),
-                            "delivery after the consumer completed"
+                            !late,
+                            "delivery to consumer {tag} after it completed or ended"
                         );
-                        assert!(!self.consumer_ended, "delivery after Event::ConsumerEnded");
                     }
+                    assert!(
+                        delivery.delivery_tag > c.last_delivery,
+                        "delivery tag {} to consumer {tag} after {}",
+                        delivery.delivery_tag,
+                        c.last_delivery
+                    );
+                    c.last_delivery = delivery.delivery_tag;
                     self.deliveries += 1;
+                    self.hold(&delivery);
                     self.settle(conn, &delivery, settle);
                 }
                 Event::ConsumerEnded { tag } => {
-                    assert_eq!(tag, tags::CONSUME);
-                    assert!(!self.consumer_ended, "consumer ended twice");
-                    assert!(
-                        !self.completed.contains_key(&tag),
-                        "consumer ended after completing"
-                    );
-                    self.consumer_ended = true;
+                    let done = self.completed.contains_key(&tag);
+                    let c = self
+                        .consumers
+                        .get_mut(&tag)
+                        .unwrap_or_else(|| panic!("ConsumerEnded for {tag}, not a consumer"));
+                    assert!(!c.ended, "consumer {tag} ended twice");
+                    assert!(!done, "consumer {tag} ended after completing");
+                    c.ended = true;
                 }
                 Event::Closed(e) => {
                     let _ = e.to_string();
@@ -480,13 +559,96 @@ impl Tracker {
     }
 }
 
-/// Input layout: byte 0 picks the piece size the rest is fed in (0: all at
-/// once), byte 1 holds option bits, the rest are server bytes.
+/// Checks that what the client wrote is whole, well-formed frames.
+fn check_output(out: &[u8]) {
+    let mut buf = BytesMut::from(out);
+    loop {
+        match frame::decode(&mut buf, CONN_FRAME_MAX) {
+            Ok(Some(_)) => {}
+            Ok(None) => break,
+            Err(e) => panic!("the client wrote a bad frame: {e}"),
+        }
+    }
+    assert!(buf.is_empty(), "the client wrote part of a frame");
+}
+
+/// Option bits of the connection target's byte 1.
+pub mod opts {
+    /// Bits 0-1: how deliveries are settled (none, ack, nack, reject).
+    pub const SETTLE: u8 = 3;
+    /// Settle with `multiple`.
+    pub const MULTIPLE: u8 = 4;
+    /// A graceful `close` before the input.
+    pub const CLOSE: u8 = 8;
+    /// A `cancel` of the consumer before the input.
+    pub const CANCEL: u8 = 16;
+    /// End with EOF (else with a timer an hour later).
+    pub const EOF: u8 = 32;
+    /// The input is a script of server bytes and user operations (see
+    /// [`super::ops`]), not only server bytes.
+    pub const SCRIPT: u8 = 64;
+    /// Publisher confirms off (`Confirms::Off`): publishes complete when
+    /// written, and transactions can be selected.
+    pub const NO_CONFIRMS: u8 = 128;
+}
+
+/// The user operations of a script (see [`check_connection`]). A record
+/// byte `0xC0 | variant << 4 | op` runs `op` with `variant` (0-3).
+pub mod ops {
+    /// Graceful `close` (timeout 1 s, 100 ms, 10 s, 0 by variant).
+    pub const CLOSE: u8 = 0;
+    /// `close_now` (same timeouts).
+    pub const CLOSE_NOW: u8 = 1;
+    /// `consumer_ready` for consumer number `variant` (modulo their count).
+    pub const CONSUMER_READY: u8 = 2;
+    /// `tx_select`.
+    pub const TX_SELECT: u8 = 3;
+    /// `tx_commit`.
+    pub const TX_COMMIT: u8 = 4;
+    /// `tx_rollback`.
+    pub const TX_ROLLBACK: u8 = 5;
+    /// A new consumer on queues `qN.0`, `qN.1` (and `qN.2` with variant
+    /// bit 1), consumer tags `cN.0`, `cN.1`, …, where N is its number (the
+    /// setup's consumer is 0; its tag is `ctag.1`). Variant bit 0: no-ack
+    /// (else prefetch 10).
+    pub const CONSUME: u8 = 6;
+    /// `basic_get` of `q` (variant bit 0: `q2`), variant bit 1: no-ack.
+    pub const GET: u8 = 7;
+    /// Settle the newest kept delivery: ack, ack multiple, nack (requeue),
+    /// reject, by variant.
+    pub const SETTLE: u8 = 8;
+    /// `cancel` consumer number `variant`.
+    pub const CANCEL: u8 = 9;
+    /// `publish` to `q` (variant bit 0: mandatory; bit 1: to `amq.direct`).
+    pub const PUBLISH: u8 = 10;
+    /// `rpc`: queue.declare, queue.purge, exchange.declare, or a method
+    /// that is not a pooled-channel one, by variant.
+    pub const RPC: u8 = 11;
+    /// Time passes: 10 ms, 600 ms, 2 s, 200 s, then `handle_timeout`.
+    pub const TIME: u8 = 12;
+    /// `qos` (variant bit 0 clear) or `recover` (requeue = bit 1) on
+    /// consumer number 0 or 1 (variant bit 1 for qos).
+    pub const QOS_RECOVER: u8 = 13;
+    /// `release_acks` (variant 0-1), `handle_eof` (2), an I/O error (3).
+    pub const IO: u8 = 14;
+    /// Settle the oldest kept delivery: ack, ack multiple, nack multiple
+    /// without requeue, reject with requeue, by variant.
+    pub const SETTLE_OLDEST: u8 = 15;
+}
+
+/// Input layout: byte 0 picks the piece size server bytes are fed in (0:
+/// all at once), byte 1 holds option bits ([`opts`]), then the rest.
 ///
-/// Option bits: 0-1 how deliveries are settled (none, ack, nack, reject),
+/// Without [`opts::SCRIPT`] the rest is server bytes. With it, the rest is
+/// records: a byte below `0xC0` is followed by that many plus one server
+/// bytes; a byte from `0xC0` is a user operation ([`ops`]). After each
+/// operation and each piece the events are checked; an operation issued
+/// while the connection is not open must fail at once.
+///
+/// Option bits 0-1: how deliveries are settled (none, ack, nack, reject),
 /// 2 settle with `multiple`, 3 close gracefully before the input, 4 cancel
 /// the consumer before the input, 5 end with EOF (else with a timer an hour
-/// later).
+/// later), 6 script, 7 confirms off.
 pub fn check_connection(data: &[u8]) {
     run_connection(data);
 }
@@ -494,27 +656,274 @@ pub fn check_connection(data: &[u8]) {
 /// What one run of the connection target saw (for tests of the harness).
 #[derive(Debug)]
 pub struct RunSummary {
-    /// Deliveries reported to the consumer.
+    /// Deliveries reported to consumers.
     pub deliveries: usize,
     /// Operations that completed successfully, in order.
     pub succeeded: Vec<Tag>,
+    /// Operations that completed with an error.
+    pub failed: Vec<Tag>,
+    /// Consumers that ended with `Event::ConsumerEnded`.
+    pub ended: Vec<Tag>,
+    /// `consumer_ready` results: the op's tag and how many consumer tags.
+    pub consumer_tags: Vec<(Tag, usize)>,
+}
+
+/// The setup (after the handshake) with confirms off: no confirm.select-ok.
+pub fn setup_bytes_no_confirms() -> Vec<u8> {
+    let mut v = Vec::new();
+    server_method(&mut v, 1, ChannelOpenOk {});
+    server_method(&mut v, 1, BasicQosOk {});
+    server_method(
+        &mut v,
+        1,
+        BasicConsumeOk {
+            consumer_tag: "ctag.1".into(),
+        },
+    );
+    server_method(&mut v, 2, ChannelOpenOk {});
+    v
+}
+
+/// The state of a run the script's operations act on.
+struct Run {
+    conn: Connection,
+    t: Tracker,
+    now: Instant,
+    settle: u8,
+    piece: usize,
+    next_tag: Tag,
+}
+
+impl Run {
+    fn new_tag(&mut self) -> Tag {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    /// Feeds server bytes in pieces, with the timers and output after each.
+    fn feed(&mut self, bytes: &[u8]) {
+        for part in bytes.chunks(self.piece) {
+            self.now += Duration::from_millis(1);
+            self.conn.handle_bytes(part);
+            self.conn.handle_input(self.now);
+            self.t.drain(&mut self.conn, self.settle);
+            self.conn.handle_timeout(self.now);
+            self.t.drain(&mut self.conn, self.settle);
+            check_output(&self.conn.take_output());
+            let _ = self.conn.poll_timeout();
+            self.t.drain(&mut self.conn, self.settle);
+        }
+    }
+
+    fn consumer(&self, n: u8) -> Tag {
+        let c = &self.t.consumer_order;
+        c[usize::from(n) % c.len()]
+    }
+
+    fn settle_held(&mut self, newest: bool, variant: u8) {
+        if self.t.held.is_empty() {
+            return;
+        }
+        let d = if newest {
+            self.t.held.pop().unwrap()
+        } else {
+            self.t.held.remove(0)
+        };
+        let c = &mut self.conn;
+        let _ = match (newest, variant) {
+            (_, 0) => c.ack(&d, false),
+            (_, 1) => c.ack(&d, true),
+            (true, 2) => c.nack(&d, false, true),
+            (false, 2) => c.nack(&d, true, false),
+            (true, _) => c.reject(&d, false),
+            (false, _) => c.reject(&d, true),
+        };
+    }
+
+    /// Runs one user operation.
+    fn op(&mut self, op: u8, variant: u8) {
+        const TIMEOUTS: [Duration; 4] = [
+            Duration::from_secs(1),
+            Duration::from_millis(100),
+            Duration::from_secs(10),
+            Duration::ZERO,
+        ];
+        let open = self.conn.is_open();
+        let tag = self.new_tag();
+        let now = self.now;
+        let c = &mut self.conn;
+        // Whether `tag` was issued (and must be refused when not open).
+        let mut tagged = true;
+        match op {
+            ops::CLOSE | ops::CLOSE_NOW => {
+                self.t.issue(tag);
+                let timeout = TIMEOUTS[usize::from(variant)];
+                if op == ops::CLOSE {
+                    c.close(tag, now, timeout);
+                } else {
+                    c.close_now(tag, now, timeout);
+                }
+                tagged = false;
+            }
+            ops::CONSUMER_READY => {
+                let consumer = self.consumer(variant);
+                self.t.issue(tag);
+                self.t.ready.insert(tag, consumer);
+                self.conn.consumer_ready(tag, consumer);
+            }
+            ops::TX_SELECT => {
+                self.t.issue(tag);
+                c.tx_select(tag);
+            }
+            ops::TX_COMMIT => {
+                self.t.issue(tag);
+                c.tx_commit(tag);
+            }
+            ops::TX_ROLLBACK => {
+                self.t.issue(tag);
+                c.tx_rollback(tag);
+            }
+            ops::CONSUME => {
+                let n = self.t.consumer_order.len();
+                let queues: Vec<ConsumeQueue> = (0..2 + usize::from(variant >> 1))
+                    .map(|i| ConsumeQueue {
+                        queue: format!("q{n}.{i}").into(),
+                        consumer_tag: format!("c{n}.{i}").into(),
+                        ..Default::default()
+                    })
+                    .collect();
+                self.t.add_consumer(tag, queues.len());
+                let no_ack = variant & 1 != 0;
+                self.conn
+                    .consume(tag, queues, no_ack, if no_ack { 0 } else { 10 });
+            }
+            ops::GET => {
+                self.t.issue(tag);
+                let queue = if variant & 1 != 0 { "q2" } else { "q" };
+                c.basic_get(tag, queue, variant & 2 != 0);
+            }
+            ops::SETTLE | ops::SETTLE_OLDEST => {
+                tagged = false;
+                self.settle_held(op == ops::SETTLE, variant);
+            }
+            ops::CANCEL => {
+                let consumer = self.consumer(variant);
+                self.t.issue(tag);
+                self.conn.cancel(tag, consumer);
+            }
+            ops::PUBLISH => {
+                self.t.issue(tag);
+                let props = BasicProperties::default().with_content_type("text/plain");
+                let exchange = if variant & 2 != 0 { "amq.direct" } else { "" };
+                c.publish(tag, exchange, "q", variant & 1 != 0, false, &props, b"x");
+            }
+            ops::RPC => {
+                self.t.issue(tag);
+                let m = match variant {
+                    0 => Method::QueueDeclare(QueueDeclare {
+                        queue: "q3".into(),
+                        ..Default::default()
+                    }),
+                    1 => Method::QueuePurge(QueuePurge {
+                        queue: "q".into(),
+                        ..Default::default()
+                    }),
+                    2 => Method::ExchangeDeclare(ExchangeDeclare {
+                        exchange: "x".into(),
+                        kind: "direct".into(),
+                        ..Default::default()
+                    }),
+                    _ => Method::BasicRecover(BasicRecover { requeue: true }),
+                };
+                c.rpc(tag, m);
+            }
+            ops::TIME => {
+                tagged = false;
+                const STEPS: [Duration; 4] = [
+                    Duration::from_millis(10),
+                    Duration::from_millis(600),
+                    Duration::from_secs(2),
+                    Duration::from_secs(200),
+                ];
+                self.now += STEPS[usize::from(variant)];
+                c.handle_timeout(self.now);
+            }
+            ops::QOS_RECOVER => {
+                let consumer = self.consumer(variant >> 1);
+                self.t.issue(tag);
+                if variant & 1 == 0 {
+                    self.conn.qos(tag, consumer, 0, 5, false);
+                } else {
+                    self.conn.recover(tag, consumer, variant & 2 != 0);
+                }
+            }
+            ops::IO => {
+                tagged = false;
+                match variant {
+                    0 | 1 => c.release_acks(),
+                    2 => c.handle_eof(),
+                    _ => {
+                        c.handle_io_error(std::io::Error::from(std::io::ErrorKind::ConnectionReset))
+                    }
+                }
+            }
+            _ => unreachable!("ops are 4 bits"),
+        }
+        self.t.drain(&mut self.conn, self.settle);
+        if tagged && !open {
+            assert!(
+                self.t.completed.contains_key(&tag),
+                "op {op} ({variant}) issued while the connection is not open did not fail at once"
+            );
+            assert!(
+                !self.t.succeeded.contains(&tag),
+                "op {op} ({variant}) issued while the connection is not open succeeded"
+            );
+        }
+        check_output(&self.conn.take_output());
+        self.t.drain(&mut self.conn, self.settle);
+    }
+
+    /// Runs a script: records of server bytes and operations.
+    fn script(&mut self, mut input: &[u8]) {
+        while let Some((&b, rest)) = input.split_first() {
+            if b >= 0xC0 {
+                self.op(b & 0x0F, (b >> 4) & 3);
+                input = rest;
+            } else {
+                let n = (usize::from(b) + 1).min(rest.len());
+                self.feed(&rest[..n]);
+                input = &rest[n..];
+            }
+        }
+    }
 }
 
 /// [`check_connection`], returning what happened.
 pub fn run_connection(data: &[u8]) -> RunSummary {
-    static HANDSHAKE: OnceLock<(Vec<u8>, Vec<u8>)> = OnceLock::new();
-    let (handshake, setup) = HANDSHAKE.get_or_init(|| (handshake_bytes(), setup_bytes()));
+    static HANDSHAKE: OnceLock<(Vec<u8>, Vec<u8>, Vec<u8>)> = OnceLock::new();
+    let (handshake, setup, setup_nc) =
+        HANDSHAKE.get_or_init(|| (handshake_bytes(), setup_bytes(), setup_bytes_no_confirms()));
     let piece = match data.first() {
         None | Some(0) => usize::MAX,
         Some(&n) => usize::from(n),
     };
-    let opts = data.get(1).copied().unwrap_or(0);
+    let o = data.get(1).copied().unwrap_or(0);
     let input = data.get(2..).unwrap_or(&[]);
+    let confirms = o & opts::NO_CONFIRMS == 0;
 
     let t0 = Instant::now();
     let mut t = Tracker::default();
-    t.issued.push(tags::CONNECT);
-    let mut conn = Connection::new(Config::default(), tags::CONNECT, t0);
+    t.issue(tags::CONNECT);
+    let config = if confirms {
+        Config::default()
+    } else {
+        Config {
+            confirms: Confirms::Off,
+            ..Config::default()
+        }
+    };
+    let mut conn = Connection::new(config, tags::CONNECT, t0);
     conn.handle_bytes(handshake);
     conn.handle_input(t0);
     t.drain(&mut conn, 0);
@@ -525,7 +934,8 @@ pub fn run_connection(data: &[u8]) -> RunSummary {
     );
     assert!(conn.is_open());
 
-    t.issued.extend([tags::CONSUME, tags::PUBLISH]);
+    t.add_consumer(tags::CONSUME, 1);
+    t.issue(tags::PUBLISH);
     conn.consume(
         tags::CONSUME,
         vec![ConsumeQueue {
@@ -538,12 +948,17 @@ pub fn run_connection(data: &[u8]) -> RunSummary {
     let props = BasicProperties::default().with_content_type("text/plain");
     conn.publish(tags::PUBLISH, "", "q", true, false, &props, b"hello");
     let _ = conn.take_output();
-    conn.handle_bytes(setup);
+    conn.handle_bytes(if confirms { setup } else { setup_nc });
     conn.handle_input(t0);
     t.drain(&mut conn, 0);
-    assert!(t.completed.len() == 1 && conn.confirms_enabled());
+    // Without confirms the publish completed when written.
+    let done = if confirms { 1 } else { 2 };
+    assert_eq!(t.completed.len(), done);
+    assert_eq!(conn.confirms_enabled(), confirms);
 
-    t.issued.extend([tags::DECLARE, tags::GET, tags::PUBLISH2]);
+    t.issue(tags::DECLARE);
+    t.issue(tags::GET);
+    t.issue(tags::PUBLISH2);
     conn.rpc(
         tags::DECLARE,
         Method::QueueDeclare(QueueDeclare {
@@ -553,34 +968,41 @@ pub fn run_connection(data: &[u8]) -> RunSummary {
     );
     conn.basic_get(tags::GET, "q", false);
     conn.publish(tags::PUBLISH2, "amq.direct", "k", false, false, &props, b"");
-    let _ = conn.take_output();
+    check_output(&conn.take_output());
     t.drain(&mut conn, 0);
-    assert_eq!(t.completed.len(), 1);
+    assert_eq!(t.completed.len(), if confirms { 1 } else { 3 });
 
-    if opts & 8 != 0 {
-        t.issued.push(tags::CLOSE);
+    if o & opts::CLOSE != 0 {
+        t.issue(tags::CLOSE);
         conn.close(tags::CLOSE, t0, Duration::from_secs(1));
     }
-    if opts & 16 != 0 {
-        t.issued.push(tags::CANCEL);
+    if o & opts::CANCEL != 0 {
+        t.issue(tags::CANCEL);
         conn.cancel(tags::CANCEL, tags::CONSUME);
     }
-    let settle = opts & 7;
-    let mut now = t0;
-    for part in input.chunks(piece) {
-        now += Duration::from_millis(1);
-        conn.handle_bytes(part);
-        conn.handle_input(now);
-        t.drain(&mut conn, settle);
-        conn.handle_timeout(now);
-        t.drain(&mut conn, settle);
-        let _ = conn.take_output();
-        let _ = conn.poll_timeout();
-        t.drain(&mut conn, settle);
+    let mut run = Run {
+        conn,
+        t,
+        now: t0,
+        settle: o & (opts::SETTLE | opts::MULTIPLE),
+        piece,
+        next_tag: 99,
+    };
+    if o & opts::SCRIPT != 0 {
+        run.script(input);
+    } else {
+        run.feed(input);
     }
+    let Run {
+        mut conn,
+        mut t,
+        now,
+        settle,
+        ..
+    } = run;
 
     // End the connection: every operation must then have finished once.
-    if opts & 32 != 0 {
+    if o & opts::EOF != 0 {
         conn.handle_eof();
     } else {
         conn.handle_timeout(now + Duration::from_secs(3600));
@@ -596,15 +1018,33 @@ pub fn run_connection(data: &[u8]) -> RunSummary {
     assert_eq!(conn.poll_timeout(), None);
     for tag in &t.issued {
         let n = t.completed.get(tag).copied().unwrap_or(0);
-        if *tag == tags::CONSUME && t.consumer_ended {
-            assert_eq!(n, 0);
+        if t.consumers.get(tag).is_some_and(|c| c.ended) {
+            assert_eq!(n, 0, "consumer {tag} ended and completed");
+        } else if n == 0 && t.ready.contains_key(tag) && allow_lost_ready() {
+            t.lost_ready += 1;
         } else {
             assert_eq!(n, 1, "tag {tag} never completed: {:?}", t.completed);
         }
     }
+    let failed = t
+        .issued
+        .iter()
+        .copied()
+        .filter(|tag| t.completed.contains_key(tag) && !t.succeeded.contains(tag))
+        .collect();
+    let mut ended: Vec<Tag> = t
+        .consumers
+        .iter()
+        .filter(|(_, c)| c.ended)
+        .map(|(tag, _)| *tag)
+        .collect();
+    ended.sort_unstable();
     RunSummary {
         deliveries: t.deliveries,
         succeeded: t.succeeded,
+        failed,
+        ended,
+        consumer_tags: t.consumer_tags,
     }
 }
 
@@ -891,10 +1331,7 @@ pub fn connection_seeds() -> Vec<(String, Vec<u8>)> {
     );
     add("server-closes", [0, 0], v);
 
-    // Our close answered; our cancel answered.
-    let mut v = Vec::new();
-    server_method(&mut v, 0, ConnectionCloseOk {});
-    add("close-ok", [0, 8], v);
+    // Our cancel answered.
     let mut v = Vec::new();
     server_method(
         &mut v,
@@ -905,6 +1342,263 @@ pub fn connection_seeds() -> Vec<(String, Vec<u8>)> {
     );
     server_method(&mut v, 1, ChannelCloseOk {});
     add("cancel-ok", [0, 16], v);
+    out.extend(script_seeds());
+    out
+}
+
+/// Server replies to everything the setup leaves pending: the declare's and
+/// the get's channels open, declare-ok, get-empty, both publishes acked.
+pub fn pending_answers() -> Vec<u8> {
+    let mut v = Vec::new();
+    server_method(&mut v, 3, ChannelOpenOk {});
+    server_method(
+        &mut v,
+        3,
+        QueueDeclareOk {
+            queue: "q2".into(),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    server_method(&mut v, 4, ChannelOpenOk {});
+    server_method(&mut v, 4, BasicGetEmpty {});
+    server_method(
+        &mut v,
+        2,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    v
+}
+
+/// Builds a script input (see [`check_connection`]).
+#[derive(Debug, Clone)]
+pub struct Script(Vec<u8>);
+
+impl Script {
+    /// Piece size and option bits ([`opts::SCRIPT`] is added).
+    pub fn new(piece: u8, options: u8) -> Script {
+        Script(vec![piece, options | opts::SCRIPT])
+    }
+
+    /// A user operation ([`ops`]) with its variant (0-3).
+    pub fn op(mut self, op: u8, variant: u8) -> Script {
+        assert!(op < 16 && variant < 4);
+        self.0.push(0xC0 | variant << 4 | op);
+        self
+    }
+
+    /// Server bytes, in records of at most 192 bytes.
+    pub fn server(mut self, bytes: &[u8]) -> Script {
+        for chunk in bytes.chunks(0xC0) {
+            self.0.push((chunk.len() - 1) as u8);
+            self.0.extend_from_slice(chunk);
+        }
+        self
+    }
+
+    /// One server method.
+    pub fn method(self, channel: u16, method: impl Into<Method>) -> Script {
+        let mut v = Vec::new();
+        server_method(&mut v, channel, method);
+        self.server(&v)
+    }
+
+    /// A content header and body.
+    pub fn content(self, channel: u16, body: &[u8]) -> Script {
+        let mut v = Vec::new();
+        let props = BasicProperties::default().with_content_type("text/plain");
+        server_content(&mut v, channel, &props, body);
+        self.server(&v)
+    }
+
+    /// The input.
+    pub fn build(self) -> Vec<u8> {
+        self.0
+    }
+}
+
+fn deliver_to(ctag: &str, tag: u64) -> BasicDeliver {
+    BasicDeliver {
+        consumer_tag: ctag.into(),
+        ..deliver(tag)
+    }
+}
+
+fn get_ok(tag: u64) -> BasicGetOk {
+    BasicGetOk {
+        delivery_tag: tag,
+        redelivered: false,
+        exchange: "".into(),
+        routing_key: "q".into(),
+        message_count: 0,
+    }
+}
+
+/// Tags the script seeds' operations get: the first op is 100.
+pub const SCRIPT_TAG0: Tag = 100;
+
+/// Seeds in script form, one per new operation.
+pub fn script_seeds() -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    // A consumer of two queues (channel 5): ready once both consume-oks are
+    // in (out of order), a delivery, then the broker cancels one queue:
+    // the whole consumer ends, its other queue is cancelled.
+    let s = Script::new(0, 1)
+        .op(ops::CONSUME, 0)
+        .op(ops::CONSUMER_READY, 1)
+        .method(5, ChannelOpenOk {})
+        .method(5, BasicQosOk {})
+        .method(
+            5,
+            BasicConsumeOk {
+                consumer_tag: "c1.1".into(),
+            },
+        )
+        .method(
+            5,
+            BasicConsumeOk {
+                consumer_tag: "c1.0".into(),
+            },
+        )
+        .method(5, deliver_to("c1.0", 1))
+        .content(5, b"m")
+        .method(
+            5,
+            BasicCancel {
+                consumer_tag: "c1.1".into(),
+                no_wait: false,
+            },
+        )
+        .method(
+            5,
+            BasicCancelOk {
+                consumer_tag: "c1.0".into(),
+            },
+        )
+        .method(5, ChannelCloseOk {});
+    out.push(("script-multi-consume-server-cancel".to_string(), s.build()));
+    // The same consumer cancelled by the user before its consume-oks.
+    let s = Script::new(0, 0)
+        .op(ops::CONSUME, 2)
+        .op(ops::CANCEL, 1)
+        .method(5, ChannelOpenOk {})
+        .method(5, BasicQosOk {})
+        .method(
+            5,
+            BasicConsumeOk {
+                consumer_tag: "c1.0".into(),
+            },
+        )
+        .method(
+            5,
+            BasicConsumeOk {
+                consumer_tag: "c1.1".into(),
+            },
+        )
+        .method(
+            5,
+            BasicConsumeOk {
+                consumer_tag: "c1.2".into(),
+            },
+        )
+        .method(
+            5,
+            BasicCancelOk {
+                consumer_tag: "c1.0".into(),
+            },
+        )
+        .method(
+            5,
+            BasicCancelOk {
+                consumer_tag: "c1.1".into(),
+            },
+        )
+        .method(
+            5,
+            BasicCancelOk {
+                consumer_tag: "c1.2".into(),
+            },
+        )
+        .method(5, ChannelCloseOk {});
+    out.push(("script-multi-consume-user-cancel".to_string(), s.build()));
+    // Transactions over the publish channel and the consumer's channel.
+    let s = Script::new(0, opts::NO_CONFIRMS | 1)
+        .op(ops::TX_SELECT, 0)
+        .method(2, TxSelectOk {})
+        .method(1, TxSelectOk {})
+        .method(1, deliver(1))
+        .content(1, b"a")
+        .op(ops::PUBLISH, 0)
+        .op(ops::TX_COMMIT, 0)
+        .method(2, TxCommitOk {})
+        .method(1, TxCommitOk {})
+        .method(1, deliver(2))
+        .content(1, b"b")
+        .op(ops::TX_ROLLBACK, 0)
+        .method(2, TxRollbackOk {})
+        .method(1, TxRollbackOk {})
+        .op(ops::GET, 0)
+        .method(2, get_ok(1))
+        .content(2, b"g")
+        .op(ops::TX_COMMIT, 0)
+        .method(2, TxCommitOk {})
+        .method(1, TxCommitOk {});
+    out.push(("script-tx".to_string(), s.build()));
+    // Gets that need an ack hold their channel until settled.
+    let s = Script::new(0, 0)
+        .method(4, ChannelOpenOk {})
+        .method(4, get_ok(1))
+        .content(4, b"1")
+        .op(ops::GET, 0)
+        .method(4, get_ok(2))
+        .content(4, b"2")
+        .op(ops::SETTLE, 0)
+        .op(ops::SETTLE_OLDEST, 0)
+        .op(ops::GET, 0)
+        .method(4, BasicGetEmpty {})
+        .op(ops::GET, 2)
+        .method(4, get_ok(3))
+        .content(4, b"3");
+    out.push(("script-held-get".to_string(), s.build()));
+    // A graceful close that drains, refusing new operations meanwhile.
+    let s = Script::new(0, 0)
+        .op(ops::CLOSE, 0)
+        .op(ops::PUBLISH, 0)
+        .server(&pending_answers())
+        .method(0, ConnectionCloseOk {});
+    out.push(("script-drain-close".to_string(), s.build()));
+    // A graceful close whose time runs out; then close-ok.
+    let s = Script::new(0, 0)
+        .op(ops::CLOSE, 1)
+        .method(3, ChannelOpenOk {})
+        .op(ops::TIME, 1)
+        .method(0, ConnectionCloseOk {});
+    out.push(("script-drain-deadline".to_string(), s.build()));
+    // close_now during a graceful close, and on its own.
+    let s = Script::new(0, 0)
+        .op(ops::CLOSE, 0)
+        .op(ops::CLOSE_NOW, 0)
+        .method(0, ConnectionCloseOk {});
+    out.push(("script-close-now-while-draining".to_string(), s.build()));
+    let s = Script::new(0, 0)
+        .op(ops::CLOSE_NOW, 0)
+        .op(ops::CLOSE_NOW, 0)
+        .method(0, ConnectionCloseOk {});
+    out.push(("script-close-now".to_string(), s.build()));
+    // qos, recover, rpc variants, a publish, time passing, an I/O error.
+    let s = Script::new(3, 0)
+        .op(ops::QOS_RECOVER, 0)
+        .op(ops::QOS_RECOVER, 3)
+        .op(ops::RPC, 3)
+        .op(ops::PUBLISH, 1)
+        .method(1, BasicQosOk {})
+        .method(1, BasicRecoverOk {})
+        .op(ops::TIME, 2)
+        .op(ops::IO, 3);
+    out.push(("script-misc".to_string(), s.build()));
     out
 }
 
@@ -961,13 +1655,104 @@ mod tests {
             vec![tags::CONNECT, tags::DECLARE, tags::GET]
         );
         assert_eq!(run("get-empty").succeeded, vec![tags::CONNECT, tags::GET]);
-        assert_eq!(run("close-ok").succeeded, vec![tags::CONNECT, tags::CLOSE]);
         assert_eq!(
             run("cancel-ok").succeeded,
             vec![tags::CONNECT, tags::CANCEL]
         );
         // The broker's cancel ends the consumer; the server's close ends the rest.
         assert_eq!(run("server-closes").succeeded, vec![tags::CONNECT]);
+
+        // Script seeds: every op takes the next tag from SCRIPT_TAG0 on.
+        let t = |i: u64| SCRIPT_TAG0 + i;
+        let r = run("script-multi-consume-server-cancel");
+        assert_eq!(r.consumer_tags, vec![(t(1), 2)]);
+        assert_eq!(r.deliveries, 1);
+        assert_eq!(r.succeeded, vec![tags::CONNECT, t(1)]);
+        assert!(r.failed.contains(&t(0)));
+        let r = run("script-multi-consume-user-cancel");
+        assert_eq!(r.ended, vec![t(0)]);
+        assert_eq!(r.succeeded, vec![tags::CONNECT, t(1)]);
+        // select, publish, commit, rollback, get on the tx channel, commit.
+        let r = run("script-tx");
+        assert_eq!(r.deliveries, 2);
+        for i in 0..6 {
+            assert!(r.succeeded.contains(&t(i)), "{r:?}");
+        }
+        // Get, settle, settle, get (empty), get no-ack.
+        let r = run("script-held-get");
+        assert_eq!(
+            r.succeeded,
+            vec![tags::CONNECT, tags::GET, t(0), t(3), t(4)]
+        );
+        let r = run("script-drain-close");
+        assert_eq!(
+            r.succeeded,
+            vec![
+                tags::CONNECT,
+                tags::DECLARE,
+                tags::GET,
+                tags::PUBLISH,
+                tags::PUBLISH2,
+                t(0)
+            ]
+        );
+        assert_eq!(r.failed, vec![tags::CONSUME, t(1)]);
+        assert_eq!(
+            run("script-drain-deadline").succeeded,
+            vec![tags::CONNECT, t(0)]
+        );
+        for name in ["script-close-now-while-draining", "script-close-now"] {
+            assert_eq!(run(name).succeeded, vec![tags::CONNECT, t(1), t(0)]);
+        }
+        let r = run("script-misc");
+        assert_eq!(r.succeeded, vec![tags::CONNECT, t(0), t(1)]);
+    }
+
+    /// The input of `regressions/connection/ready-lost-after-cancel`.
+    pub fn ready_lost_after_cancel() -> Vec<u8> {
+        Script::new(0, 0)
+            .op(ops::CONSUME, 0)
+            .op(ops::CANCEL, 1)
+            .op(ops::CONSUMER_READY, 1)
+            .method(5, ChannelOpenOk {})
+            .method(5, BasicQosOk {})
+            .method(
+                5,
+                BasicConsumeOk {
+                    consumer_tag: "c1.0".into(),
+                },
+            )
+            .method(
+                5,
+                BasicConsumeOk {
+                    consumer_tag: "c1.1".into(),
+                },
+            )
+            .method(
+                5,
+                BasicCancelOk {
+                    consumer_tag: "c1.0".into(),
+                },
+            )
+            .method(
+                5,
+                BasicCancelOk {
+                    consumer_tag: "c1.1".into(),
+                },
+            )
+            .method(5, ChannelCloseOk {})
+            .build()
+    }
+
+    #[test]
+    fn regression_files_are_current() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/connection");
+        let want = ready_lost_after_cancel();
+        let path = dir.join("ready-lost-after-cancel");
+        if std::env::var_os("PUKA_FUZZ_WRITE_REGRESSIONS").is_some() {
+            std::fs::write(&path, &want).unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), want);
     }
 
     #[test]

@@ -22,6 +22,7 @@ use crate::protocol::ConsumeQueue;
 impl ExchangeDeclare {
     /// Declares exchange `name` of type `kind` (`direct`, `fanout`, `topic`,
     /// `headers`, or a plugin's type).
+    #[must_use]
     pub fn new(name: &str, kind: &str) -> Self {
         ExchangeDeclare {
             exchange: name.into(),
@@ -31,30 +32,35 @@ impl ExchangeDeclare {
     }
 
     /// Survives a broker restart.
+    #[must_use]
     pub fn durable(mut self) -> Self {
         self.durable = true;
         self
     }
 
     /// Deleted when its last binding goes.
+    #[must_use]
     pub fn auto_delete(mut self) -> Self {
         self.auto_delete = true;
         self
     }
 
     /// Cannot be published to directly, only through exchange bindings.
+    #[must_use]
     pub fn internal(mut self) -> Self {
         self.internal = true;
         self
     }
 
     /// Only checks that the exchange exists (404 when not).
+    #[must_use]
     pub fn passive(mut self) -> Self {
         self.passive = true;
         self
     }
 
     /// Adds an argument (e.g. `alternate-exchange`).
+    #[must_use]
     pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         self.arguments.insert(key, value);
         self
@@ -63,6 +69,7 @@ impl ExchangeDeclare {
 
 impl ExchangeDelete {
     /// Deletes exchange `name`.
+    #[must_use]
     pub fn new(name: &str) -> Self {
         ExchangeDelete {
             exchange: name.into(),
@@ -71,6 +78,7 @@ impl ExchangeDelete {
     }
 
     /// Only when it has no bindings (406 otherwise).
+    #[must_use]
     pub fn if_unused(mut self) -> Self {
         self.if_unused = true;
         self
@@ -79,6 +87,7 @@ impl ExchangeDelete {
 
 impl ExchangeBind {
     /// Routes messages from exchange `source` to exchange `destination`.
+    #[must_use]
     pub fn new(destination: &str, source: &str, routing_key: &str) -> Self {
         ExchangeBind {
             destination: destination.into(),
@@ -91,6 +100,7 @@ impl ExchangeBind {
 
 impl ExchangeUnbind {
     /// Removes the binding made by the same [`ExchangeBind::new`] arguments.
+    #[must_use]
     pub fn new(destination: &str, source: &str, routing_key: &str) -> Self {
         ExchangeUnbind {
             destination: destination.into(),
@@ -103,6 +113,7 @@ impl ExchangeUnbind {
 
 impl QueueDeclare {
     /// Declares queue `name` (empty: the broker names it).
+    #[must_use]
     pub fn named(name: &str) -> Self {
         QueueDeclare {
             queue: name.into(),
@@ -112,6 +123,7 @@ impl QueueDeclare {
 
     /// A server-named, exclusive, auto-delete queue (the usual reply or
     /// subscription queue).
+    #[must_use]
     pub fn server_named() -> Self {
         QueueDeclare {
             exclusive: true,
@@ -121,24 +133,28 @@ impl QueueDeclare {
     }
 
     /// Survives a broker restart.
+    #[must_use]
     pub fn durable(mut self) -> Self {
         self.durable = true;
         self
     }
 
     /// Used only by this connection and deleted when it closes.
+    #[must_use]
     pub fn exclusive(mut self) -> Self {
         self.exclusive = true;
         self
     }
 
     /// Deleted when its last consumer goes.
+    #[must_use]
     pub fn auto_delete(mut self) -> Self {
         self.auto_delete = true;
         self
     }
 
     /// Only checks that the queue exists (404 when not).
+    #[must_use]
     pub fn passive(mut self) -> Self {
         self.passive = true;
         self
@@ -146,6 +162,7 @@ impl QueueDeclare {
 
     /// Adds an argument (`x-message-ttl`, `x-dead-letter-exchange`,
     /// `x-max-priority`, `x-queue-type`, ...).
+    #[must_use]
     pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         self.arguments.insert(key, value);
         self
@@ -154,6 +171,7 @@ impl QueueDeclare {
 
 impl QueueBind {
     /// Binds `queue` to `exchange` with `routing_key`.
+    #[must_use]
     pub fn new(queue: &str, exchange: &str, routing_key: &str) -> Self {
         QueueBind {
             queue: queue.into(),
@@ -164,6 +182,7 @@ impl QueueBind {
     }
 
     /// Sets the binding arguments (e.g. for a headers exchange).
+    #[must_use]
     pub fn arguments(mut self, arguments: FieldTable) -> Self {
         self.arguments = arguments;
         self
@@ -172,6 +191,7 @@ impl QueueBind {
 
 impl QueueUnbind {
     /// Removes the binding made by the same [`QueueBind::new`] arguments.
+    #[must_use]
     pub fn new(queue: &str, exchange: &str, routing_key: &str) -> Self {
         QueueUnbind {
             queue: queue.into(),
@@ -182,6 +202,7 @@ impl QueueUnbind {
     }
 
     /// Sets the binding arguments.
+    #[must_use]
     pub fn arguments(mut self, arguments: FieldTable) -> Self {
         self.arguments = arguments;
         self
@@ -190,6 +211,7 @@ impl QueueUnbind {
 
 impl QueueDelete {
     /// Deletes queue `name`.
+    #[must_use]
     pub fn new(name: &str) -> Self {
         QueueDelete {
             queue: name.into(),
@@ -198,12 +220,14 @@ impl QueueDelete {
     }
 
     /// Only when it has no consumers (406 otherwise).
+    #[must_use]
     pub fn if_unused(mut self) -> Self {
         self.if_unused = true;
         self
     }
 
     /// Only when it holds no messages (406 otherwise).
+    #[must_use]
     pub fn if_empty(mut self) -> Self {
         self.if_empty = true;
         self
@@ -228,11 +252,13 @@ pub struct Consume {
 
 impl Consume {
     /// Consumes from `queue`.
+    #[must_use]
     pub fn queue(queue: &str) -> Self {
         Consume::default().and_queue(queue)
     }
 
     /// Also consumes from `queue` (on the same channel and promise).
+    #[must_use]
     pub fn and_queue(mut self, queue: &str) -> Self {
         self.queues.push(ConsumeQueue {
             queue: queue.into(),
@@ -242,18 +268,21 @@ impl Consume {
     }
 
     /// The broker considers messages acknowledged once sent.
+    #[must_use]
     pub fn no_ack(mut self) -> Self {
         self.no_ack = true;
         self
     }
 
     /// At most `count` unacknowledged messages in flight (`basic.qos`).
+    #[must_use]
     pub fn prefetch(mut self, count: u16) -> Self {
         self.prefetch_count = count;
         self
     }
 
     /// Asks for exclusive access to the queues added so far.
+    #[must_use]
     pub fn exclusive(mut self) -> Self {
         for q in &mut self.queues {
             q.exclusive = true;
@@ -262,6 +291,7 @@ impl Consume {
     }
 
     /// Doesn't deliver messages this connection published (queues so far).
+    #[must_use]
     pub fn no_local(mut self) -> Self {
         for q in &mut self.queues {
             q.no_local = true;
@@ -270,6 +300,7 @@ impl Consume {
     }
 
     /// Sets the consumer tag of the last queue added.
+    #[must_use]
     pub fn consumer_tag(mut self, tag: &str) -> Self {
         if let Some(q) = self.queues.last_mut() {
             q.consumer_tag = ShortString::from(tag);
@@ -278,6 +309,7 @@ impl Consume {
     }
 
     /// Adds a consumer argument (e.g. `x-priority`) to the last queue added.
+    #[must_use]
     pub fn argument(mut self, key: &str, value: impl Into<FieldValue>) -> Self {
         if let Some(q) = self.queues.last_mut() {
             q.arguments.insert(key, value);

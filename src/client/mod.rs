@@ -50,6 +50,25 @@ pub enum ConnectionEvent {
     Closed(Error),
 }
 
+/// What a publish does when the client is full (queued bytes over
+/// [`Options::write_high_water`], or [`Options::max_unconfirmed`] publishes
+/// awaiting their confirms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Block: drive the connection (write, read, fire timers; no callbacks
+    /// run) until there is room again — half the high-water mark, or one
+    /// confirm. While the broker blocks the connection this waits until it
+    /// unblocks, or [`Options::blocked_timeout`] ends the connection. For
+    /// scripts; never inside someone else's event loop.
+    #[default]
+    Block,
+    /// Never block: the publish fails at once with [`Error::WouldBlock`]
+    /// and nothing is queued. Retry once [`Client::can_publish`] is true:
+    /// after `on_write` drained the socket, or confirms arrived (`on_read`).
+    Refuse,
+}
+
 /// Options beyond what the URL says.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -64,9 +83,22 @@ pub struct Options {
     pub heartbeat: Option<u16>,
     /// Largest incoming message body accepted (default 64 MiB).
     pub max_message_size: u64,
-    /// Bytes of queued outgoing frames above which `basic_publish` stops to
-    /// let the socket drain (default 4 MiB).
+    /// Bytes of queued outgoing frames above which a publish meets
+    /// backpressure (default 4 MiB): see [`Options::when_full`].
     pub write_high_water: usize,
+    /// Publishes sent and not yet confirmed above which a publish meets
+    /// backpressure (`None`, the default: no limit but `write_high_water`).
+    pub max_unconfirmed: Option<usize>,
+    /// What a publish does at `write_high_water` or `max_unconfirmed`:
+    /// [`WhenFull::Block`] (the default, for scripts) drives the connection
+    /// until there is room; [`WhenFull::Refuse`] (for a reactor: never
+    /// blocks) fails it with [`Error::WouldBlock`] at once.
+    pub when_full: WhenFull,
+    /// The longest the broker may keep the connection blocked
+    /// (`connection.blocked`: a memory or disk alarm) before the client
+    /// drops it with [`Error::BlockedTimeout`], failing every pending
+    /// promise (default `None`: wait as long as the broker does).
+    pub blocked_timeout: Option<Duration>,
     /// How long [`Client::close`] waits for the operations in flight and
     /// then the broker's `close-ok` (default 5 s); what is unsettled when it
     /// passes fails with [`Error::OutcomeUnknown`].
@@ -100,6 +132,9 @@ impl Default for Options {
             heartbeat: None,
             max_message_size: protocol::DEFAULT_MAX_MESSAGE_SIZE,
             write_high_water: 4 << 20,
+            max_unconfirmed: None,
+            when_full: WhenFull::Block,
+            blocked_timeout: None,
             close_timeout: Duration::from_secs(5),
             ack_timing: AckTiming::Prompt,
             max_buffered_bytes: 64 << 20,
@@ -250,6 +285,7 @@ impl Client {
             connect_timeout: Some(params.connection_timeout.unwrap_or(Duration::from_secs(30))),
             mechanism,
             ack_timing: options.ack_timing,
+            blocked_timeout: options.blocked_timeout,
         };
         let mut addrs: Vec<SocketAddr> = (params.host.as_str(), params.port)
             .to_socket_addrs()
@@ -1162,6 +1198,7 @@ impl Client {
 
     /// The promise of the connection handshake (started by [`Client::new`]);
     /// it resolves when the broker has opened the connection.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn connect(&self) -> Promise<()> {
         self.connect_promise
     }
@@ -1185,6 +1222,7 @@ impl Client {
     /// client.wait(p)?; // confirmed before the close went out
     /// # Ok::<(), puka::Error>(())
     /// ```
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn close(&mut self) -> Promise<()> {
         let timeout = self.options.close_timeout;
         let p = self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout));
@@ -1198,6 +1236,7 @@ impl Client {
     /// publishes fail with [`Error::OutcomeUnknown`], other pending
     /// operations with [`Error::ConnectionClosed`]. After [`Client::close`],
     /// it cuts the wait short.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn close_now(&mut self) -> Promise<()> {
         let timeout = self.options.close_timeout;
         let p = self.operation(|conn, tag| conn.close_now(tag, Instant::now(), timeout));
@@ -1214,44 +1253,52 @@ impl Client {
     }
 
     /// Declares an exchange (`exchange.declare`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn exchange_declare(&mut self, args: ExchangeDeclare) -> Promise<()> {
         self.rpc(Method::ExchangeDeclare(args))
     }
 
     /// Deletes an exchange (`exchange.delete`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn exchange_delete(&mut self, args: ExchangeDelete) -> Promise<()> {
         self.rpc(Method::ExchangeDelete(args))
     }
 
     /// Binds exchange `destination` to `source` (`exchange.bind`, a RabbitMQ
     /// extension).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn exchange_bind(&mut self, args: ExchangeBind) -> Promise<()> {
         self.rpc(args.into())
     }
 
     /// Removes an exchange-to-exchange binding (`exchange.unbind`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn exchange_unbind(&mut self, args: ExchangeUnbind) -> Promise<()> {
         self.rpc(args.into())
     }
 
     /// Declares a queue (`queue.declare`); an empty name asks the broker to
     /// choose one, returned in [`QueueDeclareOk::queue`].
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn queue_declare(&mut self, args: QueueDeclare) -> Promise<QueueDeclareOk> {
         self.rpc(Method::QueueDeclare(args))
     }
 
     /// Binds a queue to an exchange (`queue.bind`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn queue_bind(&mut self, args: QueueBind) -> Promise<()> {
         self.rpc(args.into())
     }
 
     /// Removes a binding (`queue.unbind`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn queue_unbind(&mut self, args: QueueUnbind) -> Promise<()> {
         self.rpc(args.into())
     }
 
     /// Removes every ready message of a queue (`queue.purge`); resolves with
     /// how many were removed.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn queue_purge(&mut self, queue: &str) -> Promise<u32> {
         self.rpc(Method::QueuePurge(QueuePurge {
             queue: queue.into(),
@@ -1261,6 +1308,7 @@ impl Client {
 
     /// Deletes a queue (`queue.delete`); resolves with how many messages it
     /// held.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn queue_delete(&mut self, args: QueueDelete) -> Promise<u32> {
         self.rpc(Method::QueueDelete(args))
     }
@@ -1270,8 +1318,13 @@ impl Client {
     /// With publisher confirms (the default when the broker has them) the
     /// promise resolves on the broker's ack and fails with
     /// [`Error::Nacked`] on a nack; without, once the frames reach the
-    /// socket. When more than [`Options::write_high_water`] bytes are
-    /// queued, this first writes (blocking) until half of them are sent.
+    /// socket.
+    ///
+    /// Blocks only when the client is full (see [`Options::when_full`]):
+    /// with the default [`WhenFull::Block`] it then drives the connection
+    /// until there is room; with [`WhenFull::Refuse`] it never blocks and
+    /// the promise fails with [`Error::WouldBlock`].
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) -> Promise<()> {
         self.basic_publish_with(exchange, routing_key, body, &NO_PROPERTIES, false)
     }
@@ -1279,7 +1332,75 @@ impl Client {
     /// Publishes with properties and the `mandatory` flag: a mandatory
     /// message no queue takes fails its promise with [`Error::NoRoute`]
     /// (with confirms on) or comes back as [`ConnectionEvent::Returned`].
+    /// Blocks as [`Client::basic_publish`] says.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_publish_with(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &BasicProperties,
+        mandatory: bool,
+    ) -> Promise<()> {
+        if !self.can_publish() {
+            match self.options.when_full {
+                WhenFull::Block => self.drain_until_room(),
+                WhenFull::Refuse => {
+                    let id = self.promises.create();
+                    self.promises.push(id, Err(Error::WouldBlock), true);
+                    return Promise::new(id);
+                }
+            }
+        }
+        self.publish_now(exchange, routing_key, body, properties, mandatory)
+    }
+
+    /// Publishes without ever blocking: `Err(Error::WouldBlock)` when the
+    /// client is full (nothing is queued; retry once
+    /// [`Client::can_publish`] is true), whatever [`Options::when_full`]
+    /// says.
+    ///
+    /// ```no_run
+    /// # use puka::{BasicProperties, Client, Error};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// match client.try_basic_publish("", "tasks", b"job", &BasicProperties::default(), false) {
+    ///     Ok(promise) => { let _ = promise; }
+    ///     Err(Error::WouldBlock) => { /* keep the message; retry after on_write */ }
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::WouldBlock`] when full.
+    pub fn try_basic_publish(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: &BasicProperties,
+        mandatory: bool,
+    ) -> Result<Promise<()>, Error> {
+        if !self.can_publish() {
+            return Err(Error::WouldBlock);
+        }
+        Ok(self.publish_now(exchange, routing_key, body, properties, mandatory))
+    }
+
+    /// Whether a publish now would go ahead: fewer than
+    /// [`Options::write_high_water`] bytes are queued and fewer than
+    /// [`Options::max_unconfirmed`] publishes await their confirms. In a
+    /// reactor, check it after `on_write` (bytes drained) and `on_read`
+    /// (confirms arrived).
+    pub fn can_publish(&self) -> bool {
+        self.conn.pending_write_bytes() <= self.options.write_high_water
+            && self
+                .options
+                .max_unconfirmed
+                .is_none_or(|max| self.conn.unconfirmed_count() < max)
+    }
+
+    fn publish_now(
         &mut self,
         exchange: &str,
         routing_key: &str,
@@ -1298,10 +1419,7 @@ impl Client {
             properties,
             body,
         );
-        let queued = self.conn.pending_write_bytes();
-        if queued > self.options.write_high_water {
-            self.drain_to(self.options.write_high_water / 2);
-        } else if queued >= WRITE_BATCH {
+        if self.conn.pending_write_bytes() >= WRITE_BATCH {
             // Hand the socket full batches early, without blocking.
             self.flush_queued();
         }
@@ -1309,24 +1427,58 @@ impl Client {
         p
     }
 
-    /// Writes (and reads, so the broker never stalls on us) until at most
-    /// `level` bytes are queued or the connection ends.
-    fn drain_to(&mut self, level: usize) {
+    /// [`WhenFull::Block`]: drives the connection (no callbacks) until
+    /// half the high-water mark is queued and a publish is allowed, or the
+    /// connection ends.
+    fn drain_until_room(&mut self) {
         // During the handshake the bytes wait for open-ok; turns drive that too.
-        while self.conn.pending_write_bytes() > level && self.sock.is_some() {
+        let level = self.options.write_high_water / 2;
+        while (self.conn.pending_write_bytes() > level || !self.can_publish())
+            && self.sock.is_some()
+        {
             if self.turn(Some(Duration::from_millis(100)), true).is_err() || self.conn.is_closed() {
                 break;
             }
         }
     }
 
+    /// Replaces the secret this connection authenticated with
+    /// (`connection.update-secret`, RabbitMQ 3.10+), e.g. a refreshed OAuth 2
+    /// token; resolves when the broker accepts it. A secret the broker
+    /// refuses ends the connection with its error (RabbitMQ:
+    /// [`Error::NotAllowed`], 530). The new secret is never printed.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
+    pub fn update_secret(&mut self, new_secret: &str, reason: &str) -> Promise<()> {
+        let p = self.operation(|conn, tag| conn.update_secret(tag, new_secret, reason));
+        self.flush_queued();
+        p
+    }
+
+    /// Says you will not take `promise`'s result: it is dropped when it
+    /// arrives (or now, if it is here), and the promise is forgotten — a
+    /// later `wait` on it fails with [`Error::UnknownPromise`]. For
+    /// fire-and-forget operations, so their results do not accumulate.
+    /// Forgetting a consumer drops its deliveries as they come (unacked
+    /// ones stay unacked until the channel closes): cancel it instead.
+    pub fn forget<T>(&mut self, promise: Promise<T>) {
+        self.promises.forget(promise.id);
+    }
+
+    /// Promises this client holds: operations in flight, results not yet
+    /// taken, and publishes awaiting their outcome.
+    pub fn promise_count(&self) -> usize {
+        self.promises.len()
+    }
+
     /// Fetches one message (`basic.get`) that must be acked; resolves with
     /// `None` when the queue is empty.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_get(&mut self, queue: &str) -> Promise<Option<Delivery>> {
         self.basic_get_with(queue, false)
     }
 
     /// `basic.get` with the `no_ack` flag.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_get_with(&mut self, queue: &str, no_ack: bool) -> Promise<Option<Delivery>> {
         self.operation(|conn, tag| {
             conn.basic_get(tag, queue, no_ack);
@@ -1335,11 +1487,13 @@ impl Client {
 
     /// Consumes from `queue` with manual acks; the promise resolves once per
     /// delivery.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_consume(&mut self, queue: &str) -> Promise<Delivery> {
         self.basic_consume_with(Consume::queue(queue))
     }
 
     /// Consumes from several queues on one channel under one promise.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_consume_multi(&mut self, queues: &[&str]) -> Promise<Delivery> {
         let mut c = Consume::default();
         for q in queues {
@@ -1350,6 +1504,7 @@ impl Client {
 
     /// Consumes as described by [`Consume`] (queues, `no_ack`, prefetch,
     /// exclusive, consumer tags, arguments).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_consume_with(&mut self, consume: Consume) -> Promise<Delivery> {
         self.operation(|conn, tag| {
             conn.consume(tag, consume.queues, consume.no_ack, consume.prefetch_count);
@@ -1370,6 +1525,7 @@ impl Client {
     /// let tags: Vec<String> = client.wait(ready)?;
     /// # Ok::<(), puka::Error>(())
     /// ```
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn consumer_ready(&mut self, consumer: Promise<Delivery>) -> Promise<Vec<String>> {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
@@ -1396,6 +1552,7 @@ impl Client {
     /// channel, which applies at once (to every queue of a multi-queue
     /// consumer together; quorum queues do not support it). To change a
     /// running consumer's own window, cancel it and consume again.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_qos(
         &mut self,
         consumer: Promise<Delivery>,
@@ -1419,6 +1576,7 @@ impl Client {
 
     /// Cancels a consumer (`basic.cancel`). Deliveries already received stay
     /// valid to ack; the consumer's promise then ends.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_cancel(&mut self, consumer: Promise<Delivery>) -> Promise<()> {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
@@ -1430,6 +1588,7 @@ impl Client {
 
     /// Asks the broker to redeliver a consumer's unacked messages
     /// (`basic.recover`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: bool) -> Promise<()> {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
@@ -1483,6 +1642,7 @@ impl Client {
     /// Makes the publish channel transactional (`tx.select`). Needs
     /// publisher confirms off ([`Confirms::Off`]): RabbitMQ refuses both on
     /// one channel.
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn tx_select(&mut self) -> Promise<()> {
         self.operation(|conn, tag| {
             conn.tx_select(tag);
@@ -1490,6 +1650,7 @@ impl Client {
     }
 
     /// Commits the publishes and acks since the last commit (`tx.commit`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn tx_commit(&mut self) -> Promise<()> {
         self.operation(|conn, tag| {
             conn.tx_commit(tag);
@@ -1497,6 +1658,7 @@ impl Client {
     }
 
     /// Discards the publishes since the last commit (`tx.rollback`).
+    #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn tx_rollback(&mut self) -> Promise<()> {
         self.operation(|conn, tag| {
             conn.tx_rollback(tag);

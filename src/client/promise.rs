@@ -203,6 +203,8 @@ pub(crate) struct Slot {
     /// promise's own callback) met while the callback was out: put back
     /// when the callback returns, so no result is stranded.
     pub missed: usize,
+    /// The user said they will not take the results: they are dropped.
+    pub forgotten: bool,
 }
 
 impl fmt::Debug for Slot {
@@ -246,6 +248,8 @@ pub(crate) struct Promises {
     /// those whose callback has not run.
     publish_results: HashMap<u64, Result<Raw, Error>>,
     publish_callbacks: HashMap<u64, Callback>,
+    /// Pending publishes whose outcome nobody will take.
+    publish_forgotten: std::collections::HashSet<u64>,
     /// Bytes of deliveries held in slots (bodies plus a fixed overhead).
     buffered_bytes: usize,
 }
@@ -279,6 +283,7 @@ impl Default for Promises {
             publish_pending: VecDeque::new(),
             publish_results: HashMap::new(),
             publish_callbacks: HashMap::new(),
+            publish_forgotten: std::collections::HashSet::new(),
             buffered_bytes: 0,
         }
     }
@@ -316,6 +321,7 @@ impl Promises {
             done: false,
             in_callback: false,
             missed: 0,
+            forgotten: false,
         });
         PromiseId {
             key: key as u32,
@@ -390,6 +396,9 @@ impl Promises {
             if !self.settle_publish(seq) {
                 return;
             }
+            if !self.publish_forgotten.is_empty() && self.publish_forgotten.remove(&seq) {
+                return;
+            }
             let has_callback =
                 !self.publish_callbacks.is_empty() && self.publish_callbacks.contains_key(&seq);
             if result.is_err() || has_callback {
@@ -408,6 +417,12 @@ impl Promises {
         else {
             return;
         };
+        if slot.forgotten {
+            if last && !slot.in_callback {
+                self.slots.remove(id.key as usize);
+            }
+            return;
+        }
         slot.results.push_back(result);
         self.buffered_bytes += w;
         if last {
@@ -424,7 +439,10 @@ impl Promises {
             return;
         };
         slot.done = true;
-        if slot.results.is_empty() && slot.callback.is_some() && !slot.in_callback {
+        if slot.results.is_empty()
+            && (slot.callback.is_some() || slot.forgotten)
+            && !slot.in_callback
+        {
             self.slots.remove(id.key as usize);
         }
     }
@@ -451,6 +469,9 @@ impl Promises {
         let Some(slot) = self.slot_mut(id) else {
             return Taken::Unknown;
         };
+        if slot.forgotten {
+            return Taken::Unknown;
+        }
         match slot.results.pop_front() {
             Some(r) => {
                 if slot.done && slot.results.is_empty() && !slot.in_callback {
@@ -496,7 +517,7 @@ impl Promises {
             return (seq < self.next_publish).then_some(true);
         }
         let slot = self.slot(id)?;
-        if slot.results.is_empty() && slot.done {
+        if (slot.results.is_empty() && slot.done) || slot.forgotten {
             return None;
         }
         Some(!slot.results.is_empty())
@@ -574,6 +595,12 @@ impl Promises {
             return;
         };
         slot.in_callback = false;
+        if slot.forgotten {
+            if slot.done {
+                self.slots.remove(id.key as usize);
+            }
+            return;
+        }
         let missed = std::mem::take(&mut slot.missed);
         if slot.done && slot.results.is_empty() {
             self.slots.remove(id.key as usize);
@@ -584,6 +611,35 @@ impl Promises {
         }
         for _ in 0..missed.min(slot.results.len()) {
             self.ready.push_back(id);
+        }
+    }
+
+    /// Drops `id`'s results, now and as they come (see `Client::forget`).
+    pub fn forget(&mut self, id: PromiseId) {
+        if !self.owns(id) {
+            return;
+        }
+        if let Some(seq) = publish_seq(id) {
+            self.publish_callbacks.remove(&seq);
+            if self.publish_results.remove(&seq).is_none() && self.publish_is_pending(seq) {
+                self.publish_forgotten.insert(seq);
+            }
+            return;
+        }
+        let Some(slot) = self
+            .slots
+            .get_mut(id.key as usize)
+            .filter(|s| s.generation == id.generation)
+        else {
+            return;
+        };
+        let held: usize = slot.results.iter().map(weight).sum();
+        slot.results.clear();
+        slot.callback = None;
+        slot.forgotten = true;
+        self.buffered_bytes -= held;
+        if slot.done && !slot.in_callback {
+            self.slots.remove(id.key as usize);
         }
     }
 
@@ -671,6 +727,28 @@ mod tests {
         p.restore_callback(id, cb);
         assert_eq!(p.ready_len(), 1);
         assert!(matches!(p.pop_ready(), Some(Some(_))));
+    }
+
+    #[test]
+    fn forgotten_promises_drop_their_results_and_slots() {
+        let mut p = Promises::default();
+        let a = p.create();
+        let b = p.create();
+        p.push(b, ok(), true);
+        p.forget(a);
+        p.forget(b);
+        assert_eq!(p.len(), 1, "a waits for its result to be dropped");
+        p.push(a, ok(), true);
+        assert_eq!(p.len(), 0);
+        assert!(matches!(p.take(a), Taken::Unknown));
+        let pub1 = p.create_publish();
+        p.forget(pub1);
+        p.push(pub1, Err(Error::Nacked), true);
+        assert!(
+            p.publish_results.is_empty(),
+            "a forgotten failure is not kept"
+        );
+        assert_eq!(p.len(), 0);
     }
 
     #[test]

@@ -119,6 +119,10 @@ pub struct Config {
     pub mechanism: Mechanism,
     /// When a consumer's acks go out.
     pub ack_timing: AckTiming,
+    /// The longest the broker may keep the connection blocked
+    /// (`connection.blocked`) before it is closed with
+    /// [`Error::BlockedTimeout`]; `None`: no limit.
+    pub blocked_timeout: Option<Duration>,
 }
 
 /// The default limit on an incoming message body: 64 MiB.
@@ -139,6 +143,7 @@ impl Default for Config {
             connect_timeout: Some(Duration::from_secs(30)),
             mechanism: Mechanism::Plain,
             ack_timing: AckTiming::Prompt,
+            blocked_timeout: None,
         }
     }
 }
@@ -157,6 +162,7 @@ impl std::fmt::Debug for Config {
             .field("connect_timeout", &self.connect_timeout)
             .field("mechanism", &self.mechanism)
             .field("ack_timing", &self.ack_timing)
+            .field("blocked_timeout", &self.blocked_timeout)
             .finish()
     }
 }
@@ -214,6 +220,46 @@ pub enum Event {
     PublishChannelClosed(Error),
     /// The connection is finished; every pending operation has been failed.
     Closed(Error),
+}
+
+/// The most idle pooled channels kept open; a channel going idle beyond it
+/// is closed.
+pub const MAX_IDLE_CHANNELS: usize = 16;
+
+/// The most pooled operations that wait for a channel (all `channel_max`
+/// channels in use); beyond it an operation fails with
+/// [`Error::WouldBlock`].
+pub const MAX_WAITING_OPERATIONS: usize = 65_536;
+
+/// A pooled operation waiting for a channel.
+#[derive(Debug)]
+enum Waiting {
+    Rpc {
+        tag: Tag,
+        method: Method,
+    },
+    Get {
+        tag: Tag,
+        queue: ShortString,
+        no_ack: bool,
+    },
+}
+
+/// The reply that completes a pooled-channel method, or `None` for a
+/// method that is not one.
+fn pool_reply(method: &Method) -> Option<u16> {
+    Some(match method {
+        Method::ExchangeDeclare(_) => ExchangeDeclareOk::METHOD_ID,
+        Method::ExchangeDelete(_) => ExchangeDeleteOk::METHOD_ID,
+        Method::ExchangeBind(_) => ExchangeBindOk::METHOD_ID,
+        Method::ExchangeUnbind(_) => ExchangeUnbindOk::METHOD_ID,
+        Method::QueueDeclare(_) => QueueDeclareOk::METHOD_ID,
+        Method::QueueBind(_) => QueueBindOk::METHOD_ID,
+        Method::QueueUnbind(_) => QueueUnbindOk::METHOD_ID,
+        Method::QueuePurge(_) => QueuePurgeOk::METHOD_ID,
+        Method::QueueDelete(_) => QueueDeleteOk::METHOD_ID,
+        _ => return None,
+    })
 }
 
 /// Whether transactions are in use (RabbitMQ's `tx` class).
@@ -359,7 +405,12 @@ pub struct Connection {
     sent_since_heartbeat: bool,
     handshake_deadline: Option<Instant>,
     close_deadline: Option<Instant>,
-    blocked: bool,
+    /// Since when the broker has blocked the connection, if it has.
+    blocked: Option<Instant>,
+    /// `connection.update-secret` operations awaiting their `-ok`, in order.
+    secret_updates: VecDeque<Tag>,
+    /// Pooled operations waiting for a channel (every channel is in use).
+    waiting: VecDeque<Waiting>,
 }
 
 impl Connection {
@@ -408,7 +459,9 @@ impl Connection {
             sent_since_heartbeat: false,
             handshake_deadline,
             close_deadline: None,
-            blocked: false,
+            blocked: None,
+            secret_updates: VecDeque::new(),
+            waiting: VecDeque::new(),
         }
     }
 
@@ -447,7 +500,19 @@ impl Connection {
 
     /// Whether the broker has blocked publishing.
     pub fn is_blocked(&self) -> bool {
-        self.blocked
+        self.blocked.is_some()
+    }
+
+    /// Publishes sent and not yet confirmed by the broker.
+    pub fn unconfirmed_count(&self) -> usize {
+        self.publish_channel
+            .and_then(|ch| self.channels.get(usize::from(ch))?.as_ref())
+            .map_or(0, |c| c.unconfirmed.len())
+    }
+
+    /// Pooled operations waiting for a channel to free up.
+    pub fn waiting_count(&self) -> usize {
+        self.waiting.len()
     }
 
     /// Bytes queued for the socket and not yet written.
@@ -642,11 +707,17 @@ impl Connection {
         if let State::Draining { deadline, .. } = self.state {
             earliest(Some(deadline));
         }
+        earliest(self.blocked_deadline());
         if self.tuned.heartbeat > 0 && (self.state.is_live() || self.state == State::Closing) {
             earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
             earliest(Some(self.last_recv + self.dead_after()));
         }
         t
+    }
+
+    /// When a blocked connection is given up ([`Config::blocked_timeout`]).
+    fn blocked_deadline(&self) -> Option<Instant> {
+        Some(self.blocked? + self.config.blocked_timeout?)
     }
 
     fn dead_after(&self) -> Duration {
@@ -665,6 +736,13 @@ impl Connection {
         }
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.finish(Error::ConnectTimeout);
+            return;
+        }
+        if self.blocked_deadline().is_some_and(|d| now >= d) {
+            // The broker is not reading: a connection.close would not be
+            // read either. The socket is dropped.
+            let limit = self.config.blocked_timeout.unwrap_or_default();
+            self.finish(Error::BlockedTimeout(limit));
             return;
         }
         if self.ack_deadline.is_some_and(|d| now >= d) {
@@ -827,31 +905,25 @@ impl Connection {
             Method::QueueDelete(m) => m.no_wait = false,
             _ => {}
         }
-        let reply = match &method {
-            Method::ExchangeDeclare(_) => ExchangeDeclareOk::METHOD_ID,
-            Method::ExchangeDelete(_) => ExchangeDeleteOk::METHOD_ID,
-            Method::ExchangeBind(_) => ExchangeBindOk::METHOD_ID,
-            Method::ExchangeUnbind(_) => ExchangeUnbindOk::METHOD_ID,
-            Method::QueueDeclare(_) => QueueDeclareOk::METHOD_ID,
-            Method::QueueBind(_) => QueueBindOk::METHOD_ID,
-            Method::QueueUnbind(_) => QueueUnbindOk::METHOD_ID,
-            Method::QueuePurge(_) => QueuePurgeOk::METHOD_ID,
-            Method::QueueDelete(_) => QueueDeleteOk::METHOD_ID,
-            _ => {
-                self.complete(
-                    tag,
-                    Err(Error::InvalidArgument(CodecError::InvalidValue(
-                        "not a pooled-channel method",
-                    ))),
-                );
-                return;
-            }
-        };
-        let class = method.class_id();
-        let Some(ch) = self.take_pooled_channel() else {
-            self.complete(tag, Err(self.no_channel_error()));
+        if pool_reply(&method).is_none() {
+            self.complete(
+                tag,
+                Err(Error::InvalidArgument(CodecError::InvalidValue(
+                    "not a pooled-channel method",
+                ))),
+            );
             return;
-        };
+        }
+        match self.take_pooled_channel() {
+            Some(ch) => self.send_rpc(ch, tag, method),
+            None => self.wait_for_channel(Waiting::Rpc { tag, method }),
+        }
+    }
+
+    /// Sends a pooled-channel method on `ch`; `tag` completes with the reply.
+    fn send_rpc(&mut self, ch: u16, tag: Tag, method: Method) {
+        let reply = pool_reply(&method).unwrap_or_default();
+        let class = method.class_id();
         if self.send_method(ch, &method).is_err() {
             self.release_on_encode_error(ch, tag);
             return;
@@ -882,10 +954,49 @@ impl Connection {
                 _ => self.take_pooled_channel(),
             }
         };
-        let Some(ch) = channel else {
-            self.complete(tag, Err(self.no_channel_error()));
+        match channel {
+            Some(ch) => self.send_get(ch, tag, queue, no_ack),
+            None => self.wait_for_channel(Waiting::Get { tag, queue, no_ack }),
+        }
+    }
+
+    /// Every channel is in use: the operation waits for one to be freed
+    /// (up to [`MAX_WAITING_OPERATIONS`]).
+    fn wait_for_channel(&mut self, op: Waiting) {
+        if self.waiting.len() >= MAX_WAITING_OPERATIONS {
+            let tag = match op {
+                Waiting::Rpc { tag, .. } | Waiting::Get { tag, .. } => tag,
+            };
+            self.complete(tag, Err(Error::WouldBlock));
             return;
-        };
+        }
+        self.waiting.push_back(op);
+    }
+
+    fn fail_waiting(&mut self, err: Error) {
+        for op in std::mem::take(&mut self.waiting) {
+            let tag = match op {
+                Waiting::Rpc { tag, .. } | Waiting::Get { tag, .. } => tag,
+            };
+            self.complete(tag, Err(err.clone()));
+        }
+    }
+
+    /// Starts waiting operations while channels are available.
+    fn dispatch_waiting(&mut self) {
+        while !self.waiting.is_empty() && self.state.is_live() {
+            let Some(ch) = self.take_pooled_channel() else {
+                return;
+            };
+            match self.waiting.pop_front() {
+                Some(Waiting::Rpc { tag, method }) => self.send_rpc(ch, tag, method),
+                Some(Waiting::Get { tag, queue, no_ack }) => self.send_get(ch, tag, queue, no_ack),
+                None => return,
+            }
+        }
+    }
+
+    fn send_get(&mut self, ch: u16, tag: Tag, queue: ShortString, no_ack: bool) {
         let m = Method::BasicGet(BasicGet {
             queue: queue.clone(),
             no_ack,
@@ -1350,6 +1461,35 @@ impl Connection {
         }
     }
 
+    /// `connection.update-secret` (RabbitMQ 3.10+): replaces the secret
+    /// the connection authenticated with (a refreshed OAuth 2 token); `tag`
+    /// completes on `update-secret-ok`. A secret the broker refuses closes
+    /// the connection (RabbitMQ: 530 `NOT_ALLOWED`).
+    pub fn update_secret(&mut self, tag: Tag, new_secret: &str, reason: &str) {
+        if self.refuse(tag) {
+            return;
+        }
+        if !self.state.is_live() {
+            self.complete(
+                tag,
+                Err(Error::InvalidArgument(CodecError::InvalidValue(
+                    "update_secret needs an open connection",
+                ))),
+            );
+            return;
+        }
+        let m = Method::ConnectionUpdateSecret(ConnectionUpdateSecret {
+            new_secret: Bytes::copy_from_slice(new_secret.as_bytes()),
+            reason: ShortString::from(truncate_utf8(reason, 255)),
+        });
+        if let Err(e) = encode_method(self.out(), 0, &m) {
+            self.complete(tag, Err(Error::InvalidArgument(e)));
+            return;
+        }
+        self.config.password = new_secret.to_string();
+        self.secret_updates.push_back(tag);
+    }
+
     /// Closes the connection gracefully. New operations are refused at once;
     /// the replies and publisher confirms of those in flight are awaited,
     /// then `connection.close` goes out and `tag` completes on `close-ok`.
@@ -1415,6 +1555,8 @@ impl Connection {
         if !self.flush_marks.is_empty()
             || !self.deferred_marks.is_empty()
             || !self.tx_groups.is_empty()
+            || !self.waiting.is_empty()
+            || !self.secret_updates.is_empty()
         {
             return true;
         }
@@ -1475,6 +1617,11 @@ impl Connection {
         for g in std::mem::take(&mut self.tx_groups) {
             self.complete(g.tag, Err(unknown.clone()));
         }
+        for t in std::mem::take(&mut self.secret_updates) {
+            self.complete(t, Err(unknown.clone()));
+        }
+        // Never sent: these certainly did not happen.
+        self.fail_waiting(Error::ConnectionClosed);
         self.close_tag = Some(tag);
         self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
         self.close_deadline = Some(if now < deadline {
@@ -1511,10 +1658,9 @@ impl Connection {
     }
 
     fn no_channel_error(&self) -> Error {
-        Error::ResourceError(Reply::new(
-            reply_code::RESOURCE_ERROR,
-            format!("all {} channels are in use", self.tuned.channel_max),
-        ))
+        Error::NoChannel {
+            channel_max: self.tuned.channel_max,
+        }
     }
 
     fn out(&mut self) -> &mut BytesMut {
@@ -1640,14 +1786,22 @@ impl Connection {
     }
 
     fn maybe_idle(&mut self, ch: u16) {
-        if let Some(c) = self.chan_opt(ch) {
-            if matches!(c.role, Role::Pool)
-                && c.expect.is_empty()
-                && !c.closing
-                && c.held_get.is_none()
-            {
-                self.idle.push(ch);
-            }
+        let Some(c) = self.chan_opt(ch) else { return };
+        if !(matches!(c.role, Role::Pool)
+            && c.expect.is_empty()
+            && !c.closing
+            && c.held_get.is_none())
+        {
+            return;
+        }
+        if !self.waiting.is_empty() {
+            self.idle.push(ch);
+            self.dispatch_waiting();
+        } else if self.idle.len() >= MAX_IDLE_CHANNELS {
+            // A burst opened many channels: the pool keeps a few.
+            self.close_channel(ch);
+        } else {
+            self.idle.push(ch);
         }
     }
 
@@ -1784,6 +1938,7 @@ impl Connection {
                 self.complete(k.tag, Err(err));
             }
         }
+        self.dispatch_waiting();
     }
 
     fn close_channel(&mut self, ch: u16) {
@@ -1901,6 +2056,10 @@ impl Connection {
         for (_, tag) in std::mem::take(&mut self.deferred_marks) {
             self.complete(tag, Err(err.clone()));
         }
+        self.fail_waiting(err.clone());
+        for t in std::mem::take(&mut self.secret_updates) {
+            self.complete(t, Err(err.clone()));
+        }
         self.deferred.clear();
     }
 
@@ -2011,14 +2170,20 @@ impl Connection {
             }
             (State::Closing, _) => {}
             (_, Method::ConnectionBlocked(b)) => {
-                self.blocked = true;
+                self.blocked = Some(self.last_recv);
                 self.events.push_back(Event::Blocked(b.reason.to_string()));
             }
             (_, Method::ConnectionUnblocked(_)) => {
-                self.blocked = false;
+                self.blocked = None;
                 self.events.push_back(Event::Unblocked);
             }
-            (_, Method::ConnectionUpdateSecretOk(_)) => {}
+            (_, Method::ConnectionUpdateSecretOk(_)) => {
+                if let Some(t) = self.secret_updates.pop_front() {
+                    self.complete(t, Ok(Outcome::Done));
+                } else {
+                    self.command_invalid("unsolicited connection.update-secret-ok".into());
+                }
+            }
             (_, m) => self.command_invalid(format!("{} on channel 0", m.name())),
         }
     }
@@ -2193,6 +2358,7 @@ impl Connection {
                             }
                         }
                         self.free_ids.push(ch);
+                        self.dispatch_waiting();
                     }
                 }
                 _ => {}

@@ -2316,16 +2316,21 @@ fn access_refused_with_deferred_work(confirms: Confirms) {
 }
 
 #[test]
-fn operations_beyond_channel_max_fail_at_once() {
+fn pooled_operations_beyond_channel_max_wait_for_a_channel() {
     let mut h = H::with_tune(Config::default(), tune(2, 131_072, 60));
     h.conn.rpc(10, declare("a"));
     h.conn.consume(11, queues("q"), false, 0);
+    // Both channels are taken: pooled operations wait, in order.
     h.conn.rpc(12, declare("b"));
-    assert_matches!(h.result(12), Err(Error::ResourceError(r)) if r.code == 506);
+    h.conn.basic_get(14, "q", true);
+    assert!(h.events().is_empty());
+    assert_eq!(h.conn.waiting_count(), 2);
+    // A publish needs a channel of its own: a local error, not a broker's.
     publish(&mut h, 13, "q", false, b"m");
-    assert_matches!(h.result(13), Err(Error::ResourceError(_)));
-    h.conn.basic_get(14, "q", false);
-    assert_matches!(h.result(14), Err(Error::ResourceError(_)));
+    let err = h.result(13).expect_err("no channel for the publish");
+    assert_matches!(err, Error::NoChannel { channel_max: 2 });
+    assert!(!err.is_connection_error());
+    assert!(h.conn.is_open());
     assert_eq!(
         h.sent(),
         vec![
@@ -2341,12 +2346,106 @@ fn operations_beyond_channel_max_fail_at_once() {
             ),
         ]
     );
-    // Channel 1 goes back to the pool and serves the next one.
+    // Channel 1 frees up and serves the waiting ones, one after another.
     h.recv(1, ChannelOpenOk {});
     h.recv(1, declare_ok("a"));
     assert_matches!(h.result(10), Ok(_));
+    assert_eq!(h.sent(), vec![m(1, declare("b"))]);
+    h.recv(1, declare_ok("b"));
+    assert_matches!(h.result(12), Ok(_));
+    assert_matches!(&h.sent()[..], [Sent::M(1, Method::BasicGet(_))]);
+    h.recv(1, BasicGetEmpty {});
+    assert_matches!(h.result(14), Ok(Outcome::Get(None)));
+    assert_eq!(h.conn.waiting_count(), 0);
     h.conn.rpc(15, declare("c"));
     assert_eq!(h.sent(), vec![m(1, declare("c"))]);
+}
+
+#[test]
+fn a_burst_of_channels_shrinks_back_to_the_idle_cap() {
+    let mut h = H::new(Config::default());
+    let n = MAX_IDLE_CHANNELS as u64 + 10;
+    for i in 0..n {
+        h.conn.rpc(100 + i, declare("q"));
+    }
+    let _ = h.sent();
+    assert_eq!(h.conn.open_channels(), n as usize);
+    for ch in 1..=n as u16 {
+        h.recv(ch, ChannelOpenOk {});
+        h.recv(ch, declare_ok("q"));
+    }
+    let _ = h.events();
+    let closes = h
+        .sent()
+        .into_iter()
+        .filter(|s| matches!(s, Sent::M(_, Method::ChannelClose(_))))
+        .count();
+    assert_eq!(closes, 10);
+    for ch in MAX_IDLE_CHANNELS as u16 + 1..=n as u16 {
+        h.recv(ch, ChannelCloseOk {});
+    }
+    assert_eq!(h.conn.open_channels(), MAX_IDLE_CHANNELS);
+}
+
+#[test]
+fn blocked_longer_than_the_timeout_ends_the_connection() {
+    let mut h = H::new(Config {
+        blocked_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    });
+    h.conn.rpc(10, declare("q"));
+    let _ = h.sent();
+    let t0 = h.now;
+    h.recv(
+        0,
+        ConnectionBlocked {
+            reason: "low on memory".into(),
+        },
+    );
+    let _ = h.events();
+    assert!(h.conn.is_blocked());
+    assert!(h
+        .conn
+        .poll_timeout()
+        .is_some_and(|t| t <= t0 + Duration::from_secs(5)));
+    h.conn.handle_timeout(t0 + Duration::from_millis(4_999));
+    assert!(h.conn.is_open());
+    h.conn.handle_timeout(t0 + Duration::from_secs(5));
+    let events = h.events();
+    assert_matches!(result_of(&events, 10), Err(Error::BlockedTimeout(_)));
+    assert_matches!(closed_error(&events), Error::BlockedTimeout(d) if *d == Duration::from_secs(5));
+    // Unblocked in time: nothing happens.
+    let mut h = H::new(Config {
+        blocked_timeout: Some(Duration::from_secs(5)),
+        ..Config::default()
+    });
+    h.recv(
+        0,
+        ConnectionBlocked {
+            reason: "low on memory".into(),
+        },
+    );
+    h.recv(0, ConnectionUnblocked {});
+    let _ = h.events();
+    h.conn.handle_timeout(h.now + Duration::from_secs(6));
+    assert!(h.conn.is_open());
+}
+
+#[test]
+fn update_secret_completes_on_its_ok() {
+    let mut h = H::new(Config::default());
+    h.conn.update_secret(10, "new-token", "refresh");
+    let sent = h.sent();
+    assert_matches!(
+        &sent[..],
+        [Sent::M(0, Method::ConnectionUpdateSecret(u))] if &u.new_secret[..] == b"new-token"
+    );
+    assert!(!format!("{:?}", h.conn).contains("new-token"));
+    h.recv(0, ConnectionUpdateSecretOk {});
+    assert_matches!(h.result(10), Ok(Outcome::Done));
+    // An ok nobody asked for is a violation.
+    h.recv(0, ConnectionUpdateSecretOk {});
+    expect_connection_close(&h.sent(), reply_code::COMMAND_INVALID);
 }
 
 // ----------------------------------------------------------------------
