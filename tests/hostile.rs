@@ -1181,3 +1181,44 @@ fn a_broker_ignoring_prefetch_is_held_back_by_tcp() {
     drop(c);
     server.join().expect("server thread");
 }
+
+#[test]
+fn a_refused_secret_fails_update_secret_with_the_brokers_error() {
+    use puka::codec::method::ConnectionClose;
+    let _s = serial();
+    let mut steps = fb::handshake(2047, FRAME_MAX, 0);
+    steps.extend([
+        Step::Expect("connection.update-secret"),
+        Step::Method(
+            0,
+            Method::ConnectionClose(ConnectionClose {
+                reply_code: 530,
+                reply_text: "NOT_ALLOWED - New secret was refused by one of the backends".into(),
+                class_id: 10,
+                method_id: 70,
+            }),
+        ),
+        Step::Expect("connection.close-ok"),
+    ]);
+    let fb = FakeBroker::start(steps);
+    let mut c = Client::new(&fb.url("")).expect("client");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect");
+    let p = c.update_secret("expired-token", "refresh");
+    let err = c.wait_timeout(p, W).expect_err("refused");
+    assert!(
+        matches!(&err, Error::NotAllowed(r) if r.code == 530),
+        "{err:?}"
+    );
+    assert!(err.is_connection_error());
+    assert!(c.is_closed());
+    let record = fb.finish();
+    assert!(record.failures.is_empty(), "{:?}", record.failures);
+    match record.method("connection.update-secret") {
+        Some(Method::ConnectionUpdateSecret(u)) => {
+            assert_eq!(&u.new_secret[..], b"expired-token");
+            assert!(!format!("{u:?}").contains("expired-token"));
+        }
+        other => panic!("no update-secret sent: {other:?}"),
+    }
+}

@@ -1071,3 +1071,196 @@ fn broker_close_before_a_reset_wins_over_the_write_error() {
     );
     assert!(forced(&closed), "Closed({closed:?})");
 }
+
+// ---------------------------------------------------------------------------
+// 8. Backpressure inside the user's own reactor, and the blocked timeout.
+
+#[test]
+fn a_blocked_broker_never_stalls_the_users_reactor() {
+    use mio::net::UdpSocket;
+    use mio::{Events, Interest, Poll, Token};
+    use puka::WhenFull;
+    const ATTEMPTS: u64 = 1_000_000;
+    let _serial = serial();
+    let _t = Timed(
+        "a_blocked_broker_never_stalls_the_users_reactor",
+        Instant::now(),
+    );
+    let q = common::unique("rel-reactor");
+    let _cleanup = DeleteQueues(vec![q.clone()]);
+    let _ = node();
+    let watermark = WatermarkRestore;
+    let mut c = connect(Options {
+        when_full: WhenFull::Refuse,
+        ..named(&q)
+    });
+    declare(&mut c, QueueDeclare::named(&q));
+
+    // The user's reactor: the client and a UDP socket that another thread
+    // pings every 5 ms.
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(64);
+    let (amqp, udp_token) = (Token(0), Token(1));
+    c.update_registration(poll.registry(), amqp, false)
+        .expect("register the client");
+    let mut udp = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).expect("udp");
+    poll.registry()
+        .register(&mut udp, udp_token, Interest::READABLE)
+        .expect("register udp");
+    let target = udp.local_addr().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = s.send_to(b"ping", target);
+                thread::sleep(Duration::from_millis(5));
+            }
+        })
+    };
+
+    ctl(&["set_vm_memory_high_watermark", ALARM_WATERMARK]);
+    let body = [0u8; 256];
+    let (mut attempted, mut accepted, mut refused) = (0u64, 0u64, 0u64);
+    let mut pings = 0u64;
+    let mut last_ping = Instant::now();
+    let mut worst_gap = Duration::ZERO;
+    let mut peak_rss = common::rss_bytes();
+    let mut blocked_seen = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while attempted < ATTEMPTS {
+        assert!(Instant::now() < deadline, "{attempted} attempts in 120 s");
+        poll.poll(&mut events, Some(Duration::from_millis(5)))
+            .expect("poll");
+        for ev in events.iter() {
+            if ev.token() == udp_token {
+                let mut buf = [0u8; 16];
+                while udp.recv_from(&mut buf).is_ok() {
+                    pings += 1;
+                    worst_gap = worst_gap.max(last_ping.elapsed());
+                    last_ping = Instant::now();
+                }
+            } else {
+                if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                    c.on_read();
+                }
+                if ev.is_writable() {
+                    c.on_write();
+                }
+            }
+        }
+        if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+            c.on_timer();
+        }
+        c.run_any_callbacks();
+        while let Some(ev) = c.next_connection_event() {
+            match ev {
+                ConnectionEvent::Blocked(_) => blocked_seen = true,
+                ConnectionEvent::Closed(e) => panic!("closed: {e}"),
+                _ => {}
+            }
+        }
+        // Keep publishing: a burst per turn, never blocking.
+        for _ in 0..5_000 {
+            attempted += 1;
+            match c.try_basic_publish("", &q, &body, &BasicProperties::default(), false) {
+                Ok(p) => {
+                    accepted += 1;
+                    c.forget(p);
+                }
+                Err(Error::WouldBlock) => refused += 1,
+                Err(e) => panic!("publish: {e}"),
+            }
+        }
+        c.update_registration(poll.registry(), amqp, true)
+            .expect("reregister");
+        peak_rss = peak_rss.max(common::rss_bytes());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    pinger.join().unwrap();
+    eprintln!(
+        "reactor while blocked: {attempted} attempted, {accepted} accepted, {refused} refused \
+         (WouldBlock), {pings} pings served, worst gap between pings {worst_gap:.2?}, \
+         peak RSS {:.1} MiB",
+        peak_rss as f64 / (1 << 20) as f64
+    );
+    assert!(blocked_seen, "the broker never blocked the connection");
+    assert!(refused > 0, "the client never pushed back");
+    assert!(
+        worst_gap < Duration::from_millis(500),
+        "the UDP source went unserved for {worst_gap:?}"
+    );
+    assert!(
+        peak_rss < 256 << 20,
+        "peak RSS {} MiB for {ATTEMPTS} attempted publishes",
+        peak_rss >> 20
+    );
+    assert!(c.is_open());
+    drop(watermark);
+    // Unblocked, everything accepted reaches the queue.
+    let limit = Instant::now() + W;
+    loop {
+        c.run_loop(Some(Duration::from_millis(100)))
+            .expect("run_loop");
+        let p = c.queue_declare(QueueDeclare::named(&q).passive());
+        let n = c.wait_timeout(p, W).expect("declare").message_count as u64;
+        if n == accepted {
+            break;
+        }
+        assert!(
+            Instant::now() < limit,
+            "{n} of {accepted} accepted publishes arrived"
+        );
+    }
+    let p = c.close();
+    c.wait_timeout(p, W).expect("close");
+}
+
+#[test]
+fn a_connection_blocked_too_long_is_closed_and_every_promise_resolves() {
+    let _serial = serial();
+    let _t = Timed(
+        "a_connection_blocked_too_long_is_closed_and_every_promise_resolves",
+        Instant::now(),
+    );
+    let q = common::unique("rel-blocked-timeout");
+    let _cleanup = DeleteQueues(vec![q.clone()]);
+    let _ = node();
+    let watermark = WatermarkRestore;
+    let limit = Duration::from_secs(2);
+    let mut c = connect(Options {
+        blocked_timeout: Some(limit),
+        ..named(&q)
+    });
+    declare(&mut c, QueueDeclare::named(&q));
+    ctl(&["set_vm_memory_high_watermark", ALARM_WATERMARK]);
+    let ps: Vec<Promise<()>> = (0..20).map(|_| c.basic_publish("", &q, b"m")).collect();
+    let (_, blocked_at) = await_event(&mut c, W, "Blocked", blocked_reason);
+    let get = c.basic_get(&q);
+    let (err, closed_at) = await_closed(&mut c, W);
+    let took = closed_at - blocked_at;
+    eprintln!("blocked timeout of {limit:?} fired after {took:.2?}");
+    assert!(
+        matches!(err, Error::BlockedTimeout(d) if d == limit),
+        "{err:?}"
+    );
+    // Counted from when the client read connection.blocked, which the test
+    // sees a little later.
+    assert!(
+        took >= limit - Duration::from_millis(300) && took < limit + Duration::from_secs(1),
+        "{took:?}"
+    );
+    for p in ps {
+        match c.wait_timeout(p, Duration::ZERO) {
+            Ok(()) => {}
+            Err(Error::OutcomeUnknown(e)) if matches!(*e, Error::BlockedTimeout(_)) => {}
+            other => panic!("publish: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        c.wait_timeout(get, Duration::ZERO),
+        Err(Error::BlockedTimeout(_))
+    ));
+    drop(watermark);
+}

@@ -17,6 +17,7 @@ mod c_puka;
 mod common;
 mod loopback;
 mod memory;
+mod scale;
 
 use common::*;
 use puka::AckTiming;
@@ -82,6 +83,8 @@ struct Args {
     libs: Vec<Lib>,
     scenarios: Vec<String>,
     sizes: Vec<usize>,
+    /// N of the scale scenarios (empty: each one's defaults).
+    counts: Vec<usize>,
 }
 
 const USAGE: &str = "\
@@ -97,6 +100,12 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        rpc,loopback,memory (default all; loopback_consume or
                        loopback_publish for half of loopback)
   --size LIST          32,65536 (default both; broker and loopback scenarios)
+  --counts LIST        N of the scale scenarios (default: connections
+                       1,10,100,1000; consumers 1,100,1000,10000; confirms
+                       1000,100000,1000000)
+
+Scale scenarios (issue 17; only when named): scale (all three),
+scale_connections, scale_consumers, scale_confirms.
   --url URL            broker (default $AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f)
 ";
 
@@ -110,6 +119,7 @@ fn parse_args() -> Args {
         libs: Lib::DEFAULT.to_vec(),
         scenarios: Vec::new(),
         sizes: vec![32, 65536],
+        counts: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     let list = |v: Option<String>| -> Vec<String> {
@@ -137,6 +147,12 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--scenario" => a.scenarios = list(it.next()),
+            "--counts" => {
+                a.counts = list(it.next())
+                    .iter()
+                    .map(|s| s.replace('_', "").parse().unwrap_or_else(|_| die("bad --counts")))
+                    .collect()
+            }
             "--size" => {
                 a.sizes = list(it.next())
                     .iter()
@@ -275,6 +291,10 @@ fn main() {
         // A memory scenario in a fresh process (see memory.rs).
         std::process::exit(memory::child(&argv[2..]));
     }
+    if argv.get(1).map(String::as_str) == Some("__scale") {
+        // A scale figure in a fresh process (see scale.rs).
+        std::process::exit(scale::child(&argv[2..]));
+    }
     let args = parse_args();
     let started = Instant::now();
     println!(
@@ -358,7 +378,24 @@ fn main() {
         Vec::new()
     };
 
+    // Scale figures only when named: they hold hundreds of the broker's
+    // sockets and thousands of queues for a while.
+    let scale_kinds: Vec<&str> = ["connections", "consumers", "confirms"]
+        .into_iter()
+        .filter(|k| {
+            args.scenarios
+                .iter()
+                .any(|s| s == "scale" || *s == format!("scale_{k}"))
+        })
+        .collect();
+    let scale_figs = if scale_kinds.is_empty() {
+        Vec::new()
+    } else {
+        scale::run_all(&args.url, &scale_kinds, &args.counts, &mut failures)
+    };
+
     summary(&args, &results, &loop_figs, &mem_figs);
+    scale::summary(&scale_figs);
     println!("# total {:.0} s", started.elapsed().as_secs_f64());
     if !failures.is_empty() {
         println!("# {} FAILED runs:", failures.len());

@@ -77,6 +77,11 @@ pub fn child(args: &[String]) -> i32 {
     }
 }
 
+/// The peak resident set so far (`VmHWM`).
+pub fn peak_kib() -> u64 {
+    status_kib("VmHWM:")
+}
+
 /// The resident set now, for the clients to record after connecting.
 pub fn rss_kib() -> u64 {
     status_kib("VmRSS:")

@@ -402,6 +402,8 @@ struct Tracker {
     /// Deliveries (consumed or got) kept for the script's settle ops.
     held: Vec<puka::Delivery>,
     closed: bool,
+    /// Operations issued after `Event::Closed`.
+    after_closed: Vec<Tag>,
     deliveries: usize,
     late_deliveries: usize,
     consumer_tags: Vec<(Tag, usize)>,
@@ -434,6 +436,9 @@ impl Tracker {
     fn issue(&mut self, tag: Tag) {
         assert!(!self.issued.contains(&tag), "tag {tag} issued twice");
         self.issued.push(tag);
+        if self.closed {
+            self.after_closed.push(tag);
+        }
     }
 
     fn add_consumer(&mut self, tag: Tag, queues: usize) {
@@ -458,7 +463,14 @@ impl Tracker {
 
     fn drain(&mut self, conn: &mut Connection, settle: u8) {
         while let Some(ev) = conn.poll_event() {
-            assert!(!self.closed, "event after Event::Closed: {ev:?}");
+            // After Event::Closed only the refusals of operations issued
+            // since.
+            assert!(
+                !self.closed
+                    || matches!(&ev, Event::Complete { tag, result: Err(_) }
+                        if self.after_closed.contains(tag)),
+                "event after Event::Closed: {ev:?}"
+            );
             match ev {
                 Event::Complete { tag, result } => {
                     assert!(

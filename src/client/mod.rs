@@ -1464,6 +1464,11 @@ impl Client {
         self.promises.forget(promise.id);
     }
 
+    /// Publishes sent and not yet confirmed by the broker.
+    pub fn unconfirmed_count(&self) -> usize {
+        self.conn.unconfirmed_count()
+    }
+
     /// Promises this client holds: operations in flight, results not yet
     /// taken, and publishes awaiting their outcome.
     pub fn promise_count(&self) -> usize {
