@@ -21,7 +21,7 @@ mod common;
 use lexopt::ValueExt;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use puka::{Client, ConnectionEvent, Consume, Delivery, Options, QueueDeclare};
+use puka::{Client, ConnectionEvent, Consume, Delivery, Options, QueueDeclare, WhenFull};
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
@@ -100,7 +100,13 @@ fn run() -> common::Result {
 
     // The client starts a non-blocking TCP connect; register it like any
     // other mio source, under our token.
-    let options = Options::default().connection_name("reactor");
+    // Inside our own loop nothing may block: a publish that meets a full
+    // client (or a broker that blocks us) fails with WouldBlock instead of
+    // waiting for the socket.
+    let options = Options {
+        when_full: WhenFull::Refuse,
+        ..Options::default().connection_name("reactor")
+    };
     let mut client = Client::with_options(&args.url, options)?;
     client.update_registration(poll.registry(), AMQP, false)?;
 
@@ -158,8 +164,12 @@ fn run() -> common::Result {
                             let s = shared.clone();
                             client.basic_publish_then("", &queue, &line, move |_, confirmed| {
                                 s.borrow_mut().unconfirmed -= 1;
-                                if let Err(e) = confirmed {
-                                    eprintln!("reactor: publish failed: {e}");
+                                match confirmed {
+                                    Ok(()) => {}
+                                    Err(puka::Error::WouldBlock) => {
+                                        eprintln!("reactor: broker busy, line dropped")
+                                    }
+                                    Err(e) => eprintln!("reactor: publish failed: {e}"),
                                 }
                             });
                         }

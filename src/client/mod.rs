@@ -172,6 +172,19 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// [`Client::run_loop`], or from your own reactor with [`Client::on_read`],
 /// [`Client::on_write`] and [`Client::on_timer`].
 ///
+/// # Which calls block
+///
+/// Only these, and only because you asked to wait: [`Client::wait`] and
+/// its `_timeout`/`wait_for_*` kin, [`Client::run_loop`], [`Client::flush`]
+/// (bounded by its timeout), `basic_publish*` when the client is full and
+/// [`Options::when_full`] is [`WhenFull::Block`] (the default; bounded by
+/// [`Options::blocked_timeout`] if set), and dropping an open client
+/// (bounded by [`Options::drop_flush_timeout`]). Every other method returns
+/// at once: operations only queue frames, and the reactor calls
+/// (`on_read`, `on_write`, `on_timer`, `run_any_callbacks`) do the I/O the
+/// socket is ready for and no more. Name resolution in [`Client::new`] uses
+/// the system resolver and may block; give an IP address to avoid it.
+///
 /// ```no_run
 /// use puka::Client;
 ///
