@@ -27,9 +27,11 @@ mod channel;
 mod debug;
 mod delivery;
 pub mod negotiate;
+mod stats;
 
 use delivery::Names;
 pub use delivery::{ChannelRef, Delivery, Returned};
+pub use stats::Stats;
 
 use crate::codec::frame::{self, encode_method, FrameRef, FRAME_MIN_SIZE};
 use crate::codec::method::*;
@@ -405,6 +407,8 @@ pub struct Connection {
     sent_since_heartbeat: bool,
     handshake_deadline: Option<Instant>,
     close_deadline: Option<Instant>,
+    /// Counters; gauges are added by [`Connection::stats`].
+    stats: Stats,
     /// Since when the broker has blocked the connection, if it has.
     blocked: Option<Instant>,
     /// `connection.update-secret` operations awaiting their `-ok`, in order.
@@ -459,6 +463,7 @@ impl Connection {
             sent_since_heartbeat: false,
             handshake_deadline,
             close_deadline: None,
+            stats: Stats::default(),
             blocked: None,
             secret_updates: VecDeque::new(),
             waiting: VecDeque::new(),
@@ -501,6 +506,23 @@ impl Connection {
     /// Whether the broker has blocked publishing.
     pub fn is_blocked(&self) -> bool {
         self.blocked.is_some()
+    }
+
+    /// What the connection has done so far, and its state now (the
+    /// `promises` gauge is left 0: the caller knows it).
+    pub fn stats(&self) -> Stats {
+        let mut s = self.stats;
+        s.channels = self.open_channels();
+        s.consumers = self
+            .channels
+            .iter()
+            .flatten()
+            .filter(|c| matches!(&c.role, Role::Consumer(k) if !k.ended))
+            .count();
+        s.unconfirmed = self.unconfirmed_count();
+        s.write_buffer = self.pending_write_bytes();
+        s.blocked = self.is_blocked();
+        s
     }
 
     /// Publishes sent and not yet confirmed by the broker.
@@ -548,6 +570,7 @@ impl Connection {
             }
             self.read_buf.extend_from_slice(&self.scratch[..n]);
             self.got_input = true;
+            self.stats.bytes_in += n as u64;
         }
         Ok(n)
     }
@@ -575,6 +598,7 @@ impl Connection {
         if !data.is_empty() {
             self.read_buf.extend_from_slice(data);
             self.got_input = true;
+            self.stats.bytes_in += data.len() as u64;
         }
     }
 
@@ -599,6 +623,7 @@ impl Connection {
                         if self.state == State::Closed {
                             break 'batches;
                         }
+                        self.stats.frames_in += 1;
                         result = self.handle_frame(f);
                         if result.is_err() {
                             break;
@@ -771,6 +796,7 @@ impl Connection {
             _ => {
                 if !self.sent_since_heartbeat {
                     frame::encode_heartbeat(&mut self.write_buf);
+                    self.stats.frames_out += 1;
                 }
                 self.sent_since_heartbeat = false;
                 self.next_heartbeat = Some(now + interval);
@@ -805,6 +831,7 @@ impl Connection {
                     // publishing 1 M × 1 KiB).
                     let _ = self.write_buf.split_to(n);
                     total += n;
+                    self.stats.bytes_out += n as u64;
                     self.written_total += n as u64;
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1061,6 +1088,9 @@ impl Connection {
             self.complete(tag, Err(Error::InvalidArgument(e)));
             return;
         }
+        let chunk = frame_max.saturating_sub(8).max(1) as usize;
+        self.stats.publishes += 1;
+        self.stats.frames_out += 2 + body.len().div_ceil(chunk) as u64;
         self.sent_since_heartbeat = true;
         let confirms = self.confirms && self.tx == TxState::Off && !direct;
         if confirms {
@@ -1482,7 +1512,7 @@ impl Connection {
             new_secret: Bytes::copy_from_slice(new_secret.as_bytes()),
             reason: ShortString::from(truncate_utf8(reason, 255)),
         });
-        if let Err(e) = encode_method(self.out(), 0, &m) {
+        if let Err(e) = self.encode_out(0, &m) {
             self.complete(tag, Err(Error::InvalidArgument(e)));
             return;
         }
@@ -1663,6 +1693,21 @@ impl Connection {
         }
     }
 
+    /// Encodes a method where [`Connection::out`] says, counting the frame.
+    fn encode_out(&mut self, ch: u16, method: &Method) -> Result<(), CodecError> {
+        encode_method(self.out(), ch, method)?;
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
+    /// Encodes a method straight into the write buffer (connection methods
+    /// of the handshake and close), counting the frame.
+    fn encode_now(&mut self, ch: u16, method: &Method) -> Result<(), CodecError> {
+        encode_method(&mut self.write_buf, ch, method)?;
+        self.stats.frames_out += 1;
+        Ok(())
+    }
+
     fn out(&mut self) -> &mut BytesMut {
         self.sent_since_heartbeat = true;
         if self.state.is_live() || self.state == State::Closing {
@@ -1674,7 +1719,7 @@ impl Connection {
 
     fn send_method(&mut self, ch: u16, method: &Method) -> Result<(), CodecError> {
         self.emit_pending_ack(ch);
-        encode_method(self.out(), ch, method)
+        self.encode_out(ch, method)
     }
 
     /// Sends a channel's coalesced ack, if it has one.
@@ -1690,7 +1735,7 @@ impl Connection {
             delivery_tag,
             multiple: true,
         });
-        let _ = encode_method(self.out(), ch, &m);
+        let _ = self.encode_out(ch, &m);
     }
 
     fn emit_pending_acks(&mut self) {
@@ -1968,8 +2013,13 @@ impl Connection {
         let cancel_tag = k.cancelling.take();
         k.ended = true;
         let tag = k.tag;
+        let waiters = std::mem::take(&mut k.ready_waiters);
         if let Some(t) = cancel_tag {
             self.complete(t, Ok(Outcome::Done));
+        }
+        // Cancelled before every queue was registered: it never will be.
+        for t in waiters {
+            self.complete(t, Err(Error::UnknownPromise));
         }
         self.events.push_back(Event::ConsumerEnded { tag });
         self.maybe_close_drained_consumer(ch);
@@ -2015,7 +2065,7 @@ impl Connection {
             method_id,
         });
         self.state = State::Closing;
-        let _ = encode_method(&mut self.write_buf, 0, &m);
+        let _ = self.encode_now(0, &m);
     }
 
     /// The peer broke the protocol: close the connection with `code` and
@@ -2145,11 +2195,7 @@ impl Connection {
             }
             (State::AwaitOpenOk, Method::ConnectionOpenOk(_)) => self.on_open_ok(),
             (_, Method::ConnectionClose(c)) => {
-                let _ = encode_method(
-                    &mut self.write_buf,
-                    0,
-                    &Method::ConnectionCloseOk(ConnectionCloseOk {}),
-                );
+                let _ = self.encode_now(0, &Method::ConnectionCloseOk(ConnectionCloseOk {}));
                 let reply = Reply {
                     code: c.reply_code,
                     text: c.reply_text.to_string(),
@@ -2252,7 +2298,7 @@ impl Connection {
             response: Bytes::from(response),
             locale: ShortString::from_static("en_US"),
         });
-        let _ = encode_method(&mut self.write_buf, 0, &m);
+        let _ = self.encode_now(0, &m);
         self.state = State::AwaitSecureOrTune;
     }
 
@@ -2276,11 +2322,11 @@ impl Connection {
             frame_max: tuned.frame_max,
             heartbeat: tuned.heartbeat,
         });
-        let _ = encode_method(&mut self.write_buf, 0, &ok);
+        let _ = self.encode_now(0, &ok);
         let open = Method::ConnectionOpen(ConnectionOpen {
             virtual_host: ShortString::from(self.config.vhost.as_str()),
         });
-        if let Err(e) = encode_method(&mut self.write_buf, 0, &open) {
+        if let Err(e) = self.encode_now(0, &open) {
             self.finish(Error::InvalidArgument(e));
             return;
         }
@@ -2355,6 +2401,9 @@ impl Connection {
                         if let Role::Consumer(k) = c.role {
                             if let Some(t) = k.cancelling {
                                 self.complete(t, Ok(Outcome::Done));
+                            }
+                            for t in k.ready_waiters {
+                                self.complete(t, Err(Error::UnknownPromise));
                             }
                         }
                         self.free_ids.push(ch);
@@ -2572,6 +2621,10 @@ impl Connection {
             }
             (Expect::Get { tag, no_ack, queue }, Method::BasicGetOk(ok)) => {
                 if ok.delivery_tag <= self.chan(ch).last_delivery_tag {
+                    // Put it back so the violation fails the get too.
+                    self.chan(ch)
+                        .expect
+                        .insert(at, Expect::Get { tag, no_ack, queue });
                     self.delivery_tag_not_rising(ch, ok.delivery_tag);
                     return;
                 }
