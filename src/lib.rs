@@ -36,7 +36,7 @@ pub use codec::method::{
 };
 pub use codec::{BasicProperties, FieldArray, FieldTable, FieldValue, ShortString, Timestamp};
 pub use error::{Error, Reply};
-pub use protocol::{AckTiming, Confirms};
+pub use protocol::{AckTiming, Confirms, Stats};
 pub use protocol::{Delivery, Returned};
 
 /// The README's examples, compiled and run as doc tests.

@@ -1482,6 +1482,24 @@ impl Client {
         self.conn.unconfirmed_count()
     }
 
+    /// The connection's counters (bytes and frames each way, publishes,
+    /// confirms, nacks, returns, deliveries, acks, rejects, times blocked)
+    /// and gauges (channels, consumers, promises, unconfirmed publishes,
+    /// queued bytes, blocked). Cheap: a copy of a few integers, and one pass
+    /// over the channel table for the consumer count.
+    ///
+    /// ```no_run
+    /// # let client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// let stats = client.stats();
+    /// eprintln!("{} unconfirmed, {} bytes queued", stats.unconfirmed, stats.write_buffer);
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    pub fn stats(&self) -> protocol::Stats {
+        let mut s = self.conn.stats();
+        s.promises = self.promises.len();
+        s
+    }
+
     /// Promises this client holds: operations in flight, results not yet
     /// taken, and publishes awaiting their outcome.
     pub fn promise_count(&self) -> usize {

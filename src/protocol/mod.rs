@@ -1890,6 +1890,11 @@ impl Connection {
         let Some(settled) = c.settle(tag, multiple) else {
             return Err(Error::UnknownDeliveryTag(tag));
         };
+        if is_ack {
+            self.stats.acks += settled as u64;
+        } else {
+            self.stats.rejects += settled as u64;
+        }
         if is_ack && (lowest || multiple) {
             // Acks of the lowest outstanding tag coalesce into one
             // `multiple` ack, sent before the next frame on this channel or
@@ -2217,6 +2222,7 @@ impl Connection {
             (State::Closing, _) => {}
             (_, Method::ConnectionBlocked(b)) => {
                 self.blocked = Some(self.last_recv);
+                self.stats.times_blocked += 1;
                 self.events.push_back(Event::Blocked(b.reason.to_string()));
             }
             (_, Method::ConnectionUnblocked(_)) => {
@@ -2758,7 +2764,13 @@ impl Connection {
         }
         let returned = c.pending_return.take();
         let events = &mut self.events;
+        let stats = &mut self.stats;
         let mut settle = |u: Unconfirmed| {
+            if ack {
+                stats.confirms += 1;
+            } else {
+                stats.nacks_received += 1;
+            }
             let result = match (ack, &returned) {
                 (true, Some(reply)) if u.seq == delivery_tag => {
                     Err(Error::from_reply(reply.clone()))
@@ -2902,6 +2914,7 @@ impl Connection {
         }) = &mut c.incoming
         {
             let (tag, no_ack) = (*tag, *no_ack);
+            self.stats.deliveries += 1;
             if let Some(joined) = body.take_bytes() {
                 message.body = joined;
             }
@@ -2924,6 +2937,7 @@ impl Connection {
         match inc.kind {
             IncomingKind::Deliver { .. } => {} // handled above
             IncomingKind::GetOk { tag, no_ack, queue } => {
+                self.stats.deliveries += 1;
                 if !no_ack {
                     c.unacked.push_back(message.delivery_tag);
                     message.channel = Some(cref);
@@ -2939,6 +2953,7 @@ impl Connection {
                 reply_code,
                 reply_text,
             } => {
+                self.stats.returns += 1;
                 if matches!(c.role, Role::Publish) && confirming {
                     // RabbitMQ sends basic.return right before the basic.ack
                     // of the same message (and the ack's tag names it).

@@ -4300,3 +4300,112 @@ fn huge_frame_max_wish_is_capped_and_big_frame_headers_reserve_little() {
     let sent = parse_sent(decode_frames(&conn.take_output(), FRAME_MIN_SIZE));
     expect_connection_close(&sent, 501);
 }
+
+#[test]
+fn stats_count_a_scripted_run_exactly() {
+    let mut h = H::new(Config::default());
+    // The handshake: 3 frames each way.
+    let s0 = h.conn.stats();
+    assert_eq!((s0.frames_in, s0.frames_out), (3, 3));
+    h.consumer(20, 1, "c", 0);
+    h.deliver(1, "c", 1, b"one");
+    h.deliver(1, "c", 2, b"two");
+    let ds = deliveries(&h.events(), 20);
+    h.conn.ack(&ds[0], false).unwrap();
+    h.conn.reject(&ds[1], true).unwrap();
+    for tag in 30..33 {
+        publish(&mut h, tag, "q", tag == 32, b"m");
+    }
+    let _ = h.sent();
+    h.recv(2, ChannelOpenOk {});
+    h.recv(2, ConfirmSelectOk {});
+    h.recv(
+        2,
+        BasicAck {
+            delivery_tag: 2,
+            multiple: true,
+        },
+    );
+    h.recv(
+        2,
+        BasicReturn {
+            reply_code: 312,
+            reply_text: "NO_ROUTE".into(),
+            exchange: "".into(),
+            routing_key: "q".into(),
+        },
+    );
+    h.recv_content(2, &BasicProperties::default(), b"m");
+    h.recv(
+        2,
+        BasicNack {
+            delivery_tag: 3,
+            multiple: false,
+            requeue: false,
+        },
+    );
+    h.recv(
+        0,
+        ConnectionBlocked {
+            reason: "low on memory".into(),
+        },
+    );
+    let _ = h.events();
+    let _ = h.sent();
+    let s = h.conn.stats();
+    assert_eq!(s.publishes, 3);
+    assert_eq!(s.confirms, 2);
+    assert_eq!(s.nacks_received, 1);
+    assert_eq!(s.returns, 1);
+    assert_eq!(s.deliveries, 2);
+    assert_eq!((s.acks, s.rejects), (1, 1));
+    assert_eq!(s.times_blocked, 1);
+    assert!(s.blocked);
+    assert_eq!(s.consumers, 1);
+    assert_eq!(s.channels, 2);
+    assert_eq!(s.unconfirmed, 0);
+    assert_eq!(s.write_buffer, 0);
+}
+
+#[test]
+fn stats_bytes_and_frames_match_the_wire() {
+    let now = Instant::now();
+    let config = Config::default();
+    let mut conn = Connection::new(config, CONNECT, now);
+    let (mut bytes_out, mut frames_out) = (0u64, 0u64);
+    let (mut bytes_in, mut frames_in) = (0u64, 0u64);
+    let mut take = |conn: &mut Connection| {
+        let out = conn.take_output();
+        bytes_out += out.len() as u64;
+        frames_out += decode_frames(&out, 131_072).len() as u64;
+    };
+    take(&mut conn);
+    let mut inputs: Vec<BytesMut> = vec![
+        method_bytes(0, server_start()),
+        method_bytes(0, default_tune()),
+        method_bytes(0, ConnectionOpenOk::default()),
+    ];
+    for input in inputs.drain(..) {
+        bytes_in += input.len() as u64;
+        frames_in += 1;
+        feed(&mut conn, now, &input);
+        take(&mut conn);
+    }
+    conn.publish(
+        1,
+        "",
+        "q",
+        false,
+        false,
+        &BasicProperties::default(),
+        &[7u8; 300_000],
+    );
+    conn.rpc(2, declare("q"));
+    take(&mut conn);
+    bytes_in += HEARTBEAT.len() as u64;
+    frames_in += 1;
+    feed(&mut conn, now, &HEARTBEAT);
+    let s = conn.stats();
+    assert_eq!((s.bytes_in, s.frames_in), (bytes_in, frames_in));
+    assert_eq!((s.bytes_out, s.frames_out), (bytes_out, frames_out));
+}
