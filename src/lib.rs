@@ -19,6 +19,8 @@
 #![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod trace;
 mod client;
 pub mod codec;
 pub mod error;

@@ -101,7 +101,8 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        loopback_publish for half of loopback)
   --size LIST          32,65536 (default both; broker and loopback scenarios)
   --counts LIST        N of the scale scenarios (default: connections
-                       1,10,100,1000; consumers 1,100,1000,10000; confirms
+                       1,10,100,1000 (needs a broker allowed >1100 open
+                       files); consumers 1,100,1000,10000; confirms
                        1000,100000,1000000)
 
 Scale scenarios (issue 17; only when named): scale (all three),

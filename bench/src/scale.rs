@@ -30,6 +30,10 @@ use std::time::{Duration, Instant};
 
 /// The scale scenarios and their default counts.
 pub const KINDS: [(&str, &[usize]); 3] = [
+    // 1000 needs a broker allowed well over 1000 open files: with the
+    // usual 1024 (RabbitMQ 3.10 reports 927 usable, 832 for sockets) it
+    // runs out of descriptors first, and its memory monitors crash
+    // (EMFILE reading /proc), which breaks every later queue.declare.
     ("connections", &[1, 10, 100, 1000]),
     ("consumers", &[1, 100, 1000, 10000]),
     ("confirms", &[1000, 100_000, 1_000_000]),
@@ -86,8 +90,7 @@ fn queue_name(kind: &str, i: usize) -> String {
     format!("puka-bench-scale-{kind}-{i}")
 }
 
-/// Declares `count` fresh queues (pipelined on the admin connection's
-/// pooled channels would not help: each declare is a round trip).
+/// Declares `count` fresh queues, one round trip each.
 fn declare_queues(admin: &mut Admin, kind: &str, count: usize) -> Res<Vec<String>> {
     let names: Vec<String> = (0..count).map(|i| queue_name(kind, i)).collect();
     for q in &names {
@@ -104,43 +107,81 @@ fn delete_queues(url: &str, names: &[String]) -> Res<()> {
     Ok(())
 }
 
-/// Publishes `total` 32-byte messages round-robin over `queues` from a
-/// thread of its own, at `rate` per second (`None`: as fast as it can).
-fn publisher(
-    url: String,
-    queues: Vec<String>,
-    total: usize,
-    rate: Option<f64>,
-) -> std::thread::JoinHandle<Res<()>> {
-    std::thread::spawn(move || {
-        let mut c = Client::with_options(
-            &url,
-            Options {
-                confirms: Confirms::Off,
-                ..Options::default()
-            },
-        )
-        .ctx("publisher")?;
-        let p = c.connect();
-        c.wait(p).ctx("publisher connect")?;
-        let body = body(32);
-        let t0 = Instant::now();
-        for i in 0..total {
-            if let Some(r) = rate {
-                let due = t0 + Duration::from_secs_f64(i as f64 / r);
-                let now = Instant::now();
-                if due > now {
-                    // Hand what is queued to the socket before sleeping.
-                    c.flush(Duration::from_secs(5)).ctx("publisher flush")?;
-                    std::thread::sleep(due - now);
+/// A publisher on a thread of its own: it connects at once (before the
+/// measured connections take the broker's sockets), then publishes
+/// `total` 32-byte messages round-robin over the queues it is sent, at
+/// `rate` per second (`None`: as fast as it can).
+struct Publisher {
+    go: std::sync::mpsc::Sender<(Vec<String>, usize, Option<f64>)>,
+    done: std::thread::JoinHandle<Res<()>>,
+}
+
+impl Publisher {
+    fn start(url: &str) -> Res<Publisher> {
+        let (go, orders) = std::sync::mpsc::channel::<(Vec<String>, usize, Option<f64>)>();
+        let (up, is_up) = std::sync::mpsc::channel::<Res<()>>();
+        let url = url.to_string();
+        let done = std::thread::spawn(move || {
+            let connected: Res<Client> = (|| {
+                let mut c = Client::with_options(
+                    &url,
+                    Options {
+                        confirms: Confirms::Off,
+                        ..Options::default()
+                    },
+                )
+                .ctx("publisher")?;
+                let p = c.connect();
+                c.wait(p).ctx("publisher connect")?;
+                Ok(c)
+            })();
+            let mut c = match connected {
+                Ok(c) => {
+                    let _ = up.send(Ok(()));
+                    c
                 }
+                Err(e) => {
+                    let _ = up.send(Err(e.clone()));
+                    return Err(e);
+                }
+            };
+            let Ok((queues, total, rate)) = orders.recv() else {
+                return Ok(()); // not needed after all
+            };
+            let body = body(32);
+            let t0 = Instant::now();
+            for i in 0..total {
+                if let Some(r) = rate {
+                    let due = t0 + Duration::from_secs_f64(i as f64 / r);
+                    let now = Instant::now();
+                    if due > now {
+                        // Hand what is queued to the socket before sleeping.
+                        c.flush(Duration::from_secs(5)).ctx("publisher flush")?;
+                        std::thread::sleep(due - now);
+                    }
+                }
+                c.basic_publish("", &queues[i % queues.len()], &body);
             }
-            c.basic_publish("", &queues[i % queues.len()], &body);
-        }
-        c.flush(Duration::from_secs(10)).ctx("publisher flush")?;
-        let p = c.close();
-        c.wait(p).ctx("publisher close")
-    })
+            c.flush(Duration::from_secs(10)).ctx("publisher flush")?;
+            let p = c.close();
+            c.wait(p).ctx("publisher close")
+        });
+        is_up
+            .recv()
+            .map_err(|_| "publisher thread ended".to_string())??;
+        Ok(Publisher { go, done })
+    }
+
+    fn publish(&self, queues: Vec<String>, total: usize, rate: Option<f64>) {
+        let _ = self.go.send((queues, total, rate));
+    }
+
+    fn join(self) -> Res<()> {
+        drop(self.go);
+        self.done
+            .join()
+            .map_err(|_| "publisher panicked".to_string())?
+    }
 }
 
 /// What the connections' callbacks count.
@@ -262,12 +303,20 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let nofile = raise_nofile();
     let mut admin = Admin::connect(url)?;
     let queues = declare_queues(&mut admin, "conn", n)?;
+    drop(admin);
+    let out = connections(url, &queues, nofile);
+    delete_queues(url, &queues)?;
+    out
+}
+
+fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, String)>> {
+    let publisher = Publisher::start(url)?;
     let counts = Rc::new(Counts::default());
     let mut r = Reactor {
         poll: Poll::new().ctx("poll")?,
         events: Events::with_capacity(1024),
-        clients: Vec::with_capacity(n),
-        writable: Vec::with_capacity(n),
+        clients: Vec::with_capacity(queues.len()),
+        writable: Vec::with_capacity(queues.len()),
         turns: 0,
         next_timer_scan: Instant::now(),
     };
@@ -276,7 +325,7 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let t0 = Instant::now();
     // Which clients finished their handshake and have their consumer ready.
     let ready_ids: Rc<RefCell<Vec<usize>>> = Rc::default();
-    for (i, q) in queues.iter().enumerate() {
+    for q in queues {
         let mut c = match Client::with_options(url, Options::default()) {
             Ok(c) => c,
             Err(e) => {
@@ -319,7 +368,6 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
             Err(e) => k.fail("consume", &e),
         });
         r.add(c)?;
-        let _ = i;
     }
     let made = r.clients.len();
     let k = counts.clone();
@@ -381,7 +429,7 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
             .iter()
             .map(|&i| queues[i].clone())
             .collect();
-        let pubr = publisher(url.to_string(), qs, total, Some(TRICKLE_RATE));
+        publisher.publish(qs, total, Some(TRICKLE_RATE));
         let cpu0 = cpu_thread();
         let t = Instant::now();
         let turns0 = r.turns;
@@ -391,8 +439,6 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         })?;
         let cpu = cpu_thread() - cpu0;
         let secs = t.elapsed().as_secs_f64();
-        pubr.join()
-            .map_err(|_| "publisher panicked".to_string())??;
         let got = counts.delivered.get();
         if !all {
             return Err(format!("trickle: {got} of {total} delivered"));
@@ -428,17 +474,25 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let k = closing.clone();
     let total = r.clients.len();
     r.run_until(Instant::now() + Duration::from_secs(20), || k.get() >= total)?;
+    fields.push(("closed".into(), k.get().to_string()));
     for mut c in r.clients.drain(..) {
         let _ = r.poll.registry().deregister(&mut c);
     }
-    drop(admin);
-    delete_queues(url, &queues)?;
+    publisher.join()?;
     Ok(fields)
 }
 
 fn child_consumers(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let mut admin = Admin::connect(url)?;
     let queues = declare_queues(&mut admin, "cons", n.min(MAX_CONSUMER_QUEUES))?;
+    drop(admin);
+    let out = consumers(url, &queues, n);
+    delete_queues(url, &queues)?;
+    out
+}
+
+fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)>> {
+    let publisher = Publisher::start(url)?;
     let mut c = Client::with_options(url, Options::default()).ctx("new")?;
     let p = c.connect();
     c.wait(p).ctx("connect")?;
@@ -522,7 +576,7 @@ fn child_consumers(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     if ok > 0 {
         let total = CONSUMER_MSGS;
         counts.target.set(total);
-        let pubr = publisher(url.to_string(), ok_queues, total, None);
+        publisher.publish(ok_queues, total, None);
         let cpu0 = cpu_thread();
         let t = Instant::now();
         let deadline = t + Duration::from_secs(120);
@@ -532,8 +586,6 @@ fn child_consumers(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         c.flush(Duration::from_secs(5)).ctx("flush")?;
         let cpu = cpu_thread() - cpu0;
         let secs = t.elapsed().as_secs_f64();
-        pubr.join()
-            .map_err(|_| "publisher panicked".to_string())??;
         let got = counts.delivered.get();
         if got < total {
             return Err(format!("{got} of {total} delivered"));
@@ -552,8 +604,7 @@ fn child_consumers(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     counts.closed.set(1);
     let p = c.close();
     c.wait_timeout(p, Duration::from_secs(30)).ctx("close")?;
-    drop(admin);
-    delete_queues(url, &queues)?;
+    publisher.join()?;
     Ok(fields)
 }
 

@@ -463,11 +463,12 @@ impl Tracker {
 
     fn drain(&mut self, conn: &mut Connection, settle: u8) {
         while let Some(ev) = conn.poll_event() {
-            // After Event::Closed only the refusals of operations issued
-            // since.
+            // After Event::Closed only the completions of operations issued
+            // since: refusals, or a `close` of the closed connection, which
+            // succeeds when it ended by a close.
             assert!(
                 !self.closed
-                    || matches!(&ev, Event::Complete { tag, result: Err(_) }
+                    || matches!(&ev, Event::Complete { tag, .. }
                         if self.after_closed.contains(tag)),
                 "event after Event::Closed: {ev:?}"
             );

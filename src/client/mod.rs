@@ -156,6 +156,22 @@ impl Options {
 
 type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
 
+/// The span of one connection's events: its name (`connection_name`) and
+/// host, never its credentials.
+#[cfg(feature = "tracing")]
+fn connection_span(name: &str, host: &str) -> tracing::Span {
+    tracing::info_span!(target: "puka", "amqp", connection = %name, host = %host)
+}
+
+/// Enters the client's span for the rest of the block (nothing without the
+/// `tracing` feature).
+macro_rules! in_span {
+    ($client:expr) => {
+        #[cfg(feature = "tracing")]
+        let _span = $client.span.clone().entered();
+    };
+}
+
 const OWN_TOKEN: Token = Token(0);
 /// Reads per `on_read` before yielding to the caller's loop.
 const READ_BUDGET: usize = 64;
@@ -229,6 +245,10 @@ pub struct Client {
     /// Reading stopped because held deliveries reached
     /// [`Options::max_buffered_bytes`].
     read_paused: bool,
+    /// The span every event of this connection is in (`amqp`, with the
+    /// connection name and host).
+    #[cfg(feature = "tracing")]
+    span: tracing::Span,
     #[cfg(feature = "tls")]
     tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
@@ -305,6 +325,16 @@ impl Client {
             .map_err(Error::io)?
             .collect();
         addrs.reverse();
+        #[cfg(feature = "tracing")]
+        let (client_name, host) = (
+            options
+                .client_properties
+                .get("connection_name")
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string(),
+            params.host.clone(),
+        );
         let mut promises = Promises::default();
         let connect_id = promises.create();
         let conn = Connection::new(config, connect_id.tag(), Instant::now());
@@ -328,6 +358,8 @@ impl Client {
             more_to_read: false,
             write_blocked: false,
             read_paused: false,
+            #[cfg(feature = "tracing")]
+            span: connection_span(&client_name, &host),
         };
         client.connect_next()?;
         Ok(client)
@@ -335,8 +367,10 @@ impl Client {
 
     /// Starts a non-blocking connect to the next address.
     fn connect_next(&mut self) -> Result<(), Error> {
+        in_span!(self);
         let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
         while let Some(addr) = self.addrs.pop() {
+            tr_info!(%addr, "connecting");
             match TcpStream::connect(addr) {
                 Ok(s) => {
                     let _ = s.set_nodelay(true);
@@ -455,6 +489,7 @@ impl Client {
     /// error (either would need a read of its own, and no new readiness
     /// event would come for it).
     fn read_ready(&mut self, short_is_drained: bool) {
+        in_span!(self);
         if !self.check_connected() {
             return;
         }
@@ -527,6 +562,7 @@ impl Client {
     /// Call when [`Client::poll_timeout`] has passed: sends heartbeats and
     /// detects a dead peer.
     pub fn on_timer(&mut self) {
+        in_span!(self);
         self.conn.handle_timeout(Instant::now());
         self.flush_queued();
         self.after_io();
@@ -612,6 +648,7 @@ impl Client {
     }
 
     fn flush_queued(&mut self) {
+        in_span!(self);
         if self.connecting || self.write_blocked {
             return;
         }
@@ -715,6 +752,7 @@ impl Client {
     /// caller waiting on a consumer takes its deliveries straight from the
     /// connection's events first ([`Client::wait`]'s fast lane).
     fn turn(&mut self, timeout: Option<Duration>, drain: bool) -> Result<(), Error> {
+        in_span!(self);
         self.flush_queued();
         // The flush may have resolved something (a publish without
         // confirms): let the caller look before sleeping. (Without `drain`
@@ -1191,6 +1229,7 @@ impl Client {
     /// Starts an operation: a new promise whose tag `start` hands to the
     /// protocol, then the events that produced (e.g. an immediate failure).
     fn operation<T>(&mut self, start: impl FnOnce(&mut Connection, Tag)) -> Promise<T> {
+        in_span!(self);
         let id = self.promises.create();
         start(&mut self.conn, id.tag());
         self.after_io();
@@ -1421,6 +1460,7 @@ impl Client {
         properties: &BasicProperties,
         mandatory: bool,
     ) -> Promise<()> {
+        in_span!(self);
         let id = self.promises.create_publish();
         let p = Promise::new(id);
         self.conn.publish(

@@ -767,6 +767,7 @@ impl Connection {
             // The broker is not reading: a connection.close would not be
             // read either. The socket is dropped.
             let limit = self.config.blocked_timeout.unwrap_or_default();
+            tr_warn!(?limit, "blocked for too long; dropping the connection");
             self.finish(Error::BlockedTimeout(limit));
             return;
         }
@@ -787,6 +788,7 @@ impl Connection {
             return;
         }
         if now >= self.last_recv + self.dead_after() {
+            tr_warn!(silent_for = ?self.dead_after(), "heartbeat timeout");
             self.finish(Error::HeartbeatTimeout(self.dead_after()));
             return;
         }
@@ -1244,6 +1246,7 @@ impl Connection {
                 return;
             }
             Role::Consumer(c) => {
+                tr_debug!(channel = ch, "consumer cancel");
                 c.cancelling = Some(tag);
                 c.tags.iter().map(|t| t.tag.clone()).collect()
             }
@@ -1527,6 +1530,7 @@ impl Connection {
     /// fails with [`Error::OutcomeUnknown`], and the connection is closed.
     /// Consumers end with [`Error::ConnectionClosed`].
     pub fn close(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        tr_info!(?timeout, "closing gracefully");
         if self.state == State::Open {
             self.state = State::Draining {
                 tag,
@@ -1544,6 +1548,7 @@ impl Connection {
     /// [`Error::OutcomeUnknown`], other pending operations with
     /// [`Error::ConnectionClosed`].
     pub fn close_now(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        tr_info!("closing now");
         match self.state {
             State::Draining { tag: first, .. } => {
                 // The first close gives up waiting; it completes with this.
@@ -1765,6 +1770,7 @@ impl Connection {
         // a channel here, so its ack fails locally instead of acking some
         // other message.
         let epoch = next_epoch();
+        tr_debug!(channel = id, "channel open");
         self.channels[usize::from(id)] = Some(Channel::new(id, epoch, role));
         let _ = self.send_method(id, &Method::ChannelOpen(ChannelOpen {}));
         self.chan(id).expect.push_back(Expect::OpenOk);
@@ -1996,6 +2002,7 @@ impl Connection {
         if c.closing {
             return;
         }
+        tr_debug!(channel = ch, "channel close");
         c.closing = true;
         let m = Method::ChannelClose(ChannelClose {
             reply_code: reply_code::REPLY_SUCCESS,
@@ -2076,6 +2083,7 @@ impl Connection {
     /// The peer broke the protocol: close the connection with `code` and
     /// fail everything with `err` now (not waiting for close-ok).
     fn violation(&mut self, code: u16, text: String, err: Error) {
+        tr_error!(code, text = %text, "protocol violation by the peer; closing");
         if matches!(self.state, State::Closing | State::Closed) {
             self.finish(err);
             return;
@@ -2125,6 +2133,11 @@ impl Connection {
             return;
         }
         let err = self.dead.clone().unwrap_or(err);
+        if matches!(err, Error::ConnectionClosed) {
+            tr_info!("connection closed");
+        } else {
+            tr_warn!(error = %err, "connection closed");
+        }
         self.adopt_draining_tag();
         self.state = State::Closed;
         self.fail_all(err.clone());
@@ -2223,10 +2236,12 @@ impl Connection {
             (_, Method::ConnectionBlocked(b)) => {
                 self.blocked = Some(self.last_recv);
                 self.stats.times_blocked += 1;
+                tr_warn!(reason = %b.reason, "connection blocked by the broker");
                 self.events.push_back(Event::Blocked(b.reason.to_string()));
             }
             (_, Method::ConnectionUnblocked(_)) => {
                 self.blocked = None;
+                tr_info!("connection unblocked");
                 self.events.push_back(Event::Unblocked);
             }
             (_, Method::ConnectionUpdateSecretOk(_)) => {
@@ -2338,10 +2353,17 @@ impl Connection {
         }
         self.tuned = tuned;
         self.state = State::AwaitOpenOk;
+        tr_info!(
+            channel_max = tuned.channel_max,
+            frame_max = tuned.frame_max,
+            heartbeat = tuned.heartbeat,
+            "connection tuned"
+        );
     }
 
     fn on_open_ok(&mut self) {
         self.state = State::Open;
+        tr_info!(vhost = %self.config.vhost, confirms = self.confirms, "connection open");
         self.handshake_deadline = None;
         // Arm the send timer now: inbound heartbeats keep moving the dead-peer
         // deadline, so that one alone would never fire it.
@@ -2463,6 +2485,12 @@ impl Connection {
                     method_id: close.method_id,
                     connection: false,
                 };
+                tr_warn!(
+                    channel = ch,
+                    code = close.reply_code,
+                    text = %close.reply_text,
+                    "channel closed by the broker"
+                );
                 let caused_by_publish = (close.class_id, close.method_id)
                     == (BasicPublish::CLASS_ID, BasicPublish::METHOD_ID);
                 let err = Error::from_reply(reply);
@@ -2681,6 +2709,7 @@ impl Connection {
         let Role::Consumer(k) = &mut c.role else {
             return;
         };
+        tr_debug!(channel = ch, consumer_tag = %ok.consumer_tag, "consumer started");
         k.confirm(ok.consumer_tag.clone());
         if k.cancelling.is_some() || k.ended {
             // The user cancelled (or the broker cancelled another queue of
@@ -2725,6 +2754,12 @@ impl Connection {
             // Not one of ours: nothing to end.
             return;
         };
+        tr_info!(
+            channel = ch,
+            queue = %queue,
+            consumer_tag = %cancel.consumer_tag,
+            "consumer cancelled by the broker"
+        );
         k.ended = true;
         let tag = k.tag;
         let cancelling = k.cancelling.take();
