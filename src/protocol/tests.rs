@@ -4383,7 +4383,7 @@ fn stats_bytes_and_frames_match_the_wire() {
     let mut inputs: Vec<BytesMut> = vec![
         method_bytes(0, server_start()),
         method_bytes(0, default_tune()),
-        method_bytes(0, ConnectionOpenOk::default()),
+        method_bytes(0, ConnectionOpenOk {}),
     ];
     for input in inputs.drain(..) {
         bytes_in += input.len() as u64;
