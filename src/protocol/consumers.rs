@@ -1,0 +1,198 @@
+//! Consumers: deliveries, consume-ok, cancels from either side, and when a consumer ends.
+
+use super::*;
+
+impl Connection {
+    pub(super) fn maybe_end_consumer(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        let Role::Consumer(k) = &mut c.role else {
+            return;
+        };
+        if k.cancelling.is_none() || !k.tags.is_empty() || !k.pending.is_empty() || k.ended {
+            return;
+        }
+        let cancel_tag = k.cancelling.take();
+        k.ended = true;
+        let tag = k.tag;
+        let waiters = std::mem::take(&mut k.ready_waiters);
+        if let Some(t) = cancel_tag {
+            self.complete(t, Ok(Outcome::Done));
+        }
+        // Cancelled before every queue was registered: it never will be.
+        for t in waiters {
+            self.complete(t, Err(Error::UnknownPromise));
+        }
+        self.events.push_back(Event::ConsumerEnded { tag });
+        self.maybe_close_drained_consumer(ch);
+    }
+
+    /// A consumer channel whose consumers are all gone is closed once its
+    /// last unacked delivery is settled (closing earlier would requeue them).
+    pub(super) fn maybe_close_drained_consumer(&mut self, ch: u16) {
+        let Some(c) = self.chan_opt(ch) else { return };
+        if let Role::Consumer(k) = &c.role {
+            if k.ended && c.unacked.is_empty() && c.expect.is_empty() {
+                self.close_channel(ch);
+            }
+        }
+    }
+
+    /// `basic.deliver` on a plain channel, read in place: the names stay in
+    /// the frame (see [`Names`]), nothing else is built.
+    pub(super) fn on_deliver_frame(&mut self, ch: u16, f: &FrameRef<'_>) -> Result<(), CodecError> {
+        let mut r = f.reader();
+        let base = r.position();
+        r.skip(4, "method id")?;
+        let ctag_at = r.position() - base;
+        let consumer_tag = r.shortstr_bytes("basic.deliver consumer-tag")?;
+        let delivery_tag = r.u64("basic.deliver delivery-tag")?;
+        let redelivered = r.u8("basic.deliver flags")? & 0x01 != 0;
+        let exchange_at = r.position() - base;
+        r.shortstr_bytes("basic.deliver exchange")?;
+        let routing_key_at = r.position() - base;
+        r.shortstr_bytes("basic.deliver routing-key")?;
+        let names = Names::in_frame(f.payload(), ctag_at, exchange_at, routing_key_at);
+        self.on_deliver(ch, consumer_tag, delivery_tag, redelivered, names);
+        Ok(())
+    }
+
+    /// `basic.deliver`: the start of a message for one of our consumers.
+    pub(super) fn on_deliver(
+        &mut self,
+        ch: u16,
+        consumer_tag: &[u8],
+        delivery_tag: u64,
+        redelivered: bool,
+        names: Names,
+    ) {
+        let c = self.chan(ch);
+        if !matches!(c.role, Role::Consumer(_)) {
+            self.unexpected("basic.deliver on a channel without a consumer");
+            return;
+        }
+        if delivery_tag <= c.last_delivery_tag {
+            self.delivery_tag_not_rising(ch, delivery_tag);
+            return;
+        }
+        c.last_delivery_tag = delivery_tag;
+        let Role::Consumer(k) = &c.role else {
+            return;
+        };
+        let ours = k.has_tag(consumer_tag);
+        let kind = if k.ended || !ours {
+            // A broker delivering to a consumer that has ended
+            // (cancelled, or never confirmed): never reported.
+            IncomingKind::Stray { reject: !k.no_ack }
+        } else {
+            IncomingKind::Deliver {
+                tag: k.tag,
+                no_ack: k.no_ack,
+            }
+        };
+        let message = Delivery {
+            delivery_tag,
+            redelivered,
+            names,
+            message_count: None,
+            properties: BasicProperties::default(),
+            body: Bytes::new(),
+            channel: None,
+        };
+        c.incoming = Some(Incoming::new(kind, message));
+    }
+
+    /// "The server MUST NOT use a zero value for delivery tags", and tags
+    /// count up on a channel: a tag at or below the last one would make a
+    /// coalesced (`multiple`) ack settle messages the user did not ack.
+    pub(super) fn delivery_tag_not_rising(&mut self, ch: u16, delivery_tag: u64) {
+        let last = self.chan(ch).last_delivery_tag;
+        self.command_invalid(format!(
+            "delivery tag {delivery_tag} on channel {ch} does not follow {last}"
+        ));
+    }
+
+    pub(super) fn on_consume_ok(&mut self, ch: u16, ok: BasicConsumeOk) {
+        let c = self.chan(ch);
+        let Role::Consumer(k) = &mut c.role else {
+            return;
+        };
+        tr_debug!(channel = ch, consumer_tag = %ok.consumer_tag, "consumer started");
+        k.confirm(ok.consumer_tag.clone());
+        if k.cancelling.is_some() || k.ended {
+            // The user cancelled (or the broker cancelled another queue of
+            // this consumer) before this queue was confirmed.
+            let m = Method::BasicCancel(BasicCancel {
+                consumer_tag: ok.consumer_tag,
+                no_wait: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::CancelOk);
+            return;
+        }
+        if k.pending.is_empty() && !k.ready_waiters.is_empty() {
+            let tags: Vec<ShortString> = k.tags.iter().map(|t| t.tag.clone()).collect();
+            for t in std::mem::take(&mut k.ready_waiters) {
+                self.complete(t, Ok(Outcome::ConsumerTags(tags.clone())));
+            }
+        }
+    }
+
+    /// `basic.cancel` from the broker: a queue of this consumer was deleted
+    /// (or its node went away). The consumer ends as a whole, with an error
+    /// naming that queue: its other queues are cancelled too, so a consumer
+    /// never goes on silently with part of what it asked for. Deliveries
+    /// already received stay valid to ack.
+    pub(super) fn on_server_cancel(&mut self, ch: u16, cancel: BasicCancel) {
+        if !cancel.no_wait {
+            let m = Method::BasicCancelOk(BasicCancelOk {
+                consumer_tag: cancel.consumer_tag.clone(),
+            });
+            let _ = self.send_method(ch, &m);
+        }
+        let c = self.chan(ch);
+        let Role::Consumer(k) = &mut c.role else {
+            return;
+        };
+        let queue = k.forget(&cancel.consumer_tag);
+        if k.ended {
+            return;
+        }
+        let Some(queue) = queue else {
+            // Not one of ours: nothing to end.
+            return;
+        };
+        tr_info!(
+            channel = ch,
+            queue = %queue,
+            consumer_tag = %cancel.consumer_tag,
+            "consumer cancelled by the broker"
+        );
+        k.ended = true;
+        let tag = k.tag;
+        let cancelling = k.cancelling.take();
+        let waiters = std::mem::take(&mut k.ready_waiters);
+        let others: Vec<ShortString> = k.tags.iter().map(|t| t.tag.clone()).collect();
+        let err = Error::ConsumerCancelled {
+            queue: queue.to_string(),
+            consumer_tag: cancel.consumer_tag.to_string(),
+        };
+        // Queues still pending are cancelled when their consume-ok comes
+        // (see on_consume_ok).
+        for consumer_tag in others {
+            let m = Method::BasicCancel(BasicCancel {
+                consumer_tag,
+                no_wait: false,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::CancelOk);
+        }
+        if let Some(t) = cancelling {
+            self.complete(t, Ok(Outcome::Done));
+        }
+        for t in waiters {
+            self.complete(t, Err(err.clone()));
+        }
+        self.complete(tag, Err(err));
+        self.maybe_close_drained_consumer(ch);
+    }
+}

@@ -1,0 +1,304 @@
+//! Ending the connection: graceful close (draining), close now, violations, and failing what is pending.
+
+use super::*;
+
+impl Connection {
+    /// The peer closed its side (a read returned 0).
+    pub fn handle_eof(&mut self) {
+        self.handle_io_error(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed by peer",
+        ));
+    }
+
+    /// The socket failed: every pending operation fails with
+    /// [`Error::ConnectionBroken`].
+    pub fn handle_io_error(&mut self, e: io::Error) {
+        if self.state == State::Closing && self.close_tag.is_some() && self.dead.is_none() {
+            // The broker may drop the socket right after close-ok.
+            self.finish(Error::ConnectionClosed);
+            return;
+        }
+        if self.state == State::AwaitSecureOrTune
+            && e.kind() == io::ErrorKind::UnexpectedEof
+            && !self.server_capability("authentication_failure_close")
+        {
+            // Brokers without authentication_failure_close drop the socket
+            // after a bad login. (With it, as RabbitMQ has, a refused login
+            // comes as connection.close 403: an end of stream is just a
+            // broken connection.)
+            self.finish(Error::AccessRefused(Reply {
+                connection: true,
+                ..Reply::new(
+                    reply_code::ACCESS_REFUSED,
+                    "connection closed during authentication (bad credentials?)",
+                )
+            }));
+            return;
+        }
+        self.finish(Error::io(e));
+    }
+
+    /// Closes the connection gracefully. New operations are refused at once;
+    /// the replies and publisher confirms of those in flight are awaited,
+    /// then `connection.close` goes out and `tag` completes on `close-ok`.
+    /// `timeout` bounds the whole: what is still unsettled when it passes
+    /// fails with [`Error::OutcomeUnknown`], and the connection is closed.
+    /// Consumers end with [`Error::ConnectionClosed`].
+    pub fn close(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        tr_info!(?timeout, "closing gracefully");
+        if self.state == State::Open {
+            self.state = State::Draining {
+                tag,
+                deadline: now + timeout,
+            };
+            self.poll_drain(now);
+            return;
+        }
+        self.close_now(tag, now, timeout);
+    }
+
+    /// Closes the connection without waiting for operations in flight:
+    /// `connection.close` goes out now, and `tag` completes on `close-ok`
+    /// (or when `timeout` passes). Unconfirmed publishes then fail with
+    /// [`Error::OutcomeUnknown`], other pending operations with
+    /// [`Error::ConnectionClosed`].
+    pub fn close_now(&mut self, tag: Tag, now: Instant, timeout: Duration) {
+        tr_info!("closing now");
+        match self.state {
+            State::Draining { tag: first, .. } => {
+                // The first close gives up waiting; it completes with this.
+                self.close_tag = Some(first);
+                self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+                self.close_deadline = Some(now + timeout);
+                self.complete(tag, Ok(Outcome::Done));
+            }
+            State::Closed => {
+                let result = match &self.dead {
+                    Some(Error::ConnectionClosed) | None => Ok(Outcome::Done),
+                    Some(e) => Err(e.clone()),
+                };
+                self.complete(tag, result);
+            }
+            State::Closing => {
+                if self.close_tag.is_none() {
+                    self.close_tag = Some(tag);
+                } else {
+                    self.complete(tag, Ok(Outcome::Done));
+                }
+            }
+            State::AwaitStart => {
+                // Nothing negotiated yet: just drop the socket.
+                self.close_tag = Some(tag);
+                self.finish(Error::ConnectionClosed);
+            }
+            _ => {
+                self.close_tag = Some(tag);
+                self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+                self.close_deadline = Some(now + timeout);
+            }
+        }
+    }
+
+    /// Whether an operation (other than a consumer's stream) waits for the
+    /// broker: a reply, a publisher confirm, or the write of a publish.
+    pub(super) fn has_outstanding(&self) -> bool {
+        if !self.flush_marks.is_empty()
+            || !self.deferred_marks.is_empty()
+            || !self.tx_groups.is_empty()
+            || !self.waiting.is_empty()
+            || !self.secret_updates.is_empty()
+        {
+            return true;
+        }
+        self.channels.iter().flatten().any(|c| {
+            !c.unconfirmed.is_empty()
+                || c.expect.iter().any(|e| e.tag().is_some())
+                || matches!(
+                    c.incoming,
+                    Some(Incoming {
+                        kind: IncomingKind::GetOk { .. },
+                        ..
+                    })
+                )
+                || matches!(&c.role, Role::Consumer(k) if k.cancelling.is_some())
+        })
+    }
+
+    /// A graceful close: once nothing is outstanding (or at the deadline,
+    /// failing what still is with an unknown outcome), `connection.close`.
+    pub(super) fn poll_drain(&mut self, now: Instant) {
+        let State::Draining { tag, deadline } = self.state else {
+            return;
+        };
+        if now < deadline && self.has_outstanding() {
+            return;
+        }
+        let unknown = Error::ConnectionClosed.unknown_outcome();
+        for id in 0..self.channels.len() {
+            let Some(c) = self.channels[id].as_mut() else {
+                continue;
+            };
+            let mut tags: Vec<Tag> = c.unconfirmed.drain(..).map(|u| u.tag).collect();
+            c.expect.retain(|e| match e.tag() {
+                Some(t) => {
+                    tags.push(t);
+                    false
+                }
+                None => true,
+            });
+            if let Some(Incoming {
+                kind: IncomingKind::GetOk { tag, .. },
+                ..
+            }) = c.incoming
+            {
+                tags.push(tag);
+                c.incoming = None;
+            }
+            if let Role::Consumer(k) = &mut c.role {
+                tags.extend(k.cancelling.take());
+            }
+            for t in tags {
+                self.complete(t, Err(unknown.clone()));
+            }
+        }
+        for (_, t) in std::mem::take(&mut self.flush_marks) {
+            self.complete(t, Err(unknown.clone()));
+        }
+        for g in std::mem::take(&mut self.tx_groups) {
+            self.complete(g.tag, Err(unknown.clone()));
+        }
+        for t in std::mem::take(&mut self.secret_updates) {
+            self.complete(t, Err(unknown.clone()));
+        }
+        // Never sent: these certainly did not happen.
+        self.fail_waiting(Error::ConnectionClosed);
+        self.close_tag = Some(tag);
+        self.send_connection_close(reply_code::REPLY_SUCCESS, "bye", 0, 0);
+        self.close_deadline = Some(if now < deadline {
+            deadline
+        } else {
+            now + CLOSE_OK_GRACE
+        });
+    }
+
+    /// A graceful close cut short (by the broker, a violation, the socket):
+    /// its tag completes as a pending close.
+    pub(super) fn adopt_draining_tag(&mut self) {
+        if let State::Draining { tag, .. } = self.state {
+            if self.close_tag.is_none() {
+                self.close_tag = Some(tag);
+            }
+        }
+    }
+
+    pub(super) fn send_connection_close(
+        &mut self,
+        code: u16,
+        text: &str,
+        class_id: u16,
+        method_id: u16,
+    ) {
+        self.adopt_draining_tag();
+        // Acks the user made go out before the close, or the broker ignores
+        // them and requeues the messages.
+        self.emit_pending_acks();
+        let m = Method::ConnectionClose(ConnectionClose {
+            reply_code: code,
+            reply_text: ShortString::from(truncate_utf8(text, 255)),
+            class_id,
+            method_id,
+        });
+        self.state = State::Closing;
+        let _ = self.encode_now(0, &m);
+    }
+
+    /// The peer broke the protocol: close the connection with `code` and
+    /// fail everything with `err` now (not waiting for close-ok).
+    pub(super) fn violation(&mut self, code: u16, text: String, err: Error) {
+        tr_error!(code, text = %text, "protocol violation by the peer; closing");
+        if matches!(self.state, State::Closing | State::Closed) {
+            self.finish(err);
+            return;
+        }
+        self.send_connection_close(code, &text, 0, 0);
+        self.fail_all(err.clone());
+        self.dead = Some(err);
+        // Wait briefly for close-ok so the close reaches the peer; the
+        // caller's flush sends it.
+        self.close_deadline = Some(self.last_recv + Duration::from_secs(1));
+    }
+
+    pub(super) fn fail_all(&mut self, err: Error) {
+        // Publishes sent and not confirmed may have been routed: their
+        // outcome is unknown. (Before open-ok nothing was sent.)
+        let sent = self.connect_tag.is_none();
+        if let Some(t) = self.connect_tag.take() {
+            self.complete(t, Err(err.clone()));
+        }
+        let publishes = if sent {
+            err.clone().unknown_outcome()
+        } else {
+            err.clone()
+        };
+        for id in 0..self.channels.len() {
+            self.fail_channel_with(id as u16, err.clone(), publishes.clone());
+        }
+        self.idle.clear();
+        self.publish_channel = None;
+        for (_, tag) in std::mem::take(&mut self.flush_marks) {
+            self.complete(tag, Err(err.clone()));
+        }
+        for (_, tag) in std::mem::take(&mut self.deferred_marks) {
+            self.complete(tag, Err(err.clone()));
+        }
+        self.fail_waiting(err.clone());
+        for t in std::mem::take(&mut self.secret_updates) {
+            self.complete(t, Err(err.clone()));
+        }
+        self.deferred.clear();
+    }
+
+    /// The connection is over: fail everything with `err`, complete a
+    /// pending close, and report [`Event::Closed`].
+    pub(super) fn finish(&mut self, err: Error) {
+        if self.state == State::Closed {
+            return;
+        }
+        let err = self.dead.clone().unwrap_or(err);
+        if matches!(err, Error::ConnectionClosed) {
+            tr_info!("connection closed");
+        } else {
+            tr_warn!(error = %err, "connection closed");
+        }
+        self.adopt_draining_tag();
+        self.state = State::Closed;
+        self.fail_all(err.clone());
+        if let Some(t) = self.close_tag.take() {
+            let r = match err {
+                Error::ConnectionClosed => Ok(Outcome::Done),
+                ref e => Err(e.clone()),
+            };
+            self.complete(t, r);
+        }
+        self.dead = Some(err.clone());
+        self.read_buf.clear();
+        self.events.push_back(Event::Closed(err));
+    }
+
+    pub(super) fn unexpected(&mut self, what: &str) {
+        self.violation(
+            reply_code::UNEXPECTED_FRAME,
+            format!("UNEXPECTED_FRAME - {what}"),
+            Error::ProtocolViolation(Reply::new(reply_code::UNEXPECTED_FRAME, what)),
+        );
+    }
+
+    pub(super) fn command_invalid(&mut self, what: String) {
+        self.violation(
+            reply_code::COMMAND_INVALID,
+            format!("COMMAND_INVALID - {what}"),
+            Error::ProtocolViolation(Reply::new(reply_code::COMMAND_INVALID, what)),
+        );
+    }
+}

@@ -1,0 +1,95 @@
+//! Timers: heartbeats, a silent peer, the handshake, close and blocked deadlines, and deferred acks.
+
+use super::*;
+
+impl Connection {
+    /// When [`Connection::handle_timeout`] next needs to be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let mut t = self.handshake_deadline;
+        let mut earliest = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t: Instant| t.min(x)));
+            }
+        };
+        earliest(self.close_deadline);
+        earliest(self.ack_deadline());
+        if let State::Draining { deadline, .. } = self.state {
+            earliest(Some(deadline));
+        }
+        earliest(self.blocked_deadline());
+        if self.tuned.heartbeat > 0 && (self.state.is_live() || self.state == State::Closing) {
+            earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
+            earliest(Some(self.last_recv + self.dead_after()));
+        }
+        t
+    }
+
+    /// When a blocked connection is given up ([`Config::blocked_timeout`]).
+    pub(super) fn blocked_deadline(&self) -> Option<Instant> {
+        Some(self.blocked? + self.config.blocked_timeout?)
+    }
+
+    pub(super) fn dead_after(&self) -> Duration {
+        Duration::from_secs(u64::from(self.tuned.heartbeat) * 2)
+    }
+
+    /// Fires the timers due at `now`: heartbeats to send, a peer silent for
+    /// two heartbeat intervals, a handshake or close that took too long.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.state == State::Closed {
+            return;
+        }
+        if self.got_input {
+            self.got_input = false;
+            self.last_recv = now;
+        }
+        if self.handshake_deadline.is_some_and(|d| now >= d) {
+            self.finish(Error::ConnectTimeout);
+            return;
+        }
+        if self.blocked_deadline().is_some_and(|d| now >= d) {
+            // The broker is not reading: a connection.close would not be
+            // read either. The socket is dropped.
+            let limit = self.config.blocked_timeout.unwrap_or_default();
+            tr_warn!(?limit, "blocked for too long; dropping the connection");
+            self.finish(Error::BlockedTimeout(limit));
+            return;
+        }
+        if self.ack_deadline.is_some_and(|d| now >= d) {
+            self.emit_pending_acks();
+        }
+        self.poll_drain(now);
+        if self.close_deadline.is_some_and(|d| now >= d) {
+            let e = if self.close_tag.is_some() {
+                Error::ConnectionClosed
+            } else {
+                self.dead.clone().unwrap_or(Error::ConnectionClosed)
+            };
+            self.finish(e);
+            return;
+        }
+        if self.tuned.heartbeat == 0 || !(self.state.is_live() || self.state == State::Closing) {
+            return;
+        }
+        if now >= self.last_recv + self.dead_after() {
+            tr_warn!(silent_for = ?self.dead_after(), "heartbeat timeout");
+            self.finish(Error::HeartbeatTimeout(self.dead_after()));
+            return;
+        }
+        let interval = Duration::from_millis(u64::from(self.tuned.heartbeat) * 500);
+        match self.next_heartbeat {
+            Some(t) if now < t => {}
+            _ => {
+                if !self.sent_since_heartbeat {
+                    frame::encode_heartbeat(&mut self.write_buf);
+                    self.stats.frames_out += 1;
+                }
+                self.sent_since_heartbeat = false;
+                self.next_heartbeat = Some(now + interval);
+            }
+        }
+    }
+}
