@@ -26,6 +26,10 @@ Options:
   -p, --prefetch N         at most N unacked messages at a time
   -A, --no-ack             the broker forgets each message once sent
       --timeout SECS       fail if the messages have not arrived in time
+      --summary            at exit, print messages, bytes and msgs/s (since
+                           consuming began) on standard error
+      --stats              at exit, print the client's counters on standard
+                           error
       --url URL            broker (default $AMQP_URL, or
                            amqp://guest:guest@127.0.0.1:5672/%2f)
   -h, --help               print this help
@@ -42,6 +46,7 @@ fn run() -> common::Result {
     let (mut queue, mut exchange) = (None, None);
     let mut binding_keys = Vec::new();
     let (mut count, mut prefetch, mut no_ack, mut timeout) = (None, 0u16, false, None);
+    let (mut summary, mut stats) = (false, false);
 
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -59,6 +64,8 @@ fn run() -> common::Result {
             Short('p') | Long("prefetch") => prefetch = parser.value()?.parse()?,
             Short('A') | Long("no-ack") => no_ack = true,
             Long("timeout") => timeout = Some(common::parse_secs(&parser.value()?.string()?)?),
+            Long("summary") => summary = true,
+            Long("stats") => stats = true,
             _ => return Err(common::unexpected(arg)),
         }
     }
@@ -96,15 +103,34 @@ fn run() -> common::Result {
     let consumer = client.basic_consume_with(consume);
     eprintln!("consuming from {}", common::quote(&queue));
 
-    let mut received = 0;
+    let started = std::time::Instant::now();
+    let (mut received, mut bytes) = (0, 0);
+    let mut result = Ok(());
     while count.is_none_or(|n| received < n) {
-        let d = common::next_delivery(&mut client, consumer, deadline, received)?;
+        let d = match common::next_delivery(&mut client, consumer, deadline, received) {
+            Ok(d) => d,
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        };
         println!("{}", common::describe(&d));
         if !no_ack {
             client.basic_ack(&d)?;
         }
         received += 1;
+        bytes += d.body.len() as u64;
     }
+    // The summary and counters are printed however the run ended (a
+    // --timeout too), before its error.
+    if summary {
+        let line = common::summary(received, bytes, started.elapsed());
+        eprintln!("consume: {line}");
+    }
+    if stats {
+        common::print_stats("consume", &client);
+    }
+    result?;
     // Messages the broker sent beyond --count were not acked: closing
     // returns them to the queue.
     common::close(client)

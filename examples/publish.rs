@@ -9,6 +9,7 @@ mod common;
 use lexopt::prelude::*;
 use puka::{BasicProperties, Confirms, Options, PromiseId};
 use std::io::Read;
+use std::time::Duration;
 
 const USAGE: &str = "\
 Usage: publish [OPTIONS] [BODY]
@@ -35,7 +36,13 @@ Options:
       --confirm               wait for the broker to confirm each message; without
                               it a message counts as sent once written to the
                               socket, and a broker error may go unnoticed
-  -c, --count N               publish the message N times (default 1)
+  -c, --count N               publish the message N times (default 1); with
+                              N > 1, prints progress lines and a summary
+                              (messages, bytes, msgs/s) on standard error
+      --progress SECS         seconds between progress lines (default 1; 0:
+                              none)
+      --stats                 print the client's counters on standard error
+                              before closing
       --url URL               broker (default $AMQP_URL, or
                               amqp://guest:guest@127.0.0.1:5672/%2f)
   -h, --help                  print this help
@@ -51,6 +58,7 @@ fn run() -> common::Result {
     let mut body: Option<String> = None;
     let mut props = BasicProperties::default();
     let (mut mandatory, mut confirm, mut count) = (false, false, 1u64);
+    let (mut progress_every, mut stats) = (Some(Duration::from_secs(1)), false);
 
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -84,6 +92,10 @@ fn run() -> common::Result {
             Long("mandatory") => mandatory = true,
             Long("confirm") => confirm = true,
             Short('c') | Long("count") => count = parser.value()?.parse()?,
+            Long("progress") => {
+                progress_every = common::parse_progress(&parser.value()?.string()?)?
+            }
+            Long("stats") => stats = true,
             Value(v) if body.is_none() => body = Some(v.string()?),
             _ => return Err(common::unexpected(arg)),
         }
@@ -108,21 +120,60 @@ fn run() -> common::Result {
     };
     let mut client = common::connect_with(&common::amqp_url(url), options)?;
 
-    let published: Vec<_> = (0..count)
-        .map(|_| client.basic_publish_with(&exchange, &routing_key, &body, &props, mandatory))
-        .collect();
+    // Long runs say how far they got: progress lines while publishing and
+    // while the confirms come in, then a summary.
+    let long_run = count > 1;
+    let mut progress = common::Progress::new("publish", progress_every.filter(|_| long_run));
+    let mut published = Vec::new();
+    for i in 1..=count {
+        published.push(client.basic_publish_with(
+            &exchange,
+            &routing_key,
+            &body,
+            &props,
+            mandatory,
+        ));
+        if i % 256 == 0 {
+            progress.tick(i, || format!("{i} sent"));
+        }
+    }
     let ids: Vec<PromiseId> = published.iter().map(|p| p.id()).collect();
-    client.wait_for_all(&ids)?;
+    loop {
+        let Some(left) = progress.until_next() else {
+            client.wait_for_all(&ids)?;
+            break;
+        };
+        match client.wait_for_all_timeout(&ids, left.max(Duration::from_millis(1))) {
+            Ok(()) => break,
+            Err(puka::Error::Timeout) => {
+                if confirm {
+                    let confirmed = count - client.unconfirmed_count() as u64;
+                    progress.tick(confirmed, || format!("{count} sent, {confirmed} confirmed"));
+                } else {
+                    progress.tick(count, || format!("{count} sent"));
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     for p in published {
         // Fails with `no route` for an unroutable mandatory message, or
         // with the broker's error (e.g. 404 for a missing exchange).
         client.wait(p)?;
     }
+    let elapsed = progress.elapsed();
     println!(
         "published {count} message(s) to exchange {} with routing key {}{}",
         common::quote(&exchange),
         common::quote(&routing_key),
         if confirm { " (confirmed)" } else { "" }
     );
+    if long_run {
+        let bytes = count * body.len() as u64;
+        eprintln!("publish: {}", common::summary(count, bytes, elapsed));
+    }
+    if stats {
+        common::print_stats("publish", &client);
+    }
     common::close(client)
 }

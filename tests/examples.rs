@@ -910,6 +910,94 @@ fn cli_consume_from_an_exchange() {
     assert_eq!(out.stdout, vec![format!("deleted exchange {x}")]);
 }
 
+/// `publish --count N` reports progress and a summary on stderr; `consume
+/// --summary` a summary; `--stats` the client's counters on both.
+#[test]
+fn cli_progress_summary_and_stats() {
+    common::require_broker();
+    let mut cleanup = Cleanup::default();
+    let q = cleanup.queue("ex-cli-rate");
+    run_ok("declare", &["queue", &q]);
+
+    // 2000 confirmed publishes take well over a millisecond: at least one
+    // progress line comes.
+    let out = run_ok(
+        "publish",
+        &[
+            "-r",
+            &q,
+            "--count",
+            "2000",
+            "--confirm",
+            "--progress",
+            "0.001",
+            "--stats",
+            "body",
+        ],
+    );
+    assert_eq!(
+        out.stdout,
+        vec![format!(
+            r#"published 2000 message(s) to exchange "" with routing key "{q}" (confirmed)"#
+        )]
+    );
+    let (summary, rest): (Vec<_>, Vec<_>) = out
+        .stderr
+        .iter()
+        .partition(|l| l.starts_with("publish: 2000 messages, 8000 bytes in "));
+    assert_eq!(summary.len(), 1, "{:?}", out.stderr);
+    assert!(summary[0].ends_with(" msgs/s"), "{:?}", out.stderr);
+    let progress: Vec<_> = rest
+        .iter()
+        .filter(|l| l.starts_with("publish: ") && l.contains(" sent") && l.ends_with(" msgs/s"))
+        .collect();
+    assert!(!progress.is_empty(), "no progress line: {:?}", out.stderr);
+    let stats = out.stderr.last().map(String::as_str).unwrap_or("");
+    for want in [
+        "publish: stats: ",
+        " publishes=2000 ",
+        " confirms=2000 ",
+        " promises=0 ",
+        " unconfirmed=0 ",
+        " blocked=0",
+    ] {
+        assert!(stats.contains(want), "{want:?} not in {:?}", out.stderr);
+    }
+
+    // One message (the default count): no progress, no summary.
+    let out = run_ok("publish", &["-r", &q, "--confirm", "one"]);
+    assert!(out.stderr.is_empty(), "{:?}", out.stderr);
+
+    let mut consume = spawn(
+        "consume",
+        &[
+            &q,
+            "--count",
+            "2001",
+            "--summary",
+            "--stats",
+            "--timeout",
+            RECEIVER_TIMEOUT,
+        ],
+    );
+    consume.expect_err_line(&format!("consuming from \"{q}\""));
+    let out = consume.success();
+    assert_eq!(out.stdout.len(), 2001);
+    assert_eq!(out.stderr.len(), 3, "{:?}", out.stderr);
+    assert!(
+        out.stderr[1].starts_with("consume: 2001 messages, 8003 bytes in ")
+            && out.stderr[1].ends_with(" msgs/s"),
+        "{:?}",
+        out.stderr
+    );
+    assert!(
+        out.stderr[2].starts_with("consume: stats: ")
+            && out.stderr[2].contains(" deliveries=2001 "),
+        "{:?}",
+        out.stderr
+    );
+}
+
 // ----------------------------------------------------------------------
 // Every example: --help, a bad flag, a bad password.
 

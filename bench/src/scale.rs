@@ -71,6 +71,17 @@ impl ScaleFigure {
     }
 }
 
+/// Bytes this process has handed to `write`-like system calls (sockets
+/// included), from /proc/self/io.
+fn wchar() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the limit.
 fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit fill and read the struct we pass.
@@ -188,7 +199,10 @@ impl Publisher {
 #[derive(Default)]
 struct Counts {
     connected: Cell<usize>,
+    /// Connections (or consumers, at `consumer_ready`) that failed to start.
     failed: Cell<usize>,
+    /// Consumers that failed after starting (deliveries that are errors).
+    consumer_errors: Cell<usize>,
     ready: Cell<usize>,
     delivered: Cell<usize>,
     /// Deliveries after which `run_loop` is broken.
@@ -351,7 +365,10 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
                 }
                 Err(e) => {
                     if k.closed.get() == 0 {
-                        k.fail("consumer", &e);
+                        k.consumer_errors.set(k.consumer_errors.get() + 1);
+                        k.first_error
+                            .borrow_mut()
+                            .get_or_insert_with(|| format!("consumer: {e}"));
                     }
                 }
             },
@@ -518,7 +535,10 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
                 }
                 Err(e) => {
                     if k.closed.get() == 0 {
-                        k.fail("consumer", &e);
+                        k.consumer_errors.set(k.consumer_errors.get() + 1);
+                        k.first_error
+                            .borrow_mut()
+                            .get_or_insert_with(|| format!("consumer: {e}"));
                     }
                 }
             },
@@ -559,6 +579,7 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
         ("queues".into(), queues.len().to_string()),
         ("ready".into(), ok.to_string()),
         ("failed".into(), counts.failed.get().to_string()),
+        ("consumer_errors".into(), counts.consumer_errors.get().to_string()),
         ("open_channels".into(), c.channel_count().to_string()),
         ("start_secs".into(), format!("{start_secs:.3}")),
         (
@@ -627,6 +648,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     c.wait(p).ctx("connect")?;
     let body = body(32);
     let rss0 = rss_kib();
+    let w0 = wchar();
     let cpu0 = cpu_thread();
     let t0 = Instant::now();
     let mut last = None;
@@ -636,6 +658,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let pub_cpu = cpu_thread() - cpu0;
     let pub_secs = t0.elapsed().as_secs_f64();
     let rss1 = rss_kib();
+    let w1 = wchar();
     // `Debug` shows the promises held: publishes in flight plus a few.
     let dbg = format!("{c:?}");
     let held: usize = dbg
@@ -653,6 +676,12 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let wait_cpu = cpu_thread() - cpu1;
     let wait_secs = t1.elapsed().as_secs_f64();
     let peak = crate::memory::peak_kib();
+    // Every frame is written once the last confirm is in (no acks, no
+    // heartbeats this soon): the wire bytes of one publish, and how many
+    // were still in puka's write buffer when the loop ended.
+    let wire = (wchar() - w0) as f64 / n as f64;
+    let unsent = (wire * n as f64 - (w1 - w0) as f64).max(0.0);
+    let held = rss1.saturating_sub(rss0) as f64 * 1024.0;
     let p = c.close();
     c.wait_timeout(p, Duration::from_secs(30)).ctx("close")?;
     admin.delete(queue)?;
@@ -676,6 +705,15 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         ("rss0_kib".into(), rss0.to_string()),
         ("rss_in_flight_kib".into(), rss1.to_string()),
         ("bytes_per_unconfirmed".into(), per(rss1.saturating_sub(rss0))),
+        ("wire_bytes_per_publish".into(), format!("{wire:.1}")),
+        (
+            "unsent_bytes_per_publish".into(),
+            format!("{:.1}", unsent / n as f64),
+        ),
+        (
+            "bytes_per_unconfirmed_less_unsent".into(),
+            format!("{:.1}", (held - unsent) / n as f64),
+        ),
         ("peak_kib".into(), peak.to_string()),
         ("peak_bytes_per_publish".into(), per(peak.saturating_sub(rss0))),
     ])
@@ -826,6 +864,7 @@ pub fn summary(figs: &[ScaleFigure]) {
             &[
                 ("ready", "ready"),
                 ("failed", "failed"),
+                ("open channels", "open_channels"),
                 ("start (s)", "start_secs"),
                 ("start CPU µs / consumer", "start_cpu_us_per_consumer"),
                 ("RSS KiB / consumer", "rss_kib_per_consumer"),
@@ -843,6 +882,8 @@ pub fn summary(figs: &[ScaleFigure]) {
                 ("publish CPU µs", "publish_cpu_us"),
                 ("CPU µs / confirm", "confirm_cpu_us"),
                 ("B / unconfirmed (RSS Δ)", "bytes_per_unconfirmed"),
+                ("of which unsent frames", "unsent_bytes_per_publish"),
+                ("RSS Δ less unsent", "bytes_per_unconfirmed_less_unsent"),
                 ("peak B / publish", "peak_bytes_per_publish"),
                 ("publish (s)", "publish_secs"),
                 ("wait (s)", "wait_secs"),

@@ -269,3 +269,84 @@ pub fn key_value(s: &str) -> Result<(String, String)> {
         _ => Err(format!("expected KEY=VALUE, got {s:?}").into()),
     }
 }
+
+/// A rate as `N msgs/s`, from `n` messages in `elapsed`.
+pub fn rate(n: u64, elapsed: Duration) -> String {
+    let secs = elapsed.as_secs_f64();
+    if secs <= 0.0 {
+        return "- msgs/s".to_string();
+    }
+    format!("{:.0} msgs/s", n as f64 / secs)
+}
+
+/// One summary line: `N messages, B bytes in S s, R msgs/s`.
+pub fn summary(messages: u64, bytes: u64, elapsed: Duration) -> String {
+    format!(
+        "{messages} messages, {bytes} bytes in {:.3} s, {}",
+        elapsed.as_secs_f64(),
+        rate(messages, elapsed)
+    )
+}
+
+/// Periodic progress lines on stderr (`--progress SECS`): each says how
+/// far a run got and its average rate so far.
+pub struct Progress {
+    prog: &'static str,
+    every: Option<Duration>,
+    start: Instant,
+    next: Instant,
+}
+
+impl Progress {
+    /// Lines every `every` (`None`: never), counted from now.
+    pub fn new(prog: &'static str, every: Option<Duration>) -> Self {
+        let now = Instant::now();
+        Progress {
+            prog,
+            every,
+            start: now,
+            next: every.map_or(now, |e| now + e),
+        }
+    }
+
+    /// Since the run started.
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// How long until the next line is due (`None`: no lines).
+    pub fn until_next(&self) -> Option<Duration> {
+        self.every
+            .map(|_| self.next.saturating_duration_since(Instant::now()))
+    }
+
+    /// If a line is due, prints `what` and the rate of `count` messages
+    /// since the start.
+    pub fn tick(&mut self, count: u64, what: impl FnOnce() -> String) {
+        let Some(every) = self.every else { return };
+        let now = Instant::now();
+        if now < self.next {
+            return;
+        }
+        eprintln!(
+            "{}: {}, {}",
+            self.prog,
+            what(),
+            rate(count, now - self.start)
+        );
+        self.next = now + every;
+    }
+}
+
+/// `--progress SECS`: 0 turns progress lines off.
+pub fn parse_progress(s: &str) -> Result<Option<Duration>> {
+    let d = parse_secs(s)?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// `--stats`: the client's counters on stderr, one line of `name=value`.
+pub fn print_stats(prog: &str, client: &Client) {
+    let stats = client.stats().to_string();
+    let line: Vec<String> = stats.lines().map(|l| l.replacen(' ', "=", 1)).collect();
+    eprintln!("{prog}: stats: {}", line.join(" "));
+}
