@@ -471,15 +471,71 @@ impl Client {
     }
 
     /// When the heartbeat or handshake timer next needs [`Client::on_timer`].
+    ///
+    /// It is `now` while [`Client::wants_read`]: bytes are left in the
+    /// socket that no readiness event will report again.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.more_to_read {
+            return Some(Instant::now());
+        }
         self.conn.poll_timeout()
     }
 
-    /// Call when the socket is readable: reads until it would block, handles
-    /// the frames, and queues the results (callbacks run in
+    /// Whether bytes may be left in the socket that no new readiness event
+    /// will announce: `on_read` stopped at its budget (64 reads, about
+    /// 4 MiB, so one busy connection cannot starve the rest of your loop),
+    /// or reading resumed after [`Options::max_buffered_bytes`] paused it.
+    /// Call [`Client::on_read`] (or `on_timer`, which does it) again soon;
+    /// [`Client::poll_timeout`] says so too.
+    pub fn wants_read(&self) -> bool {
+        self.more_to_read
+    }
+
+    /// Call when the socket is readable: reads until it would block or its
+    /// budget of 64 reads is spent (then [`Client::wants_read`] is true),
+    /// handles the frames, and queues the results (callbacks run in
     /// [`Client::run_any_callbacks`]).
     pub fn on_read(&mut self) {
         self.read_ready(false);
+        self.after_io();
+    }
+
+    /// Handles one readiness event of your `mio::Poll` for this client's
+    /// token: reads when readable (or closed, or in error), writes when
+    /// writable. The whole reactor contract is then: `on_event` for each
+    /// event, `on_timer` once [`Client::poll_timeout`] passes,
+    /// [`Client::run_any_callbacks`], and
+    /// [`Client::update_registration`] after each turn.
+    ///
+    /// ```no_run
+    /// # use mio::{Events, Poll, Token};
+    /// # use std::time::Instant;
+    /// # let mut client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// let mut poll = Poll::new()?;
+    /// let mut events = Events::with_capacity(64);
+    /// client.update_registration(poll.registry(), Token(0))?;
+    /// loop {
+    ///     let timeout = client.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+    ///     poll.poll(&mut events, timeout)?;
+    ///     for event in events.iter() {
+    ///         client.on_event(event);
+    ///     }
+    ///     if client.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+    ///         client.on_timer();
+    ///     }
+    ///     client.run_any_callbacks();
+    ///     client.update_registration(poll.registry(), Token(0))?;
+    /// #   break;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_event(&mut self, event: &mio::event::Event) {
+        if event.is_writable() || event.is_error() {
+            self.write_ready();
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_ready(false);
+        }
         self.after_io();
     }
 
@@ -563,6 +619,9 @@ impl Client {
     /// detects a dead peer.
     pub fn on_timer(&mut self) {
         in_span!(self);
+        if self.more_to_read {
+            self.read_ready(false);
+        }
         self.conn.handle_timeout(Instant::now());
         self.flush_queued();
         self.after_io();
@@ -1824,7 +1883,15 @@ impl mio::event::Source for Client {
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
         match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.deregister(registry),
-            None => Ok(()),
+            // After the connection ended, the shut-down socket kept for
+            // `AsFd` may still be registered: take it out too.
+            None => match self.closed_sock.as_mut() {
+                Some(s) => match s.deregister(registry) {
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                },
+                None => Ok(()),
+            },
         }
     }
 }
