@@ -15,7 +15,8 @@ pub mod url;
 #[cfg(feature = "tls")]
 pub use client::TlsOptions;
 pub use client::{
-    Client, ConnectionEvent, Consume, Options, Promise, PromiseId, RawResult, Resolve, WhenFull,
+    AddressOrder, Client, ConnectedAddress, ConnectionEvent, Consume, Options, Promise, PromiseId,
+    RawResult, Resolve, WhenFull,
 };
 pub use codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,

@@ -37,3 +37,12 @@ macro_rules! tr_error {
         ()
     };
 }
+
+/// Enters a client's span for the rest of the block (nothing without the
+/// `tracing` feature).
+macro_rules! in_span {
+    ($client:expr) => {
+        #[cfg(feature = "tracing")]
+        let _span = $client.span.clone().entered();
+    };
+}

@@ -7,6 +7,10 @@
 //! development broker: host `localhost`, user `guest`, password `guest` and
 //! vhost `/`.
 //!
+//! A URI may name several brokers, `amqp://user:pass@h1:5672,h2:5673/vhost`:
+//! [`ConnectionParams::parse_hosts`] reads it as one `ConnectionParams` per
+//! host, and [`Client::new`](crate::Client::new) tries them in turn.
+//!
 //! The password is a secret: neither [`UrlError`] messages nor the `Debug` and
 //! `Display` forms of [`ConnectionParams`] ever contain it.
 
@@ -92,6 +96,20 @@ pub enum UrlError {
     /// the password in a way the user did not choose.
     #[error("unsupported authentication mechanism {0:?} (supported: PLAIN, EXTERNAL)")]
     UnsupportedAuthMechanism(String),
+    /// The URI names several hosts (`amqp://h1,h2/`) where one is expected:
+    /// read it with [`ConnectionParams::parse_hosts`] (as
+    /// [`Client::new`](crate::Client::new) does).
+    #[error("several hosts in the url (use ConnectionParams::parse_hosts)")]
+    MultipleHosts,
+    /// Broker addresses given together disagree on something other than
+    /// host, port and `server_name_indication` (user, password, vhost,
+    /// scheme, a query parameter); the position of the first that differs
+    /// from the first address.
+    #[error("address {0} differs from the first in more than host, port and server name")]
+    InconsistentAddresses(usize),
+    /// No broker address was given.
+    #[error("no broker address given")]
+    NoAddress,
 }
 
 /// The SASL mechanisms this client implements, as `auth_mechanism` names them.
@@ -184,8 +202,10 @@ pub struct ConnectionParams {
     /// Most channels to ask for; `None` or `Some(0)` (no limit requested)
     /// accepts the server's proposal.
     pub channel_max: Option<u16>,
-    /// How long to wait for the TCP connection to be established; `None`
-    /// leaves it to the operating system.
+    /// How long the AMQP handshake may take once a TCP connection is made
+    /// (the [`Client`](crate::Client) counts it again for each address it
+    /// reaches; `None`: 30 s). Each TCP connect is bounded by
+    /// `Options::connect_timeout`, and by this when it is shorter.
     pub connection_timeout: Option<Duration>,
     /// SASL mechanism to authenticate with, uppercase (e.g. `"EXTERNAL"`);
     /// `None` lets the client choose (`PLAIN` with username and password).
@@ -214,6 +234,37 @@ impl ConnectionParams {
     /// A [`UrlError`] describing the first problem found; it never contains
     /// the password.
     pub fn parse(url: &str) -> Result<Self, UrlError> {
+        let mut all = ConnectionParams::parse_hosts(url)?;
+        if all.len() > 1 {
+            return Err(UrlError::MultipleHosts);
+        }
+        Ok(all.remove(0))
+    }
+
+    /// Parses an `amqp://` or `amqps://` URI that may name several hosts,
+    /// separated by commas: `amqp://user:pass@h1:5672,h2:5673,[::1]/vhost`.
+    /// Returns one `ConnectionParams` per host, in the order written, that
+    /// differ only in [`host`](ConnectionParams::host) and
+    /// [`port`](ConnectionParams::port); a host without a port gets the
+    /// scheme's default. A URI with one host gives one element, exactly
+    /// what [`ConnectionParams::parse`] returns.
+    ///
+    /// ```
+    /// use puka::url::ConnectionParams;
+    ///
+    /// let all = ConnectionParams::parse_hosts("amqp://app:pw@h1:5673,h2/orders")?;
+    /// assert_eq!(all.len(), 2);
+    /// assert_eq!(all[0].addr_string(), "h1:5673");
+    /// assert_eq!(all[1].addr_string(), "h2:5672");
+    /// assert!(all.iter().all(|p| p.vhost == "orders" && p.password() == "pw"));
+    /// # Ok::<(), puka::url::UrlError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`ConnectionParams::parse`]; an empty entry in the host list
+    /// (`amqp://h1,,h2`) is [`UrlError::InvalidHost`].
+    pub fn parse_hosts(url: &str) -> Result<Vec<Self>, UrlError> {
         let url = url.trim_matches(|c: char| c.is_whitespace() || c.is_control());
         if url.chars().any(char::is_control) {
             return Err(UrlError::ControlCharacter);
@@ -264,12 +315,18 @@ impl ConnectionParams {
             None => authority,
         };
 
-        let (host, port) = split_host_port(host_port)?;
-        if !host.is_empty() {
-            params.host = host;
-        }
-        if let Some(port) = port.filter(|port| !port.is_empty()) {
-            params.port = parse_port(port)?;
+        let entries: Vec<&str> = host_port.split(',').collect();
+        let mut hosts = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let (host, port) = split_host_port(entry)?;
+            if host.is_empty() && entries.len() > 1 {
+                return Err(UrlError::InvalidHost);
+            }
+            let port = match port.filter(|port| !port.is_empty()) {
+                Some(port) => parse_port(port)?,
+                None => params.port,
+            };
+            hosts.push((host, port));
         }
 
         if let Some(path) = path {
@@ -282,7 +339,28 @@ impl ConnectionParams {
         if let Some(query) = query {
             params.apply_query(query)?;
         }
-        Ok(params)
+        Ok(hosts
+            .into_iter()
+            .map(|(host, port)| {
+                let mut p = params.clone();
+                if !host.is_empty() {
+                    p.host = host;
+                }
+                p.port = port;
+                p
+            })
+            .collect())
+    }
+
+    /// Whether `self` and `other` agree on everything but the address:
+    /// [`host`](ConnectionParams::host), [`port`](ConnectionParams::port)
+    /// and [`server_name`](ConnectionParams::server_name) may differ.
+    pub fn same_but_address(&self, other: &ConnectionParams) -> bool {
+        let mut other = other.clone();
+        other.host.clone_from(&self.host);
+        other.port = self.port;
+        other.server_name.clone_from(&self.server_name);
+        *self == other
     }
 
     /// The password for authentication.
@@ -865,6 +943,65 @@ mod tests {
         assert_eq!(err("amqp://host//"), UrlError::InvalidVhost);
         assert_eq!(parse("amqp://host/a%2Fb").vhost, "a/b");
         assert_eq!(parse("amqp://host/vhost").vhost, "vhost");
+    }
+
+    #[test]
+    fn several_hosts() {
+        let all = ConnectionParams::parse_hosts(
+            "amqp://u:p%40ss@h1:5673,h2,[::1]:5674,10.0.0.1/v?heartbeat=7",
+        )
+        .unwrap();
+        let addrs: Vec<String> = all.iter().map(ConnectionParams::addr_string).collect();
+        assert_eq!(addrs, ["h1:5673", "h2:5672", "[::1]:5674", "10.0.0.1:5672"]);
+        for p in &all {
+            assert_eq!((p.username.as_str(), p.password()), ("u", "p@ss"));
+            assert_eq!((p.vhost.as_str(), p.heartbeat), ("v", Some(7)));
+            assert!(p.same_but_address(&all[0]));
+        }
+        // amqps gives its default port to each host without one.
+        let all = ConnectionParams::parse_hosts("amqps://a,b:1").unwrap();
+        assert_eq!((all[0].port, all[1].port), (5671, 1));
+        assert!(all.iter().all(|p| p.tls));
+        // One host: exactly what parse gives, defaults included.
+        for url in ["amqp://", "amqp://h", "amqp://:5673/x", "amqps://u@[::1]"] {
+            assert_eq!(
+                ConnectionParams::parse_hosts(url).unwrap(),
+                vec![parse(url)]
+            );
+        }
+    }
+
+    #[test]
+    fn several_hosts_errors() {
+        let hosts = |url| ConnectionParams::parse_hosts(url).unwrap_err();
+        assert_eq!(err("amqp://h1,h2/"), UrlError::MultipleHosts);
+        assert_eq!(hosts("amqp://h1,,h2/"), UrlError::InvalidHost);
+        assert_eq!(hosts("amqp://h1,/"), UrlError::InvalidHost);
+        assert_eq!(hosts("amqp://,h2/"), UrlError::InvalidHost);
+        assert_eq!(hosts("amqp://h1,:5672/"), UrlError::InvalidHost);
+        assert_eq!(hosts("amqp://h1,h2:0/"), UrlError::InvalidPort);
+        assert_eq!(hosts("amqp://h1,h2:x/"), UrlError::InvalidPort);
+        assert_eq!(hosts("amqp://h1,[::1/"), UrlError::InvalidHost);
+        assert_eq!(hosts("amqp://h1,h 2/"), UrlError::InvalidHost);
+        // A password with a comma is not a host list.
+        let all = ConnectionParams::parse_hosts("amqp://u:a,b@h1,h2").unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[1].password(), "a,b");
+    }
+
+    #[test]
+    fn same_but_address() {
+        let a = parse("amqp://u:p@h1:1/v?server_name_indication=a");
+        assert!(a.same_but_address(&parse("amqp://u:p@h2:2/v")));
+        for other in [
+            "amqp://x:p@h1:1/v",
+            "amqp://u:q@h1:1/v",
+            "amqp://u:p@h1:1/w",
+            "amqps://u:p@h1:1/v",
+            "amqp://u:p@h1:1/v?heartbeat=1",
+        ] {
+            assert!(!a.same_but_address(&parse(other)), "{other}");
+        }
     }
 
     #[test]

@@ -372,3 +372,40 @@ fn the_plain_listener_of_the_test_node_works() {
     roundtrip(&mut c, b"plain");
     close(c);
 }
+
+#[test]
+fn each_address_gets_its_own_server_name() {
+    broker();
+    let refused = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind")
+        .port();
+    let options = || Options {
+        address_order: puka::AddressOrder::InOrder,
+        ..with_ca("ca.pem")
+    };
+    // The first address's wrong name is not used for the second.
+    let urls = [
+        format!("amqps://guest:guest@127.0.0.1:{refused}/%2f?server_name_indication=wrong.example"),
+        "amqps://guest:guest@127.0.0.1:5671/%2f".to_string(),
+    ];
+    let mut c = Client::with_addresses(&urls, options()).expect("client");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect to the second address");
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    roundtrip(&mut c, b"second address");
+    close(c);
+    // The second address's own (wrong) name is.
+    let urls = [
+        format!("amqps://guest:guest@127.0.0.1:{refused}/%2f"),
+        "amqps://guest:guest@127.0.0.1:5671/%2f?server_name_indication=wrong.example".to_string(),
+    ];
+    let mut c = Client::with_addresses(&urls, options()).expect("client");
+    let p = c.connect();
+    let e = c.wait_timeout(p, W).expect_err("wrong name");
+    let msg = format!("{e} {e:?}").to_lowercase();
+    assert!(
+        msg.contains("notvalidforname") || msg.contains("not valid for name"),
+        "{e:?}"
+    );
+}

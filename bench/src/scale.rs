@@ -681,7 +681,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     // were still in puka's write buffer when the loop ended.
     let wire = (wchar() - w0) as f64 / n as f64;
     let unsent = (wire * n as f64 - (w1 - w0) as f64).max(0.0);
-    let held = rss1.saturating_sub(rss0) as f64 * 1024.0;
+    let rss_held = rss1.saturating_sub(rss0) as f64 * 1024.0;
     let p = c.close();
     c.wait_timeout(p, Duration::from_secs(30)).ctx("close")?;
     admin.delete(queue)?;
@@ -712,7 +712,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         ),
         (
             "bytes_per_unconfirmed_less_unsent".into(),
-            format!("{:.1}", (held - unsent) / n as f64),
+            format!("{:.1}", (rss_held - unsent) / n as f64),
         ),
         ("peak_kib".into(), peak.to_string()),
         ("peak_bytes_per_publish".into(), per(peak.saturating_sub(rss0))),

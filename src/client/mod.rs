@@ -1,10 +1,12 @@
 //! The `Client`: a mio socket around the protocol state machine, promises,
 //! callbacks, and the two ways to drive it (`wait` and `run_loop`).
 
+mod addresses;
 mod args;
 mod promise;
 mod transport;
 
+pub use addresses::{AddressOrder, ConnectedAddress};
 pub use args::Consume;
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
 #[cfg(feature = "tls")]
@@ -25,7 +27,6 @@ use mio::{Events, Interest, Poll, Registry, Token};
 use promise::{Promises, Raw, Taken};
 use std::collections::VecDeque;
 use std::io;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::time::{Duration, Instant};
 use transport::Transport;
@@ -119,6 +120,14 @@ pub struct Options {
     /// without blocking). Drop never waits for publisher confirms: use
     /// [`Client::close`] to learn the outcome of every publish.
     pub drop_flush_timeout: Duration,
+    /// The longest one TCP connect may take before the next broker address
+    /// is tried (default 5 s; never longer than the URL's
+    /// `connection_timeout`), so that a node that drops packets does not
+    /// use up the handshake's time. See [`Client::with_addresses`].
+    pub connect_timeout: Duration,
+    /// The order in which a connection attempt tries several broker
+    /// addresses (default [`AddressOrder::Shuffled`]).
+    pub address_order: AddressOrder,
     /// TLS settings for `amqps://` URLs.
     #[cfg(feature = "tls")]
     pub tls: TlsOptions,
@@ -139,6 +148,8 @@ impl Default for Options {
             ack_timing: AckTiming::Prompt,
             max_buffered_bytes: 64 << 20,
             drop_flush_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(5),
+            address_order: AddressOrder::Shuffled,
             #[cfg(feature = "tls")]
             tls: TlsOptions::default(),
         }
@@ -161,15 +172,6 @@ type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
 #[cfg(feature = "tracing")]
 fn connection_span(name: &str, host: &str) -> tracing::Span {
     tracing::info_span!(target: "puka", "amqp", connection = %name, host = %host)
-}
-
-/// Enters the client's span for the rest of the block (nothing without the
-/// `tracing` feature).
-macro_rules! in_span {
-    ($client:expr) => {
-        #[cfg(feature = "tracing")]
-        let _span = $client.span.clone().entered();
-    };
 }
 
 const OWN_TOKEN: Token = Token(0);
@@ -229,7 +231,7 @@ pub struct Client {
     /// descriptor stays valid for `AsFd` (it is shut down).
     closed_sock: Option<TcpStream>,
     connecting: bool,
-    addrs: Vec<SocketAddr>,
+    addresses: addresses::Addresses,
     poll: Option<Poll>,
     events: Option<Events>,
     promises: Promises,
@@ -269,7 +271,9 @@ impl Client {
     /// starts connecting, without blocking on the TCP connect.
     ///
     /// Name resolution uses the system resolver and may block; give an IP
-    /// address to avoid it.
+    /// address to avoid it. A URL may name several brokers
+    /// (`amqp://user:pass@h1:5672,h2:5673/vhost`): see
+    /// [`Client::with_addresses`].
     ///
     /// # Errors
     /// [`Error::Url`] for a bad URL; [`Error::ConnectionBroken`] when the
@@ -283,8 +287,7 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn with_options(url: &str, options: Options) -> Result<Client, Error> {
-        let params = ConnectionParams::parse(url)?;
-        Client::from_params(params, options)
+        Client::from_params_list(ConnectionParams::parse_hosts(url)?, options)
     }
 
     /// Connects with parsed [`ConnectionParams`].
@@ -292,6 +295,73 @@ impl Client {
     /// # Errors
     /// As [`Client::new`].
     pub fn from_params(params: ConnectionParams, options: Options) -> Result<Client, Error> {
+        Client::from_params_list(vec![params], options)
+    }
+
+    /// Connects to whichever of several brokers (the nodes of a cluster)
+    /// answers: each URL names one broker, or several
+    /// (`amqp://u:p@h1,h2:5673/vhost`).
+    ///
+    /// The URLs must agree on everything but host, port and
+    /// `server_name_indication` (user, password, vhost, scheme, query
+    /// parameters); each host gets its own TLS server name. The attempt
+    /// tries the addresses in [`Options::address_order`] (shuffled by
+    /// default), resolving each host when its turn comes and giving each
+    /// TCP connect [`Options::connect_timeout`]; the first to connect gets
+    /// the AMQP handshake, bounded by the URL's `connection_timeout` (30 s
+    /// by default). [`Client::connected_address`] tells which it was.
+    ///
+    /// ```no_run
+    /// use puka::{AddressOrder, Client, Options};
+    ///
+    /// let options = Options {
+    ///     address_order: AddressOrder::InOrder,
+    ///     ..Options::default()
+    /// };
+    /// let mut client = Client::with_addresses(
+    ///     &["amqp://app:pw@rabbit1/%2f", "amqp://app:pw@rabbit2:5673/%2f"],
+    ///     options,
+    /// )?;
+    /// let p = client.connect();
+    /// client.wait(p)?;
+    /// println!("connected to {:?}", client.connected_address());
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Url`] for a bad URL, no URL
+    /// ([`UrlError::NoAddress`](crate::url::UrlError::NoAddress)) or URLs
+    /// that disagree
+    /// ([`UrlError::InconsistentAddresses`](crate::url::UrlError::InconsistentAddresses)).
+    /// When no TCP connect can even be started: [`Error::ConnectionBroken`]
+    /// naming each address and its failure. Failures found later fail the
+    /// [`Client::connect`] promise the same way, or with
+    /// [`Error::ConnectTimeout`] when every connect timed out.
+    pub fn with_addresses<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Client, Error> {
+        let mut list = Vec::new();
+        for url in urls {
+            list.extend(ConnectionParams::parse_hosts(url.as_ref())?);
+        }
+        Client::from_params_list(list, options)
+    }
+
+    /// As [`Client::with_addresses`], with parsed [`ConnectionParams`]:
+    /// [`Client::params`] is the first.
+    ///
+    /// # Errors
+    /// As [`Client::with_addresses`].
+    pub fn from_params_list(
+        mut list: Vec<ConnectionParams>,
+        options: Options,
+    ) -> Result<Client, Error> {
+        if list.is_empty() {
+            return Err(crate::url::UrlError::NoAddress.into());
+        }
+        if let Some(i) = list.iter().position(|p| !p.same_but_address(&list[0])) {
+            return Err(crate::url::UrlError::InconsistentAddresses(i).into());
+        }
+        let addresses = addresses::Addresses::new(&list, &options);
+        let params = list.swap_remove(0);
         #[cfg(not(feature = "tls"))]
         if params.tls {
             return Err(Error::InvalidArgument(
@@ -320,11 +390,6 @@ impl Client {
             ack_timing: options.ack_timing,
             blocked_timeout: options.blocked_timeout,
         };
-        let mut addrs: Vec<SocketAddr> = (params.host.as_str(), params.port)
-            .to_socket_addrs()
-            .map_err(Error::io)?
-            .collect();
-        addrs.reverse();
         #[cfg(feature = "tracing")]
         let (client_name, host) = (
             options
@@ -345,7 +410,7 @@ impl Client {
             sock: None,
             closed_sock: None,
             connecting: false,
-            addrs,
+            addresses,
             poll: None,
             events: None,
             promises,
@@ -365,56 +430,23 @@ impl Client {
         Ok(client)
     }
 
-    /// Starts a non-blocking connect to the next address.
-    fn connect_next(&mut self) -> Result<(), Error> {
-        in_span!(self);
-        let mut last = io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
-        while let Some(addr) = self.addrs.pop() {
-            tr_info!(%addr, "connecting");
-            match TcpStream::connect(addr) {
-                Ok(s) => {
-                    let _ = s.set_nodelay(true);
-                    let _ = transport::set_keepalive(&s);
-                    if let Some(poll) = &self.poll {
-                        let fd = s.as_raw_fd();
-                        poll.registry()
-                            .register(
-                                &mut mio::unix::SourceFd(&fd),
-                                OWN_TOKEN,
-                                Interest::READABLE | Interest::WRITABLE,
-                            )
-                            .map_err(Error::io)?;
-                    }
-                    self.sock = Some(self.wrap(s)?);
-                    self.connecting = true;
-                    self.write_blocked = false;
-                    return Ok(());
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(Error::io(last))
-    }
-
-    /// Puts TLS over a fresh socket when the URL asks for it.
-    fn wrap(&self, sock: TcpStream) -> Result<Transport, Error> {
+    /// Puts TLS over a fresh socket when the URL asks for it, for the
+    /// server `name`.
+    fn wrap(&self, sock: TcpStream, name: &str) -> Result<Transport, Error> {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls_config {
-            let name = self
-                .params
-                .server_name
-                .as_deref()
-                .unwrap_or(&self.params.host);
             let t = transport::TlsStream::new(sock, config.clone(), name)?;
             return Ok(Transport::Tls(Box::new(t)));
         }
+        let _ = name;
         Ok(Transport::Plain(sock))
     }
 
     // ------------------------------------------------------------------
     // Getters.
 
-    /// The connection parameters (`Display` hides the password).
+    /// The connection parameters (`Display` hides the password); of the
+    /// first address when there are several.
     pub fn params(&self) -> &ConnectionParams {
         &self.params
     }
@@ -470,7 +502,8 @@ impl Client {
         }
     }
 
-    /// When the heartbeat or handshake timer next needs [`Client::on_timer`].
+    /// When the heartbeat, handshake or TCP connect timer next needs
+    /// [`Client::on_timer`].
     ///
     /// It is `now` while [`Client::wants_read`]: bytes are left in the
     /// socket that no readiness event will report again.
@@ -478,7 +511,15 @@ impl Client {
         if self.more_to_read {
             return Some(Instant::now());
         }
-        self.conn.poll_timeout()
+        let t = self.conn.poll_timeout();
+        match self
+            .addresses
+            .connect_deadline()
+            .filter(|_| self.connecting)
+        {
+            Some(d) => Some(t.map_or(d, |t| t.min(d))),
+            None => t,
+        }
     }
 
     /// Whether bytes may be left in the socket that no new readiness event
@@ -616,12 +657,14 @@ impl Client {
     }
 
     /// Call when [`Client::poll_timeout`] has passed: sends heartbeats and
-    /// detects a dead peer.
+    /// detects a dead peer. A TCP connect that timed out moves on to the
+    /// next address (a new socket: see [`Client::update_registration`]).
     pub fn on_timer(&mut self) {
         in_span!(self);
         if self.more_to_read {
             self.read_ready(false);
         }
+        self.handle_connect_timeout(Instant::now());
         self.conn.handle_timeout(Instant::now());
         self.flush_queued();
         self.after_io();
@@ -629,7 +672,9 @@ impl Client {
 
     /// Registers the socket with a caller's mio `registry` under `token`,
     /// with WRITABLE interest only while [`Client::needs_write`].
-    /// Call it again after each event to keep the interest current.
+    /// Call it again after each event and each [`Client::on_timer`] to keep
+    /// the interest current (and to register the new socket when a connect
+    /// moved on to the next address).
     ///
     /// # Errors
     /// What mio's `register`/`reregister` return.
@@ -676,6 +721,7 @@ impl Client {
         match sock.peer_addr() {
             Ok(_) => {
                 self.connecting = false;
+                self.tcp_connected();
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::NotConnected => false,
@@ -684,12 +730,7 @@ impl Client {
     }
 
     fn connect_failed(&mut self, e: io::Error) -> bool {
-        self.drop_socket();
-        if !self.addrs.is_empty() && self.connect_next().is_ok() {
-            return false;
-        }
-        self.conn.handle_io_error(e);
-        self.after_io();
+        self.tcp_failed(e);
         false
     }
 
@@ -854,7 +895,7 @@ impl Client {
         }
         let now = Instant::now();
         let mut wait = timeout;
-        if let Some(t) = self.conn.poll_timeout() {
+        if let Some(t) = self.poll_timeout() {
             let d = t.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
@@ -889,6 +930,7 @@ impl Client {
             self.read_ready(readable && !ended && !self.more_to_read);
         }
         let now = Instant::now();
+        self.handle_connect_timeout(now);
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
             self.conn.handle_timeout(now);
         }

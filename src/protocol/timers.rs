@@ -3,6 +3,18 @@
 use super::*;
 
 impl Connection {
+    /// Moves the handshake deadline (set by [`Connection::new`] from
+    /// [`Config::connect_timeout`]): `None` stops the timer while the
+    /// transport is still being set up (a TCP connect under its own
+    /// timeout, maybe to the next of several addresses); a deadline
+    /// restarts it, e.g. once the transport is up. Does nothing once the
+    /// broker has spoken.
+    pub fn set_handshake_deadline(&mut self, deadline: Option<Instant>) {
+        if self.state == State::AwaitStart && self.read_buf.is_empty() {
+            self.handshake_deadline = deadline;
+        }
+    }
+
     /// When [`Connection::handle_timeout`] next needs to be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
         if self.state == State::Closed {

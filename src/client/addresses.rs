@@ -1,0 +1,438 @@
+//! Several broker addresses: the order a connection attempt tries them in,
+//! name resolution at each attempt, the per-address TCP connect timeout,
+//! and the TLS server name of each.
+//!
+//! An attempt walks the addresses (shuffled, or in the order given); each
+//! host is resolved when its turn comes, and each of its socket addresses
+//! gets one non-blocking TCP connect bounded by [`Options::connect_timeout`].
+//! The first connect that completes ends the walk: the AMQP handshake then
+//! runs on it, bounded by the URL's `connection_timeout` counted from there.
+//! A failure after the TCP connect (a refused login, a handshake timeout)
+//! ends the attempt; it does not move on to the next address.
+
+use super::{transport, Client, Options, OWN_TOKEN};
+use crate::error::Error;
+use crate::url::ConnectionParams;
+use mio::net::TcpStream;
+use mio::Interest;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The order in which a connection attempt tries the broker addresses
+/// ([`Options::address_order`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum AddressOrder {
+    /// A fresh random order at each attempt (the default), so that clients
+    /// spread over the nodes of a cluster.
+    #[default]
+    Shuffled,
+    /// The order given: the first address that accepts the TCP connection
+    /// wins (a primary, then fall-backs).
+    InOrder,
+}
+
+/// The broker address a client's TCP connection reached
+/// ([`Client::connected_address`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ConnectedAddress {
+    /// Position of the address in the list the client was given, from 0
+    /// (each host of a multi-host URL counts as one).
+    pub index: usize,
+    /// The host as given: a name or an IP address.
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The socket address the host resolved to and the connection reached.
+    pub socket_addr: SocketAddr,
+}
+
+/// One address to try: what differs between the addresses of a client.
+#[derive(Debug)]
+struct Endpoint {
+    host: String,
+    port: u16,
+    server_name: Option<String>,
+}
+
+impl Endpoint {
+    fn label(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// The addresses of a client and where the current attempt is in them.
+#[derive(Debug)]
+pub(super) struct Addresses {
+    endpoints: Vec<Endpoint>,
+    order: AddressOrder,
+    rng: XorShift,
+    /// Bound of one TCP connect.
+    connect_timeout: Duration,
+    /// Bound of the AMQP handshake, from the TCP connect.
+    handshake_timeout: Duration,
+    /// Endpoints this attempt has still to try, the next last.
+    pending: Vec<usize>,
+    /// The endpoint being tried, and its socket addresses still to try
+    /// (the next last).
+    current: Option<usize>,
+    resolved: Vec<SocketAddr>,
+    /// The socket address of the TCP connect in progress, and its deadline.
+    trying: Option<(SocketAddr, Instant)>,
+    connected: Option<ConnectedAddress>,
+    /// What went wrong with each address tried in this attempt.
+    failures: Vec<(String, io::Error)>,
+}
+
+impl Addresses {
+    /// The addresses of `list`, which must agree on everything but host,
+    /// port and server name (checked by the caller).
+    pub(super) fn new(list: &[ConnectionParams], options: &Options) -> Addresses {
+        let handshake_timeout = list[0]
+            .connection_timeout
+            .unwrap_or(Duration::from_secs(30));
+        let mut a = Addresses {
+            endpoints: list
+                .iter()
+                .map(|p| Endpoint {
+                    host: p.host.clone(),
+                    port: p.port,
+                    server_name: p.server_name.clone(),
+                })
+                .collect(),
+            order: options.address_order,
+            rng: XorShift::seeded(),
+            connect_timeout: options.connect_timeout.min(handshake_timeout),
+            handshake_timeout,
+            pending: Vec::new(),
+            current: None,
+            resolved: Vec::new(),
+            trying: None,
+            connected: None,
+            failures: Vec::new(),
+        };
+        a.start_attempt();
+        a
+    }
+
+    /// Starts a new walk through the addresses.
+    pub(super) fn start_attempt(&mut self) {
+        self.pending = (0..self.endpoints.len()).rev().collect();
+        if self.order == AddressOrder::Shuffled {
+            self.rng.shuffle(&mut self.pending);
+        }
+        self.current = None;
+        self.resolved.clear();
+        self.trying = None;
+        self.failures.clear();
+    }
+
+    /// The next socket address to connect to, resolving the next host when
+    /// the current one has none left; `None` when the walk is over.
+    fn next(&mut self) -> Option<(usize, SocketAddr)> {
+        loop {
+            if let (Some(i), Some(addr)) = (self.current, self.resolved.pop()) {
+                return Some((i, addr));
+            }
+            let i = self.pending.pop()?;
+            self.current = Some(i);
+            let e = &self.endpoints[i];
+            match (e.host.as_str(), e.port).to_socket_addrs() {
+                Ok(addrs) => {
+                    self.resolved = addrs.collect();
+                    if self.resolved.is_empty() {
+                        let e =
+                            io::Error::new(io::ErrorKind::NotFound, "host resolved to no address");
+                        self.failures.push((self.endpoints[i].label(), e));
+                    }
+                    self.resolved.reverse();
+                }
+                Err(err) => self.failures.push((e.label(), err)),
+            }
+        }
+    }
+
+    /// Records why the connect in progress failed.
+    fn failed(&mut self, e: io::Error) {
+        let Some(i) = self.current else { return };
+        let mut label = self.endpoints[i].label();
+        if let Some((addr, _)) = self.trying.take() {
+            if addr.to_string() != label {
+                label = format!("{label} ({addr})");
+            }
+        }
+        self.failures.push((label, e));
+    }
+
+    /// The error that ends an attempt where every address failed:
+    /// [`Error::ConnectTimeout`] when every connect timed out, the one
+    /// failure when there was one, else each address with its failure.
+    fn exhausted(&mut self) -> Error {
+        let failures = std::mem::take(&mut self.failures);
+        if !failures.is_empty()
+            && failures
+                .iter()
+                .all(|(_, e)| e.kind() == io::ErrorKind::TimedOut)
+        {
+            return Error::ConnectTimeout;
+        }
+        let mut failures = failures.into_iter();
+        match (failures.next(), failures.len()) {
+            (None, _) => Error::io(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no broker address to connect to",
+            )),
+            (Some((_, e)), 0) => Error::io(e),
+            (Some(first), _) => {
+                let all: Vec<_> = std::iter::once(first).chain(failures).collect();
+                let kind = all.last().map_or(io::ErrorKind::Other, |(_, e)| e.kind());
+                let text: Vec<String> = all.iter().map(|(a, e)| format!("{a}: {e}")).collect();
+                Error::io(io::Error::new(kind, text.join("; ")))
+            }
+        }
+    }
+
+    /// The deadline of the TCP connect in progress.
+    pub(super) fn connect_deadline(&self) -> Option<Instant> {
+        self.trying.map(|(_, d)| d)
+    }
+}
+
+impl Client {
+    /// Starts a non-blocking TCP connect to the next address of the
+    /// attempt (the handshake timer waits meanwhile).
+    ///
+    /// # Errors
+    /// When every address has failed: see [`Addresses::exhausted`].
+    pub(super) fn connect_next(&mut self) -> Result<(), Error> {
+        in_span!(self);
+        self.conn.set_handshake_deadline(None);
+        while let Some((i, addr)) = self.addresses.next() {
+            tr_info!(%addr, host = %self.addresses.endpoints[i].host, "connecting");
+            self.addresses.trying = Some((addr, Instant::now() + self.addresses.connect_timeout));
+            match self.start_connect(i, addr) {
+                Ok(()) => return Ok(()),
+                Err(e) => self.addresses.failed(e),
+            }
+        }
+        Err(self.addresses.exhausted())
+    }
+
+    fn start_connect(&mut self, i: usize, addr: SocketAddr) -> io::Result<()> {
+        let s = TcpStream::connect(addr)?;
+        let _ = s.set_nodelay(true);
+        let _ = transport::set_keepalive(&s);
+        let server_name = self.addresses.endpoints[i].server_name.clone();
+        let host = &self.addresses.endpoints[i].host;
+        let sock = self
+            .wrap(s, server_name.as_deref().unwrap_or(host))
+            .map_err(|e| match e {
+                Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
+                e => io::Error::other(e.to_string()),
+            })?;
+        if let Some(poll) = &self.poll {
+            let fd = sock.tcp().as_raw_fd();
+            poll.registry().register(
+                &mut mio::unix::SourceFd(&fd),
+                OWN_TOKEN,
+                Interest::READABLE | Interest::WRITABLE,
+            )?;
+        }
+        self.sock = Some(sock);
+        self.connecting = true;
+        self.write_blocked = false;
+        Ok(())
+    }
+
+    /// The TCP connect finished: the handshake timer starts.
+    pub(super) fn tcp_connected(&mut self) {
+        let now = Instant::now();
+        let a = &mut self.addresses;
+        if let (Some(i), Some((addr, _))) = (a.current, a.trying.take()) {
+            let e = &a.endpoints[i];
+            a.connected = Some(ConnectedAddress {
+                index: i,
+                host: e.host.clone(),
+                port: e.port,
+                socket_addr: addr,
+            });
+        }
+        let deadline = now + self.addresses.handshake_timeout;
+        self.conn.set_handshake_deadline(Some(deadline));
+        tr_debug!("tcp connected");
+    }
+
+    /// The TCP connect failed (`e`): tries the next address, or ends the
+    /// connection when none is left.
+    pub(super) fn tcp_failed(&mut self, e: io::Error) {
+        tr_warn!(error = %e, "tcp connect failed");
+        self.drop_socket();
+        self.addresses.failed(e);
+        match self.connect_next() {
+            Ok(()) => {}
+            Err(Error::ConnectTimeout) => {
+                let now = Instant::now();
+                self.conn.set_handshake_deadline(Some(now));
+                self.conn.handle_timeout(now);
+                if !self.conn.is_closed() {
+                    // A close was asked for meanwhile: the timer is off.
+                    let e = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
+                    self.conn.handle_io_error(e);
+                }
+            }
+            Err(Error::ConnectionBroken(e)) => {
+                self.conn
+                    .handle_io_error(io::Error::new(e.kind(), e.to_string()));
+            }
+            Err(e) => self.conn.handle_io_error(io::Error::other(e.to_string())),
+        }
+        self.after_io();
+    }
+
+    /// Fires the per-address connect timeout: a connect still pending at
+    /// its deadline moves on to the next address.
+    pub(super) fn handle_connect_timeout(&mut self, now: Instant) {
+        let due =
+            |c: &Client| c.connecting && c.addresses.connect_deadline().is_some_and(|d| now >= d);
+        if !due(self) {
+            return;
+        }
+        // A connect that finished (or failed) since the last event.
+        self.check_connected();
+        if due(self) {
+            let limit = self.addresses.connect_timeout;
+            self.tcp_failed(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("tcp connect timed out after {limit:?}"),
+            ));
+        }
+    }
+
+    /// The broker address the TCP connection reached (`None` before it
+    /// did): which of several addresses the client is connected to.
+    pub fn connected_address(&self) -> Option<&ConnectedAddress> {
+        self.addresses.connected.as_ref()
+    }
+}
+
+/// xorshift64*, seeded from the clock, the process id and a counter: only
+/// to spread clients over addresses, nothing secret.
+#[derive(Debug)]
+struct XorShift(u64);
+
+impl XorShift {
+    fn seeded() -> XorShift {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        // splitmix64 of the mixed inputs: a nonzero, well-spread state.
+        let mut z = nanos
+            ^ (u64::from(std::process::id()) << 32)
+            ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        XorShift((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// Fisher–Yates.
+    fn shuffle<T>(&mut self, items: &mut [T]) {
+        for i in (1..items.len()).rev() {
+            let j = (self.next() % (i as u64 + 1)) as usize;
+            items.swap(i, j);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffle_is_a_permutation_and_varies() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut v: Vec<u8> = (0..4).collect();
+            XorShift::seeded().shuffle(&mut v);
+            let mut sorted = v.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, [0, 1, 2, 3]);
+            seen.insert(v);
+        }
+        // 24 orders; 200 draws see nearly all of them.
+        assert!(seen.len() >= 20, "{} orders seen", seen.len());
+    }
+
+    fn addresses(urls: &[&str], order: AddressOrder) -> Addresses {
+        let list: Vec<ConnectionParams> = urls.iter().map(|u| u.parse().unwrap()).collect();
+        let options = Options {
+            address_order: order,
+            ..Options::default()
+        };
+        Addresses::new(&list, &options)
+    }
+
+    #[test]
+    fn in_order_walks_hosts_and_their_addresses() {
+        let mut a = addresses(
+            &["amqp://127.0.0.1:1", "amqp://[::1]:2", "amqp://127.0.0.2:3"],
+            AddressOrder::InOrder,
+        );
+        let got: Vec<(usize, u16)> = std::iter::from_fn(|| a.next())
+            .map(|(i, s)| (i, s.port()))
+            .collect();
+        assert_eq!(got, [(0, 1), (1, 2), (2, 3)]);
+        a.start_attempt();
+        assert_eq!(a.next().map(|(i, _)| i), Some(0));
+    }
+
+    #[test]
+    fn failures_name_each_address() {
+        let mut a = addresses(
+            &["amqp://127.0.0.1:1", "amqp://[::1]:2"],
+            AddressOrder::InOrder,
+        );
+        while a.next().is_some() {
+            a.failed(io::Error::new(io::ErrorKind::ConnectionRefused, "refused"));
+        }
+        let Error::ConnectionBroken(e) = a.exhausted() else {
+            panic!("not ConnectionBroken")
+        };
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert_eq!(e.to_string(), "127.0.0.1:1: refused; [::1]:2: refused");
+        // Every connect timing out is a ConnectTimeout.
+        a.start_attempt();
+        while a.next().is_some() {
+            a.failed(io::Error::new(io::ErrorKind::TimedOut, "timed out"));
+        }
+        assert!(matches!(a.exhausted(), Error::ConnectTimeout));
+    }
+
+    #[test]
+    fn connect_timeout_is_capped_by_the_handshake_timeout() {
+        let a = addresses(&["amqp://h?connection_timeout=700"], AddressOrder::InOrder);
+        assert_eq!(a.connect_timeout, Duration::from_millis(700));
+        let a = addresses(&["amqp://h"], AddressOrder::InOrder);
+        assert_eq!(a.connect_timeout, Duration::from_secs(5));
+        assert_eq!(a.handshake_timeout, Duration::from_secs(30));
+    }
+}

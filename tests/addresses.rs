@@ -1,0 +1,301 @@
+//! Several broker addresses: a refused or blackholed address moves on to the
+//! next, the per-address TCP connect timeout, the handshake timer counted
+//! from the TCP connect, shuffled and in-order walks, and a user's reactor
+//! that follows the socket from one address to the next.
+
+mod common;
+mod support;
+
+use mio::{Events, Poll, Token};
+use puka::url::UrlError;
+use puka::{AddressOrder, Client, Error, Options, QueueDeclare};
+use socket2::{Domain, Socket, Type};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+use support::fake_broker::{FakeBroker, Step};
+use support::W;
+
+/// A loopback port nothing listens on (bound, then released).
+fn refused_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A loopback address whose SYNs are dropped: a listener that never
+/// accepts, with its accept queue (backlog 0) filled first. A connect to it
+/// stays pending until its timeout. Drop it to release the port.
+struct Blackhole {
+    addr: SocketAddr,
+    _listener: Socket,
+    _fill: Vec<Socket>,
+}
+
+impl Blackhole {
+    fn new() -> Blackhole {
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .expect("bind");
+        listener.listen(0).expect("listen");
+        let addr = listener
+            .local_addr()
+            .expect("local_addr")
+            .as_socket()
+            .unwrap();
+        // Connect until one does not complete: the queue is then full.
+        let mut fill = Vec::new();
+        loop {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+            match s.connect_timeout(&addr.into(), Duration::from_millis(300)) {
+                Ok(()) => fill.push(s),
+                Err(_) => break,
+            }
+            assert!(fill.len() < 64, "the accept queue never filled");
+        }
+        // Make sure it holds: a fresh connect times out.
+        let probe = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(probe.is_err(), "the blackhole accepted a connection");
+        Blackhole {
+            addr,
+            _listener: listener,
+            _fill: fill,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("amqp://guest:guest@{}/%2f", self.addr)
+    }
+}
+
+/// The broker's URL, as host:port.
+fn broker() -> (String, u16) {
+    common::require_broker();
+    common::host_port(&common::amqp_url())
+}
+
+fn in_order(connect_timeout: Duration) -> Options {
+    Options {
+        address_order: AddressOrder::InOrder,
+        connect_timeout,
+        ..Options::default()
+    }
+}
+
+/// Connects (waiting at most `W`) and checks the connection works.
+fn connect_and_use(c: &mut Client) {
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect");
+    assert!(c.is_open());
+    let q = c.queue_declare(QueueDeclare::server_named().exclusive());
+    c.wait_timeout(q, W).expect("queue.declare");
+    let p = c.close();
+    c.wait_timeout(p, W).expect("close");
+}
+
+#[test]
+fn a_refused_first_address_moves_on_to_the_broker() {
+    let (host, port) = broker();
+    let refused = refused_port();
+    let urls = [
+        format!("amqp://guest:guest@127.0.0.1:{refused}/%2f"),
+        common::amqp_url(),
+    ];
+    let mut c = Client::with_addresses(&urls, in_order(Duration::from_secs(5))).expect("client");
+    connect_and_use(&mut c);
+    let a = c.connected_address().expect("connected_address");
+    assert_eq!((a.index, a.host.as_str(), a.port), (1, host.as_str(), port));
+    assert_eq!(a.socket_addr.port(), port);
+
+    // The same as one multi-host URL.
+    let url = format!("amqp://guest:guest@127.0.0.1:{refused},{host}:{port}/%2f");
+    let mut c = Client::with_options(&url, in_order(Duration::from_secs(5))).expect("client");
+    connect_and_use(&mut c);
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+}
+
+#[test]
+fn a_blackholed_first_address_times_out_and_moves_on() {
+    let _ = broker();
+    let hole = Blackhole::new();
+    let urls = [hole.url(), common::amqp_url()];
+    let t0 = Instant::now();
+    let mut c =
+        Client::with_addresses(&urls, in_order(Duration::from_millis(500))).expect("client");
+    let p = c.connect();
+    c.wait_timeout(p, W).expect("connect");
+    let took = t0.elapsed();
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    assert!(
+        took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+        "connected after {took:?}, expected 0.5-1.5 s"
+    );
+    let p = c.close();
+    c.wait_timeout(p, W).expect("close");
+}
+
+#[test]
+fn one_blackholed_address_is_a_connect_timeout_after_connect_timeout() {
+    let hole = Blackhole::new();
+    let t0 = Instant::now();
+    let mut c =
+        Client::with_options(&hole.url(), in_order(Duration::from_millis(400))).expect("client");
+    let p = c.connect();
+    let r = c.wait_timeout(p, W);
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1400),
+        "timed out after {took:?}, expected 0.4-1.4 s"
+    );
+    assert!(c.connected_address().is_none());
+    // The URL's connection_timeout caps the connect timeout too.
+    let t0 = Instant::now();
+    let url = format!("{}?connection_timeout=300", hole.url());
+    let mut c = Client::with_options(&url, Options::default()).expect("client");
+    let p = c.connect();
+    let r = c.wait_timeout(p, W);
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
+    assert!(
+        took < Duration::from_millis(1300),
+        "timed out after {took:?}"
+    );
+}
+
+#[test]
+fn the_handshake_timer_starts_at_the_tcp_connect() {
+    // A blackholed address takes 600 ms; then a silent broker gets the
+    // whole 800 ms handshake timeout, not what was left of it.
+    let hole = Blackhole::new();
+    let fake = FakeBroker::start(vec![Step::ReadHeader, Step::Sleep(Duration::from_secs(3))]);
+    let urls = [
+        format!("{}?connection_timeout=800", hole.url()),
+        fake.url("connection_timeout=800"),
+    ];
+    let t0 = Instant::now();
+    let mut c =
+        Client::with_addresses(&urls, in_order(Duration::from_millis(600))).expect("client");
+    let p = c.connect();
+    let r = c.wait_timeout(p, W);
+    let took = t0.elapsed();
+    assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    assert!(
+        took >= Duration::from_millis(1400) && took < Duration::from_millis(2400),
+        "handshake timed out after {took:?}, expected 1.4-2.4 s"
+    );
+}
+
+#[test]
+fn a_users_reactor_follows_the_socket_to_the_next_address() {
+    let _ = broker();
+    let hole = Blackhole::new();
+    let urls = [hole.url(), common::amqp_url()];
+    let mut c =
+        Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
+    let p = c.connect();
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(8);
+    let token = Token(7);
+    c.update_registration(poll.registry(), token, false)
+        .expect("register");
+    let fd_before = c.fileno();
+    let deadline = Instant::now() + W;
+    while !c.is_open() {
+        let now = Instant::now();
+        assert!(now < deadline, "not open after {W:?}");
+        let timeout = c
+            .poll_timeout()
+            .map_or(deadline - now, |t| t.saturating_duration_since(now));
+        poll.poll(&mut events, Some(timeout)).expect("poll");
+        for ev in events.iter() {
+            if ev.is_writable() {
+                c.on_write();
+            }
+            if ev.is_readable() {
+                c.on_read();
+            }
+        }
+        if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+            c.on_timer();
+        }
+        assert!(!c.is_closed(), "closed: {:?}", c.next_connection_event());
+        c.update_registration(poll.registry(), token, true)
+            .expect("update_registration");
+    }
+    assert_ne!(c.fileno(), fd_before, "the socket was not replaced");
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    c.wait_timeout(p, W).expect("connect promise");
+}
+
+/// The addresses in the order a failed attempt tried them, from the error
+/// (which names each address with its failure).
+fn tried_order(urls: &[String], options: Options, ports: &[u16]) -> Vec<u16> {
+    let err = match Client::with_addresses(urls, options) {
+        Err(e) => e,
+        Ok(mut c) => {
+            let p = c.connect();
+            c.wait_timeout(p, W).expect_err("every address refuses")
+        }
+    };
+    let Error::ConnectionBroken(e) = &err else {
+        panic!("expected ConnectionBroken, got {err:?}");
+    };
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    let text = e.to_string();
+    let mut found: Vec<(usize, u16)> = ports
+        .iter()
+        .map(|&p| {
+            let at = text
+                .find(&format!("127.0.0.1:{p}:"))
+                .unwrap_or_else(|| panic!("{p} not in {text:?}"));
+            (at, p)
+        })
+        .collect();
+    found.sort_unstable();
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+#[test]
+fn addresses_are_tried_shuffled_or_in_order() {
+    let ports = [refused_port(), refused_port(), refused_port()];
+    let urls: Vec<String> = ports
+        .iter()
+        .map(|p| format!("amqp://127.0.0.1:{p}"))
+        .collect();
+    for _ in 0..10 {
+        let order = tried_order(&urls, in_order(Duration::from_secs(5)), &ports);
+        assert_eq!(order, ports);
+    }
+    let mut firsts = std::collections::HashSet::new();
+    let mut orders = std::collections::HashSet::new();
+    for _ in 0..60 {
+        let order = tried_order(&urls, Options::default(), &ports);
+        firsts.insert(order[0]);
+        orders.insert(order);
+    }
+    assert_eq!(firsts.len(), 3, "first tried: {firsts:?}");
+    assert!(orders.len() >= 4, "orders seen: {orders:?}");
+}
+
+#[test]
+fn addresses_must_agree_on_all_but_host_and_port() {
+    let ok = Client::with_addresses(
+        &[
+            "amqp://u:p@127.0.0.1:1/v?server_name_indication=a",
+            "amqp://u:p@127.0.0.2:2/v",
+        ],
+        Options::default(),
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    for other in ["amqp://u:x@127.0.0.2/v", "amqp://u:p@127.0.0.2/w"] {
+        let r = Client::with_addresses(&["amqp://u:p@127.0.0.1:1/v", other], Options::default());
+        assert!(
+            matches!(r, Err(Error::Url(UrlError::InconsistentAddresses(1)))),
+            "{other}: {r:?}"
+        );
+    }
+    let none: [&str; 0] = [];
+    let r = Client::with_addresses(&none, Options::default());
+    assert!(matches!(r, Err(Error::Url(UrlError::NoAddress))), "{r:?}");
+}
