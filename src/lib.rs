@@ -2,15 +2,34 @@
 #![deny(missing_docs)]
 #![warn(missing_debug_implementations)]
 #![forbid(unsafe_code)]
+// Without `unstable`, the codec and the state machine are private: what the
+// client does not use of them is dead code there, and that is fine.
+#![cfg_attr(not(feature = "unstable"), allow(dead_code, unused_imports))]
 
 #[macro_use]
 mod trace;
 mod client;
+/// The wire codec: frames, methods, properties and field tables.
+///
+/// **Unstable**: available with the `unstable` feature, outside semver —
+/// any release may change it. The types a client needs are re-exported at
+/// the crate root.
+#[cfg(feature = "unstable")]
 pub mod codec;
-pub mod error;
+#[cfg(not(feature = "unstable"))]
+mod codec;
+mod error;
 pub mod guide;
+/// The sans-IO protocol state machine ([`protocol::Connection`]): bytes and
+/// `now` in, frames and events out — for bringing your own I/O.
+///
+/// **Unstable**: available with the `unstable` feature, outside semver —
+/// any release may change it.
+#[cfg(feature = "unstable")]
 pub mod protocol;
-pub mod url;
+#[cfg(not(feature = "unstable"))]
+mod protocol;
+mod url;
 
 #[cfg(feature = "tls")]
 pub use client::TlsOptions;
@@ -22,7 +41,13 @@ pub use codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueueUnbind,
 };
-pub use codec::{BasicProperties, FieldArray, FieldTable, FieldValue, ShortString, Timestamp};
+pub use codec::{
+    BasicProperties, CodecError, Decimal, FieldArray, FieldTable, FieldValue, ShortString,
+    Timestamp, MAX_NESTING_DEPTH,
+};
 pub use error::{Error, Reply};
+pub use protocol::negotiate::{Tuned, MAX_FRAME_MAX};
 pub use protocol::{AckTiming, Confirms, Stats};
 pub use protocol::{Delivery, Returned};
+pub use protocol::{ACK_DELAY, CLOSE_OK_GRACE, MAX_IDLE_CHANNELS, MAX_WAITING_OPERATIONS};
+pub use url::{ConnectionParams, UrlError, SUPPORTED_AUTH_MECHANISMS};

@@ -149,7 +149,7 @@ pub const SUPPORTED_AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "EXTERNAL"];
 /// # Example
 ///
 /// ```
-/// use puka::url::ConnectionParams;
+/// use puka::ConnectionParams;
 ///
 /// let params: ConnectionParams =
 ///     "amqps://app:s3cr3t@rabbit.example.com/orders?heartbeat=30".parse()?;
@@ -168,7 +168,7 @@ pub const SUPPORTED_AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "EXTERNAL"];
 ///     "amqps://app:***@rabbit.example.com:5671/orders?heartbeat=30"
 /// );
 /// assert!(!format!("{params:?}").contains("s3cr3t"));
-/// # Ok::<(), puka::url::UrlError>(())
+/// # Ok::<(), puka::UrlError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionParams {
@@ -195,7 +195,7 @@ pub struct ConnectionParams {
     /// proposal applies; any other value is at least 4096.
     ///
     /// The client never offers more than 1 MiB
-    /// ([`MAX_FRAME_MAX`](crate::protocol::negotiate::MAX_FRAME_MAX)): a
+    /// ([`MAX_FRAME_MAX`](crate::MAX_FRAME_MAX)): a
     /// larger value is lowered to it, since every frame is buffered whole
     /// before it is handled. Without a limit from either side, 128 KiB.
     pub frame_max: Option<u32>,
@@ -250,14 +250,14 @@ impl ConnectionParams {
     /// what [`ConnectionParams::parse`] returns.
     ///
     /// ```
-    /// use puka::url::ConnectionParams;
+    /// use puka::ConnectionParams;
     ///
     /// let all = ConnectionParams::parse_hosts("amqp://app:pw@h1:5673,h2/orders")?;
     /// assert_eq!(all.len(), 2);
     /// assert_eq!(all[0].addr_string(), "h1:5673");
     /// assert_eq!(all[1].addr_string(), "h2:5672");
     /// assert!(all.iter().all(|p| p.vhost == "orders" && p.password() == "pw"));
-    /// # Ok::<(), puka::url::UrlError>(())
+    /// # Ok::<(), puka::UrlError>(())
     /// ```
     ///
     /// # Errors

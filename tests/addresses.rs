@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use mio::{Events, Poll, Token};
-use puka::url::UrlError;
+use puka::UrlError;
 use puka::{AddressOrder, Client, Error, Options, QueueDeclare};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -992,16 +992,16 @@ fn unsupported_auth_mechanism_fails_before_any_byte_is_sent() {
     let base = format!("amqp://guest:s3cr3t@{}/", listener.local_addr().unwrap());
     let url = format!("{base}?auth_mechanism=SCRAM-SHA-256");
     match Client::new(&url) {
-        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+        Err(Error::Url(puka::UrlError::UnsupportedAuthMechanism(m))) => {
             assert_eq!(m, "SCRAM-SHA-256")
         }
         r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),
     }
     // The same name set on parsed parameters by hand.
-    let mut params = puka::url::ConnectionParams::parse(&base).unwrap();
+    let mut params = puka::ConnectionParams::parse(&base).unwrap();
     params.auth_mechanism = Some("SCRAM-SHA-256".into());
     match Client::from_params(params, puka::Options::default()) {
-        Err(Error::Url(puka::url::UrlError::UnsupportedAuthMechanism(m))) => {
+        Err(Error::Url(puka::UrlError::UnsupportedAuthMechanism(m))) => {
             assert_eq!(m, "SCRAM-SHA-256")
         }
         r => panic!("expected UnsupportedAuthMechanism, got {r:?}"),

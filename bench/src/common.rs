@@ -219,8 +219,8 @@ pub fn no_heartbeat(url: &str) -> String {
     }
 }
 
-pub fn url_parts(url: &str) -> Res<puka::url::ConnectionParams> {
-    puka::url::ConnectionParams::parse(url).ctx("url")
+pub fn url_parts(url: &str) -> Res<puka::ConnectionParams> {
+    puka::ConnectionParams::parse(url).ctx("url")
 }
 
 /// A puka connection for setup and checks; never timed.

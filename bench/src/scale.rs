@@ -71,15 +71,21 @@ impl ScaleFigure {
     }
 }
 
-/// Bytes this process has handed to `write`-like system calls (sockets
-/// included), from /proc/self/io.
-fn wchar() -> u64 {
-    std::fs::read_to_string("/proc/self/io")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("wchar: "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+/// Voluntary context switches of the calling thread so far (each a sleep
+/// in `epoll_wait` or a blocking call that had to wait): wakeups.
+fn wakeups() -> u64 {
+    // SAFETY: getrusage fills the struct we pass; a zeroed rusage is valid.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    ru.ru_nvcsw as u64
+}
+
+/// `wakeups_per_delivery` since `from`.
+fn wakeup_field(from: u64, got: usize) -> (String, String) {
+    (
+        "wakeups_per_delivery".into(),
+        format!("{:.3}", (wakeups() - from) as f64 / got.max(1) as f64),
+    )
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the limit.
@@ -447,6 +453,7 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
             .map(|&i| queues[i].clone())
             .collect();
         publisher.publish(qs, total, Some(TRICKLE_RATE));
+        let sys0 = wakeups();
         let cpu0 = cpu_thread();
         let t = Instant::now();
         let turns0 = r.turns;
@@ -473,6 +480,7 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
                 format!("{:.3}", (r.turns - turns0) as f64 / got as f64),
             ),
         ]);
+        fields.push(wakeup_field(sys0, got));
     }
     if let Some(e) = counts.first_error.borrow().as_ref() {
         fields.push(("first_error".into(), format!("{e:?}")));
@@ -598,6 +606,7 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
         let total = CONSUMER_MSGS;
         counts.target.set(total);
         publisher.publish(ok_queues, total, None);
+        let sys0 = wakeups();
         let cpu0 = cpu_thread();
         let t = Instant::now();
         let deadline = t + Duration::from_secs(120);
@@ -621,6 +630,7 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
                 format!("{:.2}", cpu * 1e6 / got as f64),
             ),
         ]);
+        fields.push(wakeup_field(sys0, got));
     }
     counts.closed.set(1);
     let p = c.close();
@@ -648,7 +658,6 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     c.wait(p).ctx("connect")?;
     let body = body(32);
     let rss0 = rss_kib();
-    let w0 = wchar();
     let cpu0 = cpu_thread();
     let t0 = Instant::now();
     let mut last = None;
@@ -658,7 +667,6 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     let pub_cpu = cpu_thread() - cpu0;
     let pub_secs = t0.elapsed().as_secs_f64();
     let rss1 = rss_kib();
-    let w1 = wchar();
     // `Debug` shows the promises held: publishes in flight plus a few.
     let dbg = format!("{c:?}");
     let held: usize = dbg
@@ -667,6 +675,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         .and_then(|s| s.split(|ch: char| !ch.is_ascii_digit()).next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
+    let sys1 = wakeups();
     let cpu1 = cpu_thread();
     let t1 = Instant::now();
     if let Some(p) = last {
@@ -675,13 +684,8 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     }
     let wait_cpu = cpu_thread() - cpu1;
     let wait_secs = t1.elapsed().as_secs_f64();
+    let (_, wakes) = wakeup_field(sys1, n);
     let peak = crate::memory::peak_kib();
-    // Every frame is written once the last confirm is in (no acks, no
-    // heartbeats this soon): the wire bytes of one publish, and how many
-    // were still in puka's write buffer when the loop ended.
-    let wire = (wchar() - w0) as f64 / n as f64;
-    let unsent = (wire * n as f64 - (w1 - w0) as f64).max(0.0);
-    let rss_held = rss1.saturating_sub(rss0) as f64 * 1024.0;
     let p = c.close();
     c.wait_timeout(p, Duration::from_secs(30)).ctx("close")?;
     admin.delete(queue)?;
@@ -694,6 +698,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
             format!("{:.3}", pub_cpu * 1e6 / n as f64),
         ),
         ("wait_secs".into(), format!("{wait_secs:.3}")),
+        ("wait_wakeups_per_confirm".into(), wakes),
         (
             "confirm_cpu_us".into(),
             format!("{:.3}", wait_cpu * 1e6 / n as f64),
@@ -705,15 +710,6 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         ("rss0_kib".into(), rss0.to_string()),
         ("rss_in_flight_kib".into(), rss1.to_string()),
         ("bytes_per_unconfirmed".into(), per(rss1.saturating_sub(rss0))),
-        ("wire_bytes_per_publish".into(), format!("{wire:.1}")),
-        (
-            "unsent_bytes_per_publish".into(),
-            format!("{:.1}", unsent / n as f64),
-        ),
-        (
-            "bytes_per_unconfirmed_less_unsent".into(),
-            format!("{:.1}", (rss_held - unsent) / n as f64),
-        ),
         ("peak_kib".into(), peak.to_string()),
         ("peak_bytes_per_publish".into(), per(peak.saturating_sub(rss0))),
     ])
@@ -854,6 +850,7 @@ pub fn summary(figs: &[ScaleFigure]) {
                 ("deliveries", "deliveries"),
                 ("CPU µs / delivery", "cpu_us_per_delivery"),
                 ("polls / delivery", "turns_per_delivery"),
+                ("wakeups / delivery", "wakeups_per_delivery"),
             ],
             rows,
         );
@@ -870,6 +867,7 @@ pub fn summary(figs: &[ScaleFigure]) {
                 ("RSS KiB / consumer", "rss_kib_per_consumer"),
                 ("msgs/s", "msgs_per_s"),
                 ("CPU µs / delivery", "cpu_us_per_delivery"),
+                ("wakeups / delivery", "wakeups_per_delivery"),
             ],
             rows,
         );
@@ -882,11 +880,10 @@ pub fn summary(figs: &[ScaleFigure]) {
                 ("publish CPU µs", "publish_cpu_us"),
                 ("CPU µs / confirm", "confirm_cpu_us"),
                 ("B / unconfirmed (RSS Δ)", "bytes_per_unconfirmed"),
-                ("of which unsent frames", "unsent_bytes_per_publish"),
-                ("RSS Δ less unsent", "bytes_per_unconfirmed_less_unsent"),
                 ("peak B / publish", "peak_bytes_per_publish"),
                 ("publish (s)", "publish_secs"),
                 ("wait (s)", "wait_secs"),
+                ("wakeups / confirm", "wait_wakeups_per_confirm"),
             ],
             rows,
         );

@@ -1363,7 +1363,7 @@ impl Client {
     /// broker's `close-ok`. [`Options::close_timeout`] bounds the whole:
     /// what is still unsettled then fails with [`Error::OutcomeUnknown`]
     /// (never a failure that did not happen), and the close goes out (with
-    /// up to [`protocol::CLOSE_OK_GRACE`] more for `close-ok`). Consumers
+    /// up to [`crate::CLOSE_OK_GRACE`] more for `close-ok`). Consumers
     /// end with [`Error::ConnectionClosed`].
     ///
     /// ```no_run

@@ -50,7 +50,7 @@
 //!
 //! Pooled operations (declare, bind, get, …) that find every channel in use
 //! wait for one, up to
-//! [`protocol::MAX_WAITING_OPERATIONS`](crate::protocol::MAX_WAITING_OPERATIONS);
+//! [`MAX_WAITING_OPERATIONS`](crate::MAX_WAITING_OPERATIONS);
 //! beyond it they fail with [`Error::WouldBlock`] too.
 //!
 //! # Which calls block

@@ -45,10 +45,10 @@
 //!   codec       bytes ⇄ frames, methods, properties, field tables (src/codec)
 //! ```
 //!
-//! [`codec`](crate::codec) turns bytes into frames and back, with no
-//! connection state. [`protocol`](crate::protocol) is a sans-IO state
+//! `puka::codec` (feature `unstable`) turns bytes into frames and back, with no
+//! connection state. `puka::protocol` (feature `unstable`) is a sans-IO state
 //! machine: it owns no socket and reads no clock (see
-//! [the sans-IO chapter](super::sans_io)). [`Client`] adds the socket,
+//! the `sans_io` chapter, with the `unstable` feature). [`Client`] adds the socket,
 //! promises and callbacks.
 //!
 //! [`Client`]: crate::Client

@@ -23,7 +23,7 @@
 //! 7. [`reactor`] — the contract for running the client in your own `mio`
 //!    event loop.
 //! 8. [`threads`] — why `Client` is not `Send`, and patterns that work.
-//! 9. [`sans_io`] — the protocol state machine alone, driven over any
+//! 9. `sans_io` (with the `unstable` feature) — the protocol state machine alone, driven over any
 //!    byte stream.
 
 pub mod backpressure;
@@ -32,6 +32,7 @@ pub mod design;
 pub mod errors;
 pub mod promises;
 pub mod reactor;
+#[cfg(feature = "unstable")]
 pub mod sans_io;
 pub mod threads;
 pub mod timing;

@@ -34,7 +34,7 @@
 //! - [`AckTiming::Deferred`]: a consumer's acks may wait across calls
 //!   while fewer than half of its prefetch window is outstanding (never
 //!   with a prefetch of 1, nor after `basic_qos`), and go out with the next
-//!   write or after [`protocol::ACK_DELAY`](crate::protocol::ACK_DELAY)
+//!   write or after [`ACK_DELAY`](crate::ACK_DELAY)
 //!   (5 ms, part of [`Client::poll_timeout`]). Fewer writes under load. The
 //!   cost: a process that dies (or a client dropped without `close`) right
 //!   after acking may leave up to half a prefetch window of acked messages
