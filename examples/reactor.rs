@@ -108,7 +108,7 @@ fn run() -> common::Result {
         ..Options::default().connection_name("reactor")
     };
     let mut client = Client::with_options(&args.url, options)?;
-    client.update_registration(poll.registry(), AMQP, false)?;
+    client.update_registration(poll.registry(), AMQP)?;
 
     let shared = Rc::new(RefCell::new(Shared::default()));
     start_amqp(&mut client, &queue, &shared);
@@ -250,7 +250,7 @@ fn run() -> common::Result {
         }
 
         // Ask for WRITABLE only while the client has something to send.
-        client.update_registration(poll.registry(), AMQP, true)?;
+        client.update_registration(poll.registry(), AMQP)?;
     }
 }
 

@@ -197,7 +197,7 @@ fn a_users_reactor_follows_the_socket_to_the_next_address() {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(8);
     let token = Token(7);
-    c.update_registration(poll.registry(), token, false)
+    c.update_registration(poll.registry(), token)
         .expect("register");
     let fd_before = c.fileno();
     let deadline = Instant::now() + W;
@@ -220,7 +220,7 @@ fn a_users_reactor_follows_the_socket_to_the_next_address() {
             c.on_timer();
         }
         assert!(!c.is_closed(), "closed: {:?}", c.next_connection_event());
-        c.update_registration(poll.registry(), token, true)
+        c.update_registration(poll.registry(), token)
             .expect("update_registration");
     }
     assert_ne!(c.fileno(), fd_before, "the socket was not replaced");

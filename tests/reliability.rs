@@ -1101,7 +1101,7 @@ fn a_blocked_broker_never_stalls_the_users_reactor() {
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(64);
     let (amqp, udp_token) = (Token(0), Token(1));
-    c.update_registration(poll.registry(), amqp, false)
+    c.update_registration(poll.registry(), amqp)
         .expect("register the client");
     let mut udp = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).expect("udp");
     poll.registry()
@@ -1173,7 +1173,7 @@ fn a_blocked_broker_never_stalls_the_users_reactor() {
                 Err(e) => panic!("publish: {e}"),
             }
         }
-        c.update_registration(poll.registry(), amqp, true)
+        c.update_registration(poll.registry(), amqp)
             .expect("reregister");
         peak_rss = peak_rss.max(common::rss_bytes());
     }

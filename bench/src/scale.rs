@@ -244,7 +244,7 @@ struct Reactor {
 impl Reactor {
     fn add(&mut self, mut c: Client) -> Res<()> {
         let i = self.clients.len();
-        c.update_registration(self.poll.registry(), Token(i), false)
+        c.update_registration(self.poll.registry(), Token(i))
             .ctx("register")?;
         self.writable.push(c.needs_write());
         self.clients.push(c);
@@ -257,7 +257,7 @@ impl Reactor {
         let w = c.needs_write();
         if w != self.writable[i] {
             // A failed update means the connection ended; its callbacks say so.
-            let _ = c.update_registration(self.poll.registry(), Token(i), true);
+            let _ = c.update_registration(self.poll.registry(), Token(i));
             self.writable[i] = w;
         }
     }
@@ -599,9 +599,6 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
             format!("{:.2}", rss1.saturating_sub(rss0) as f64 / ok.max(1) as f64),
         ),
     ];
-    if let Some(e) = counts.first_error.borrow().as_ref() {
-        fields.push(("first_error".into(), format!("{e:?}")));
-    }
     if ok > 0 {
         let total = CONSUMER_MSGS;
         counts.target.set(total);
@@ -631,6 +628,10 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
             ),
         ]);
         fields.push(wakeup_field(sys0, got));
+    }
+    // Last: it may hold spaces.
+    if let Some(e) = counts.first_error.borrow().as_ref() {
+        fields.push(("first_error".into(), format!("{e:?}")));
     }
     counts.closed.set(1);
     let p = c.close();
@@ -761,10 +762,17 @@ fn spawn(kind: &str, n: usize, url: &str) -> Res<Vec<(String, String)>> {
         .lines()
         .find_map(|l| l.strip_prefix("scale "))
         .ctx("child output")?;
-    // `first_error` is last and may hold spaces.
-    let (plain, err) = match line.find(" first_error=") {
-        Some(i) => (&line[..i], Some(&line[i + " first_error=".len()..])),
-        None => (line, None),
+    // `first_error` is a quoted string that may hold spaces.
+    let (plain, err) = match line.find(" first_error=\"") {
+        Some(i) => {
+            let rest = &line[i + " first_error=".len()..];
+            let end = rest.find("\" ").map_or(rest.len(), |j| j + 1);
+            (
+                format!("{}{}", &line[..i], &rest[end..]),
+                Some(rest[..end].to_string()),
+            )
+        }
+        None => (line.to_string(), None),
     };
     let mut fields: Vec<(String, String)> = plain
         .split_whitespace()
@@ -772,7 +780,7 @@ fn spawn(kind: &str, n: usize, url: &str) -> Res<Vec<(String, String)>> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     if let Some(e) = err {
-        fields.push(("first_error".into(), e.to_string()));
+        fields.push(("first_error".into(), e));
     }
     Ok(fields)
 }

@@ -670,20 +670,16 @@ impl Client {
         self.after_io();
     }
 
-    /// Registers the socket with a caller's mio `registry` under `token`,
-    /// with WRITABLE interest only while [`Client::needs_write`].
-    /// Call it again after each event and each [`Client::on_timer`] to keep
-    /// the interest current (and to register the new socket when a connect
-    /// moved on to the next address).
+    /// Registers the socket with a caller's mio `registry` under `token`
+    /// (or updates its registration), with WRITABLE interest only while
+    /// [`Client::needs_write`]. Call it once to start and again after each
+    /// turn of your loop to keep the interest current; it registers a socket
+    /// the client replaced (the next address after a failed connect) on its
+    /// own.
     ///
     /// # Errors
     /// What mio's `register`/`reregister` return.
-    pub fn update_registration(
-        &mut self,
-        registry: &Registry,
-        token: Token,
-        registered: bool,
-    ) -> io::Result<()> {
+    pub fn update_registration(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let interest = if self.needs_write() {
             Interest::READABLE | Interest::WRITABLE
         } else {
@@ -692,17 +688,13 @@ impl Client {
         let Some(sock) = self.sock.as_mut().map(Transport::tcp_mut) else {
             return Ok(());
         };
-        if registered {
-            match registry.reregister(sock, token, interest) {
-                // The socket was replaced (the next address after a refused
-                // connect): register the new one.
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    registry.register(sock, token, interest)
-                }
-                other => other,
+        match registry.reregister(sock, token, interest) {
+            // Not registered yet (the first call), or the socket was
+            // replaced: register it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                registry.register(sock, token, interest)
             }
-        } else {
-            registry.register(sock, token, interest)
+            other => other,
         }
     }
 

@@ -10,7 +10,7 @@
 //!
 //! 1. **Register.** [`Client::new`] starts a non-blocking TCP connect.
 //!    Register the client under a `Token` of yours with
-//!    [`Client::update_registration`]`(registry, token, false)`. It asks for
+//!    [`Client::update_registration`]`(registry, token)`. It asks for
 //!    READABLE, and for WRITABLE only while [`Client::needs_write`] (which
 //!    is true while the connect is in progress, so its completion wakes
 //!    you). `Client` also implements `mio::event::Source`, and `fileno()` /
@@ -29,7 +29,7 @@
 //!    callback), then writes what they queued (acks, publishes) as far as
 //!    the socket takes it.
 //! 6. **Re-register after each turn** with
-//!    `update_registration(registry, token, true)`, so WRITABLE interest
+//!    `update_registration(registry, token)`, so WRITABLE interest
 //!    follows [`Client::needs_write`]. Always go through it rather than
 //!    `reregister`: when a connect is refused and the client moves on to
 //!    the host's next address, the socket is a new one, and
@@ -63,7 +63,7 @@
 //! let mut events = Events::with_capacity(64);
 //! let options = Options { when_full: WhenFull::Refuse, ..Options::default() };
 //! let mut client = Client::with_options("amqp://guest:guest@127.0.0.1:5672/%2f", options)?;
-//! client.update_registration(poll.registry(), AMQP, false)?;
+//! client.update_registration(poll.registry(), AMQP)?;
 //!
 //! let received = Rc::new(Cell::new(0u64));
 //! let seen = received.clone();
@@ -97,7 +97,7 @@
 //!         client.on_timer();
 //!     }
 //!     client.run_any_callbacks();
-//!     client.update_registration(poll.registry(), AMQP, true)?;
+//!     client.update_registration(poll.registry(), AMQP)?;
 //! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```

@@ -80,7 +80,7 @@
 //! // The client's thread: the client never leaves it.
 //! let options = Options { when_full: WhenFull::Refuse, ..Options::default() };
 //! let mut client = Client::with_options("amqp://guest:guest@127.0.0.1:5672/%2f", options)?;
-//! client.update_registration(poll.registry(), AMQP, false)?;
+//! client.update_registration(poll.registry(), AMQP)?;
 //! let mut events = Events::with_capacity(64);
 //! let mut backlog: VecDeque<Vec<u8>> = VecDeque::new();
 //! let props = BasicProperties::default();
@@ -129,7 +129,7 @@
 //!     if client.is_closed() {
 //!         break;
 //!     }
-//!     client.update_registration(poll.registry(), AMQP, true)?;
+//!     client.update_registration(poll.registry(), AMQP)?;
 //! }
 //! if let Some(closed) = closed {
 //!     client.wait(closed)?; // already resolved: this only takes the result
