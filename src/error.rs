@@ -112,13 +112,15 @@ pub enum Error {
     /// A reply code that has no variant of its own.
     #[error("server error: {0}")]
     Server(Reply),
-    /// The broker sent bytes that break the protocol; the connection was
-    /// closed with the error's reply code.
-    #[error("protocol violation by peer: {0}")]
+    /// The broker sent bytes that do not decode (a malformed frame, a bad
+    /// length, nesting too deep); the connection was closed with the
+    /// error's reply code. A broker bug or not a broker: report it.
+    #[error("malformed frame from the peer: {0}")]
     Protocol(#[from] CodecError),
     /// The peer broke a protocol rule above the codec (e.g. content on the
-    /// wrong channel); the connection was closed with this reply.
-    #[error("protocol violation by peer: {0}")]
+    /// wrong channel, a reply nothing asked for); the connection was
+    /// closed with this reply. A broker bug: report it.
+    #[error("protocol rule broken by the peer: {0}")]
     ProtocolViolation(Reply),
     /// The socket failed or the peer went away.
     #[error("connection broken: {0}")]
@@ -192,6 +194,16 @@ pub enum Error {
     /// A value could not be encoded (e.g. a routing key over 255 bytes).
     #[error("invalid argument: {0}")]
     InvalidArgument(CodecError),
+    /// The client is configured wrongly and nothing was sent: e.g. an
+    /// `amqps://` URL without puka's `tls` feature, or a TLS file that
+    /// cannot be read or parsed. Fix the configuration; retrying will not
+    /// help.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// A promise was resolved as another type than the operation gives
+    /// (a bug in a [`crate::Resolve`] impl, or a forged id).
+    #[error("the promise resolved with a result of another type")]
+    TypeMismatch,
     /// The promise id is not (or no longer) known to this client.
     #[error("unknown or already consumed promise")]
     UnknownPromise,
@@ -211,7 +223,71 @@ pub enum Error {
     WouldBlock,
 }
 
+/// What kind of failure an [`Error`] is, and so what to do about it
+/// ([`Error::category`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// The program used the API wrongly (a stale or foreign promise, an ack
+    /// of a delivery not outstanding, an argument that cannot be encoded).
+    /// Nothing was sent; fix the code.
+    Misuse,
+    /// The configuration is wrong (URL, TLS files, a missing feature, a
+    /// mechanism the broker does not offer). Nothing useful was sent.
+    Config,
+    /// The broker refused one operation (a channel-level reply: 404, 406,
+    /// a nack, a cancelled consumer...); the connection is fine.
+    Refused,
+    /// The broker (or a protocol violation) closed the whole connection.
+    ConnectionClosedByPeer,
+    /// The connection was lost or closed (socket error, heartbeat or
+    /// blocked timeout, our own close).
+    ConnectionLost,
+    /// The operation was sent but its result never came: it may have
+    /// happened.
+    OutcomeUnknown,
+    /// A client bound was reached ([`Error::WouldBlock`]): drive the
+    /// connection and retry.
+    Backpressure,
+    /// A wait gave up ([`Error::Timeout`]); the operation goes on.
+    Timeout,
+}
+
 impl Error {
+    /// What kind of failure this is: see [`ErrorCategory`].
+    ///
+    /// ```
+    /// use puka::{Error, ErrorCategory};
+    /// assert_eq!(Error::Timeout.category(), ErrorCategory::Timeout);
+    /// assert_eq!(Error::Nacked.category(), ErrorCategory::Refused);
+    /// ```
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::UnknownPromise
+            | Error::ForeignPromise
+            | Error::UnknownDeliveryTag(_)
+            | Error::InvalidArgument(_)
+            | Error::TypeMismatch
+            | Error::NoChannel { .. } => ErrorCategory::Misuse,
+            Error::Config(_) | Error::Url(_) | Error::NoAuthMechanism(_) => ErrorCategory::Config,
+            Error::OutcomeUnknown(_) => ErrorCategory::OutcomeUnknown,
+            Error::WouldBlock => ErrorCategory::Backpressure,
+            Error::Timeout => ErrorCategory::Timeout,
+            Error::ConnectionBroken(_)
+            | Error::HeartbeatTimeout(_)
+            | Error::BlockedTimeout(_)
+            | Error::ConnectTimeout
+            | Error::ConnectionClosed => ErrorCategory::ConnectionLost,
+            Error::Nacked | Error::ConsumerCancelled { .. } => ErrorCategory::Refused,
+            Error::Protocol(_)
+            | Error::ProtocolViolation(_)
+            | Error::BadTune(_)
+            | Error::MessageTooLarge { .. } => ErrorCategory::ConnectionClosedByPeer,
+            e if e.is_connection_error() => ErrorCategory::ConnectionClosedByPeer,
+            _ => ErrorCategory::Refused,
+        }
+    }
+
     /// Maps a broker reply (from `channel.close` or `connection.close`) to
     /// the variant for its code.
     pub fn from_reply(reply: Reply) -> Error {
@@ -319,5 +395,41 @@ impl Error {
 impl From<io::Error> for Error {
     fn from(e: io::Error) -> Self {
         Error::io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_and_connection_errors_agree() {
+        let channel = Error::from_reply(Reply::new(404, "NOT_FOUND"));
+        assert_eq!(channel.category(), ErrorCategory::Refused);
+        assert!(!channel.is_connection_error());
+        let forced = Error::from_reply(Reply::new(320, "CONNECTION_FORCED"));
+        assert_eq!(forced.category(), ErrorCategory::ConnectionClosedByPeer);
+        assert!(forced.is_connection_error());
+        let login = Error::from_reply(Reply {
+            connection: true,
+            ..Reply::new(403, "ACCESS_REFUSED")
+        });
+        assert_eq!(login.category(), ErrorCategory::ConnectionClosedByPeer);
+        let unknown = forced.clone().unknown_outcome();
+        assert_eq!(unknown.category(), ErrorCategory::OutcomeUnknown);
+        assert!(unknown.is_connection_error(), "looks through to the cause");
+        let local = Error::NoChannel { channel_max: 2047 };
+        assert_eq!(local.category(), ErrorCategory::Misuse);
+        assert!(!local.is_connection_error());
+        assert_eq!(Error::Config("x".into()).category(), ErrorCategory::Config);
+        assert_eq!(Error::WouldBlock.category(), ErrorCategory::Backpressure);
+        assert_eq!(
+            Error::HeartbeatTimeout(std::time::Duration::from_secs(1)).category(),
+            ErrorCategory::ConnectionLost
+        );
+        // The two kinds of protocol breakage read differently.
+        let codec = Error::Protocol(CodecError::InvalidValue("x")).to_string();
+        let rule = Error::ProtocolViolation(Reply::new(505, "x")).to_string();
+        assert_ne!(codec.split(':').next(), rule.split(':').next());
     }
 }

@@ -45,7 +45,7 @@ pub use codec::{
     BasicProperties, CodecError, Decimal, FieldArray, FieldTable, FieldValue, ShortString,
     Timestamp, MAX_NESTING_DEPTH,
 };
-pub use error::{Error, Reply};
+pub use error::{Error, ErrorCategory, Reply};
 pub use protocol::negotiate::{Tuned, MAX_FRAME_MAX};
 pub use protocol::{AckTiming, Confirms, Stats};
 pub use protocol::{Delivery, Returned};

@@ -364,9 +364,7 @@ impl Client {
         let params = list.swap_remove(0);
         #[cfg(not(feature = "tls"))]
         if params.tls {
-            return Err(Error::InvalidArgument(
-                crate::codec::CodecError::InvalidValue("amqps:// needs puka's `tls` feature"),
-            ));
+            return Err(Error::Config("amqps:// needs puka's `tls` feature".into()));
         }
         #[cfg(feature = "tls")]
         let tls_config = if params.tls {

@@ -115,9 +115,7 @@ pub trait Resolve: Sized + 'static {
 pub struct RawResult(pub(crate) Result<Raw, Error>);
 
 fn mismatch() -> Error {
-    Error::InvalidArgument(crate::codec::CodecError::InvalidValue(
-        "promise resolved with an unexpected result type",
-    ))
+    Error::TypeMismatch
 }
 
 impl Resolve for () {

@@ -153,7 +153,7 @@ mod tls {
     }
 
     fn bad(msg: String) -> Error {
-        Error::io(io::Error::new(io::ErrorKind::InvalidInput, msg))
+        Error::Config(msg)
     }
 
     impl TlsOptions {
