@@ -61,7 +61,7 @@ fn run() -> common::Result {
     };
     println!("{}", common::describe(&message));
     if requeue {
-        client.basic_reject(&message, true)?;
+        client.basic_reject(&message, puka::Requeue::Yes)?;
     } else {
         client.basic_ack(&message)?;
     }

@@ -18,7 +18,7 @@ fn main() {
         }
     };
     let queue = format!("hello-cb-{}", std::process::id());
-    let connected = client.connect();
+    let connected = client.handshake();
     client.set_callback(connected, move |client, result| {
         if let Err(e) = result {
             eprintln!("connect failed: {e}");
@@ -26,7 +26,7 @@ fn main() {
         }
         println!("connected");
         let queue = queue.clone();
-        client.queue_declare_with(
+        client.queue_declare_then(
             QueueDeclare::named(&queue).auto_delete(),
             move |client, result| {
                 let ok = match result {

@@ -18,7 +18,7 @@ fn run() -> Result<(), puka::Error> {
     let url = std::env::var("AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
     let mut client = Client::new(&url)?;
-    let connected = client.connect();
+    let connected = client.handshake();
     client.wait_timeout(connected, Duration::from_secs(10))?;
     println!("connected to {}", client.params());
 

@@ -131,7 +131,11 @@ fn run() -> common::Result {
             &routing_key,
             &body,
             &props,
-            mandatory,
+            if mandatory {
+                puka::Unroutable::Return
+            } else {
+                puka::Unroutable::Drop
+            },
         ));
         if i % 256 == 0 {
             progress.tick(i, || format!("{i} sent"));

@@ -267,7 +267,7 @@ fn start_amqp(client: &mut Client, queue: &str, shared: &Rc<RefCell<Shared>>) {
         }
     });
 
-    let connected = client.connect();
+    let connected = client.handshake();
     let s = shared.clone();
     client.set_callback(connected, move |client, result| {
         if let Err(e) = result {
@@ -281,7 +281,7 @@ fn start_amqp(client: &mut Client, queue: &str, shared: &Rc<RefCell<Shared>>) {
     // auto_delete: the queue goes away when our consumer does.
     let s = shared.clone();
     let q = queue.to_string();
-    client.queue_declare_with(
+    client.queue_declare_then(
         QueueDeclare::named(queue).auto_delete(),
         move |client, r| {
             if let Err(e) = r {

@@ -38,7 +38,13 @@ fn run() -> common::Result {
 
     // persistent (delivery_mode 2): the broker writes the message to disk.
     let props = BasicProperties::default().persistent();
-    let published = client.basic_publish_with("", &args.name, message.as_bytes(), &props, false);
+    let published = client.basic_publish_with(
+        "",
+        &args.name,
+        message.as_bytes(),
+        &props,
+        puka::Unroutable::Drop,
+    );
     // With publisher confirms the promise resolves once the broker has
     // taken responsibility for the message.
     client.wait(published)?;

@@ -64,7 +64,8 @@ fn run() -> common::Result {
         .with_reply_to(reply_to.as_str())
         .with_correlation_id(correlation_id.as_str());
     println!(" [x] Requesting fib({n})");
-    let published = client.basic_publish_with("", &args.name, n.as_bytes(), &props, false);
+    let published =
+        client.basic_publish_with("", &args.name, n.as_bytes(), &props, puka::Unroutable::Drop);
     client.wait(published)?;
 
     // 3. Wait for the reply that carries our correlation id.

@@ -71,7 +71,13 @@ fn run() -> common::Result {
         if let Some(id) = request.properties.correlation_id() {
             props = props.with_correlation_id(id);
         }
-        let replied = client.basic_publish_with("", reply_to, answer.as_bytes(), &props, false);
+        let replied = client.basic_publish_with(
+            "",
+            reply_to,
+            answer.as_bytes(),
+            &props,
+            puka::Unroutable::Drop,
+        );
         client.wait(replied)?;
         // Ack only once the answer is safely with the broker.
         client.basic_ack(&request)?;

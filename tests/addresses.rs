@@ -83,7 +83,7 @@ fn in_order(connect_timeout: Duration) -> Options {
 
 /// Connects (waiting at most `W`) and checks the connection works.
 fn connect_and_use(c: &mut Client) {
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     assert!(c.is_open());
     let q = c.queue_declare(QueueDeclare::server_named().exclusive());
@@ -121,7 +121,7 @@ fn a_blackholed_first_address_times_out_and_moves_on() {
     let t0 = Instant::now();
     let mut c =
         Client::with_addresses(&urls, in_order(Duration::from_millis(500))).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     let took = t0.elapsed();
     assert_eq!(c.connected_address().map(|a| a.index), Some(1));
@@ -139,7 +139,7 @@ fn one_blackholed_address_is_a_connect_timeout_after_connect_timeout() {
     let t0 = Instant::now();
     let mut c =
         Client::with_options(&hole.url(), in_order(Duration::from_millis(400))).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     let r = c.wait_timeout(p, W);
     let took = t0.elapsed();
     assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
@@ -152,7 +152,7 @@ fn one_blackholed_address_is_a_connect_timeout_after_connect_timeout() {
     let t0 = Instant::now();
     let url = format!("{}?connection_timeout=300", hole.url());
     let mut c = Client::with_options(&url, Options::default()).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     let r = c.wait_timeout(p, W);
     let took = t0.elapsed();
     assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
@@ -175,7 +175,7 @@ fn the_handshake_timer_starts_at_the_tcp_connect() {
     let t0 = Instant::now();
     let mut c =
         Client::with_addresses(&urls, in_order(Duration::from_millis(600))).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     let r = c.wait_timeout(p, W);
     let took = t0.elapsed();
     assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
@@ -193,7 +193,7 @@ fn a_users_reactor_follows_the_socket_to_the_next_address() {
     let urls = [hole.url(), common::amqp_url()];
     let mut c =
         Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     let mut poll = Poll::new().expect("poll");
     let mut events = Events::with_capacity(8);
     let token = Token(7);
@@ -234,7 +234,7 @@ fn tried_order(urls: &[String], options: Options, ports: &[u16]) -> Vec<u16> {
     let err = match Client::with_addresses(urls, options) {
         Err(e) => e,
         Ok(mut c) => {
-            let p = c.connect();
+            let p = c.handshake();
             c.wait_timeout(p, W).expect_err("every address refuses")
         }
     };

@@ -95,7 +95,13 @@ fn the_unconfirmed_limit_holds() {
     let mut refused = 0;
     let mut accepted = Vec::new();
     for _ in 0..1_000 {
-        match c.try_basic_publish("", &q, b"x", &BasicProperties::default(), false) {
+        match c.try_basic_publish(
+            "",
+            &q,
+            b"x",
+            &BasicProperties::default(),
+            puka::Unroutable::Drop,
+        ) {
             Ok(p) => accepted.push(p),
             Err(Error::WouldBlock) => refused += 1,
             Err(e) => panic!("{e}"),

@@ -53,7 +53,7 @@ fn roundtrip_callback_style() {
     let consumer: Rc<Cell<Option<Promise<Delivery>>>> = Rc::default();
     {
         let (log, consumer, q) = (log.clone(), consumer.clone(), q.clone());
-        c.queue_declare_with(QueueDeclare::named(&q), move |c, r| {
+        c.queue_declare_then(QueueDeclare::named(&q), move |c, r| {
             let ok = r.expect("queue_declare");
             log.borrow_mut().push(format!("declared {}", ok.queue));
             let (log, consumer, q2) = (log.clone(), consumer.clone(), q.clone());
@@ -174,7 +174,7 @@ fn basic_get_no_ack() {
     let mut c = connect();
     declare(&mut c, &q);
     publish(&mut c, &q, b"x");
-    let p = c.basic_get_with(&q, true);
+    let p = c.basic_get_no_ack(&q);
     let d = c.wait_timeout(p, W).expect("get").expect("a message");
     assert_eq!(&d.body[..], b"x");
     assert!(!d.needs_ack());
@@ -195,7 +195,7 @@ fn delivery_modes_round_trip() {
     let transient =
         BasicProperties::default().with_delivery_mode(BasicProperties::DELIVERY_MODE_TRANSIENT);
     for (body, props) in [(&b"p"[..], &persistent), (&b"t"[..], &transient)] {
-        let p = c.basic_publish_with("", &q, body, props, false);
+        let p = c.basic_publish_with("", &q, body, props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
     let p = c.basic_publish("", &q, b"none");

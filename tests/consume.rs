@@ -25,10 +25,10 @@ fn reject_with_requeue_redelivers() {
     let d = next(&mut c, consumer);
     assert_eq!(&d.body[..], b"again");
     assert!(!d.redelivered);
-    c.basic_reject(&d, true).expect("reject");
+    c.basic_reject(&d, puka::Requeue::Yes).expect("reject");
     // Settled: the same delivery can't be settled twice.
     assert!(matches!(
-        c.basic_reject(&d, true),
+        c.basic_reject(&d, puka::Requeue::Yes),
         Err(Error::UnknownDeliveryTag(t)) if t == d.delivery_tag
     ));
 
@@ -57,7 +57,7 @@ fn reject_without_requeue_drops() {
     let consumer = c.basic_consume(&q);
     let d = next(&mut c, consumer);
     assert_eq!(&d.body[..], b"gone");
-    c.basic_reject(&d, false).expect("reject");
+    c.basic_reject(&d, puka::Requeue::No).expect("reject");
     // Not requeued: it never comes back.
     assert_quiet(&mut c, consumer);
     let p = c.basic_cancel(consumer);
@@ -92,7 +92,7 @@ fn rejected_message_is_dead_lettered_with_x_death() {
         d.properties.headers().is_none(),
         "published without headers"
     );
-    c.basic_reject(&d, false).expect("reject");
+    c.basic_reject(&d, puka::Requeue::No).expect("reject");
 
     let consumer = c.basic_consume(&dlq);
     let dead = next(&mut c, consumer);
@@ -163,7 +163,7 @@ fn nack_with_requeue_redelivers() {
     let consumer = c.basic_consume(&q);
     let d = next(&mut c, consumer);
     assert!(!d.redelivered);
-    c.basic_nack(&d, false, true).expect("nack");
+    c.basic_nack(&d, puka::Requeue::Yes).expect("nack");
     let d2 = next(&mut c, consumer);
     assert_eq!(&d2.body[..], b"n");
     assert!(d2.redelivered);
@@ -193,7 +193,8 @@ fn nack_multiple_settles_every_earlier_delivery() {
         assert!(!d.redelivered);
     }
     // Nack m0..=m2 in one go and requeue them; m3 stays unacked.
-    c.basic_nack(&got[2], true, true).expect("nack multiple");
+    c.basic_nack_multiple(&got[2], puka::Requeue::Yes)
+        .expect("nack multiple");
     for d in &got[..3] {
         assert!(
             matches!(c.basic_ack(d), Err(Error::UnknownDeliveryTag(t)) if t == d.delivery_tag),
@@ -230,7 +231,8 @@ fn nack_multiple_without_requeue_drops_them_all() {
     }
     let consumer = c.basic_consume(&q);
     let got: Vec<_> = (0..3).map(|_| next(&mut c, consumer)).collect();
-    c.basic_nack(&got[2], true, false).expect("nack multiple");
+    c.basic_nack_multiple(&got[2], puka::Requeue::No)
+        .expect("nack multiple");
     assert_quiet(&mut c, consumer);
     let p = c.basic_cancel(consumer);
     c.wait_timeout(p, W).expect("cancel");
@@ -261,11 +263,11 @@ fn double_ack_is_refused_locally_and_the_channel_survives() {
     }
     // Nor nack or reject of it.
     assert!(matches!(
-        c.basic_nack(&d1, false, true),
+        c.basic_nack(&d1, puka::Requeue::Yes),
         Err(Error::UnknownDeliveryTag(_))
     ));
     assert!(matches!(
-        c.basic_reject(&d1, true),
+        c.basic_reject(&d1, puka::Requeue::Yes),
         Err(Error::UnknownDeliveryTag(_))
     ));
     // Had the second ack gone out, RabbitMQ would have closed the channel
@@ -304,7 +306,7 @@ fn ack_of_a_no_ack_delivery_is_refused_locally() {
         Err(Error::UnknownDeliveryTag(t)) if t == d.delivery_tag
     ));
     assert!(matches!(
-        c.basic_reject(&d, false),
+        c.basic_reject(&d, puka::Requeue::No),
         Err(Error::UnknownDeliveryTag(_))
     ));
     // The consumer's channel is untouched: more messages arrive.
@@ -551,7 +553,7 @@ fn basic_qos_does_not_change_a_running_consumer() {
     // basic.qos is accepted, but RabbitMQ applies a per-consumer prefetch
     // (global = false) only to consumers started on the channel afterwards:
     // the running consumer keeps its window of 1.
-    let p = c.basic_qos(a, 3, 0, false);
+    let p = c.basic_qos(a, puka::Qos::prefetch(3));
     c.wait_timeout(p, W).expect("basic_qos");
     assert!(matches!(
         c.wait_timeout(a, Duration::from_millis(500)),
@@ -616,7 +618,7 @@ fn basic_recover_requeue_redelivers_unacked() {
     let consumer = c.basic_consume(&q);
     let old: Vec<_> = (0..2).map(|_| next(&mut c, consumer)).collect();
     assert!(old.iter().all(|d| !d.redelivered));
-    let p = c.basic_recover(consumer, true);
+    let p = c.basic_recover(consumer, puka::Requeue::Yes);
     c.wait_timeout(p, W).expect("basic_recover");
     // The old deliveries are void now (the broker forgot their tags).
     for d in &old {

@@ -55,7 +55,7 @@ fn url_with(password: Option<&str>, vhost: Option<&str>) -> String {
 fn failed_connect(url: &str, options: Options) -> (Client, Error) {
     common::require_broker();
     let mut c = Client::with_options(url, options).expect("Client::with_options");
-    let p = c.connect();
+    let p = c.handshake();
     let err = c.wait_timeout(p, W).expect_err("connect must fail");
     assert!(!c.is_open());
     assert!(c.is_closed());
@@ -255,7 +255,7 @@ fn mandatory_unroutable_with_confirms_fails_with_no_route() {
     let mut c = connect();
     assert!(c.confirms_enabled());
     let props = BasicProperties::default().with_message_id("m-1");
-    let p = c.basic_publish_with("", &q, b"nowhere", &props, true);
+    let p = c.basic_publish_with("", &q, b"nowhere", &props, puka::Unroutable::Return);
     let err = c.wait_timeout(p, W).expect_err("unroutable mandatory");
     assert!(matches!(err, Error::NoRoute(_)), "{err:?}");
     assert_reply(&err, 312, "NO_ROUTE");
@@ -280,7 +280,7 @@ fn mandatory_unroutable_without_confirms_comes_back_as_an_event() {
     let props = BasicProperties::default()
         .with_content_type("text/plain")
         .with_header("k", "v");
-    let p = c.basic_publish_with("", &q, b"come back", &props, true);
+    let p = c.basic_publish_with("", &q, b"come back", &props, puka::Unroutable::Return);
     // Without confirms the promise resolves once the bytes are written.
     c.wait_timeout(p, W).expect("publish");
 
@@ -350,7 +350,7 @@ fn refused_publish_without_confirms_is_reported_as_an_event() {
     // Another channel: the get may run before the broker routed the publish.
     let deadline = std::time::Instant::now() + W;
     let got = loop {
-        let p = c.basic_get_with(&q, true);
+        let p = c.basic_get_no_ack(&q);
         if let Some(d) = c.wait_timeout(p, W).expect("get") {
             break d;
         }
@@ -369,7 +369,7 @@ fn refused_publish_without_confirms_is_reported_as_an_event() {
 fn connection_refused() {
     common::require_broker();
     let mut c = Client::new("amqp://guest:guest@127.0.0.1:1/").expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     match c.wait_timeout(p, W) {
         Err(Error::ConnectionBroken(e)) => {
             assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused, "{e}")

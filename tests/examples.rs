@@ -313,7 +313,7 @@ fn strings(lines: &[&str]) -> Vec<String> {
 
 fn client() -> Client {
     let mut c = Client::new(&common::amqp_url()).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, Duration::from_secs(10)).expect("connect");
     c
 }
@@ -345,7 +345,7 @@ impl Drop for Cleanup {
         let Ok(mut c) = Client::new(&common::amqp_url()) else {
             return;
         };
-        let p = c.connect();
+        let p = c.handshake();
         if c.wait_timeout(p, Duration::from_secs(10)).is_err() {
             return;
         }

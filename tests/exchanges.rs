@@ -51,7 +51,13 @@ fn publish_headers(
         Some(h) => BasicProperties::default().with_headers(h),
         None => BasicProperties::default(),
     };
-    let p = c.basic_publish_with(exchange, key, body.as_bytes(), &props, true);
+    let p = c.basic_publish_with(
+        exchange,
+        key,
+        body.as_bytes(),
+        &props,
+        puka::Unroutable::Return,
+    );
     c.wait_timeout(p, W)
 }
 
@@ -59,7 +65,7 @@ fn publish_headers(
 fn drain(c: &mut Client, queue: &str) -> Vec<String> {
     let mut out = Vec::new();
     loop {
-        let p = c.basic_get_with(queue, true);
+        let p = c.basic_get_no_ack(queue);
         match c.wait_timeout(p, W).expect("basic_get") {
             Some(d) => out.push(d.body_str().expect("utf-8 body").to_string()),
             None => return out,
@@ -425,7 +431,7 @@ fn alternate_exchange_takes_unroutable_messages() {
     // Mandatory and still no NoRoute: the alternate exchange routed it.
     routed(&mut c, &x, "unknown", "to the alternate");
     assert_eq!(drain(&mut c, &q), ["routed"]);
-    let p = c.basic_get_with(&qae, true);
+    let p = c.basic_get_no_ack(&qae);
     let d = c.wait_timeout(p, W).expect("get").expect("message");
     assert_eq!(&d.body[..], b"to the alternate");
     // It keeps its original exchange and key.

@@ -48,7 +48,7 @@ fn serial() -> MutexGuard<'static, ()> {
 /// Connects through `proxy` with `query` and `options`.
 fn connect_via(proxy: &Proxy, query: &str, options: Options) -> Client {
     let mut c = Client::with_options(&proxy.url(query), options).expect("Client::with_options");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect through the proxy");
     c
 }

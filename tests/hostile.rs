@@ -95,11 +95,11 @@ fn run(steps: Vec<Step>, query: &str, op: Op) -> Outcome {
     let mut c = Client::new(&fake.url(query)).expect("Client::new");
     let err = match op {
         Op::Connect => {
-            let p = c.connect();
+            let p = c.handshake();
             fails(&mut c, p)
         }
         Op::Declare | Op::Consume => {
-            let p = c.connect();
+            let p = c.handshake();
             c.wait_timeout(p, W).expect("connect to the fake broker");
             if op == Op::Declare {
                 let p = c.queue_declare(QueueDeclare::named("q"));
@@ -230,7 +230,7 @@ fn frame_of_exactly_4096_bytes_before_tuning_is_accepted() {
     ]);
     let fake = FakeBroker::start(steps);
     let mut c = Client::new(&fake.url("")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W)
         .expect("a 4096-byte connection.start must be accepted");
     assert!(
@@ -604,7 +604,7 @@ fn violation_without_close_ok_still_ends_the_connection() {
         },
     );
     let mut c = Client::new(&fake.url("")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     let p = c.queue_declare(QueueDeclare::named("q"));
     let err = fails(&mut c, p);
@@ -713,7 +713,7 @@ fn tune_with_frame_max_4096_is_accepted() {
     let _s = serial();
     let fake = FakeBroker::start(fb::handshake(2047, 4096, 0));
     let mut c = Client::new(&fake.url("")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     assert_eq!(c.tuned().frame_max, 4096);
     drop(c);
@@ -735,7 +735,7 @@ fn tune_with_zero_limits_never_yields_zero_or_more_than_the_server() {
             let case = format!("server ({server_ch}, {server_fm}), client {query:?}");
             let fake = FakeBroker::start(fb::handshake(server_ch, server_fm, 0));
             let mut c = Client::new(&fake.url(query)).expect("Client::new");
-            let p = c.connect();
+            let p = c.handshake();
             c.wait_timeout(p, W)
                 .unwrap_or_else(|e| panic!("{case}: connect: {e:?}"));
             let tuned = c.tuned();
@@ -854,7 +854,7 @@ fn silent_peer_is_a_connect_timeout() {
     let fake = FakeBroker::start(vec![Step::ReadHeader]);
     let t0 = Instant::now();
     let mut c = Client::new(&fake.url("connection_timeout=500")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     let r = c.wait_timeout(p, Duration::from_secs(3));
     let elapsed = t0.elapsed();
     assert!(matches!(r, Err(Error::ConnectTimeout)), "got {r:?}");
@@ -901,7 +901,7 @@ fn channel_close_with_a_text_cut_mid_character_fails_only_the_operation() {
     steps.push(Step::Expect("channel.close-ok"));
     let fake = FakeBroker::start(steps);
     let mut c = Client::new(&fake.url("")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect to the fake broker");
     let p = c.queue_declare(QueueDeclare::named("q"));
     match fails::<QueueDeclareOk>(&mut c, p) {
@@ -954,7 +954,7 @@ fn debug_output_never_shows_the_password_once_start_ok_is_queued() {
         options.tls.client_key_file = Some("/keys/s3cr3t-pw.pem".into());
     }
     let mut c = Client::with_options(&url, options.clone()).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     // Driven until start-ok is out; the fake broker then says nothing.
     let r = c.wait_timeout(p, Duration::from_millis(300));
     assert!(matches!(r, Err(Error::Timeout)), "{r:?}");
@@ -1044,7 +1044,7 @@ fn client_socket_has_tcp_keepalive_on() {
     let _s = serial();
     let fake = FakeBroker::start(fb::handshake(2047, FRAME_MAX, 0));
     let mut c = Client::new(&fake.url("heartbeat=0")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect to the fake broker");
     let sock = socket2::SockRef::from(&c);
     assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE is off");
@@ -1202,7 +1202,7 @@ fn a_refused_secret_fails_update_secret_with_the_brokers_error() {
     ]);
     let fb = FakeBroker::start(steps);
     let mut c = Client::new(&fb.url("")).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     let p = c.update_secret("expired-token", "refresh");
     let err = c.wait_timeout(p, W).expect_err("refused");

@@ -142,7 +142,7 @@ fn consume_then_qos_without_waiting_keeps_the_connection() {
     let mut c = connect();
     declare(&mut c, &q);
     let consumer = c.basic_consume(&q);
-    let qos = c.basic_qos(consumer, 5, 0, false);
+    let qos = c.basic_qos(consumer, puka::Qos::prefetch(5));
     c.wait_timeout(qos, W).expect("qos");
     publish(&mut c, &q, b"x");
     let d = next(&mut c, consumer);
@@ -240,7 +240,7 @@ fn tx_ack_outcome(end: &str) -> u32 {
             let p = c.tx_rollback();
             c.wait_timeout(p, W).expect("rollback");
             // Rolled back: outstanding again.
-            c.basic_reject(&d, true)
+            c.basic_reject(&d, puka::Requeue::Yes)
                 .expect("the delivery is outstanding again");
             let p = c.tx_commit();
             c.wait_timeout(p, W).expect("commit of the reject");

@@ -121,7 +121,7 @@ fn every_property_and_field_type_round_trips() {
     declare(&mut c, &q);
     let props = all_properties();
     for body in [&b"via get"[..], &b"via consume"[..]] {
-        let p = c.basic_publish_with("", &q, body, &props, false);
+        let p = c.basic_publish_with("", &q, body, &props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
 
@@ -159,7 +159,7 @@ fn each_field_type_alone_keeps_its_type() {
     let all = every_field_type();
     for (k, v) in all.iter() {
         let props = BasicProperties::default().with_header(k.clone(), v.clone());
-        let p = c.basic_publish_with("", &q, k.as_bytes(), &props, false);
+        let p = c.basic_publish_with("", &q, k.as_bytes(), &props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
     for (k, v) in all.iter() {
@@ -187,7 +187,7 @@ fn no_properties_and_empty_headers_stay_distinct() {
     let none = BasicProperties::default();
     let empty_headers = BasicProperties::default().with_headers(FieldTable::new());
     for props in [&none, &empty_headers] {
-        let p = c.basic_publish_with("", &q, b"", props, false);
+        let p = c.basic_publish_with("", &q, b"", props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
     let p = c.basic_get(&q);
@@ -216,7 +216,7 @@ fn longest_short_strings_round_trip_and_longer_ones_are_refused() {
     let props = BasicProperties::default()
         .with_message_id(max.as_str())
         .with_header(ShortString::from(max.as_str()), max.as_str());
-    let p = c.basic_publish_with("", &q, b"255", &props, false);
+    let p = c.basic_publish_with("", &q, b"255", &props, puka::Unroutable::Drop);
     c.wait_timeout(p, W).expect("publish");
     let p = c.basic_get(&q);
     let d = c.wait_timeout(p, W).expect("get").expect("message");
@@ -227,13 +227,13 @@ fn longest_short_strings_round_trip_and_longer_ones_are_refused() {
     // 256 bytes can't be a shortstr: refused before anything is sent.
     let too_long = "m".repeat(256);
     let props = BasicProperties::default().with_message_id(too_long.as_str());
-    let p = c.basic_publish_with("", &q, b"256", &props, false);
+    let p = c.basic_publish_with("", &q, b"256", &props, puka::Unroutable::Drop);
     match c.wait_timeout(p, W) {
         Err(Error::InvalidArgument(e)) => assert!(e.to_string().contains("256"), "{e}"),
         other => panic!("expected InvalidArgument, got {other:?}"),
     }
     let props = BasicProperties::default().with_header(ShortString::from(too_long.as_str()), 1u8);
-    let p = c.basic_publish_with("", &q, b"256", &props, false);
+    let p = c.basic_publish_with("", &q, b"256", &props, puka::Unroutable::Drop);
     assert!(matches!(
         c.wait_timeout(p, W),
         Err(Error::InvalidArgument(_))
@@ -254,7 +254,7 @@ fn user_id_must_match_the_connection_user() {
     let mut c = connect();
     declare(&mut c, &q);
     let props = BasicProperties::default().with_user_id("mallory");
-    let p = c.basic_publish_with("", &q, b"forged", &props, false);
+    let p = c.basic_publish_with("", &q, b"forged", &props, puka::Unroutable::Drop);
     let err = c.wait_timeout(p, W).expect_err("forged user_id");
     assert!(matches!(err, Error::PreconditionFailed(_)), "{err:?}");
     let text = &err.reply().unwrap().text;
@@ -264,7 +264,7 @@ fn user_id_must_match_the_connection_user() {
     );
     // The publish channel is replaced; the right user_id goes through.
     let props = BasicProperties::default().with_user_id("guest");
-    let p = c.basic_publish_with("", &q, b"honest", &props, false);
+    let p = c.basic_publish_with("", &q, b"honest", &props, puka::Unroutable::Drop);
     c.wait_timeout(p, W).expect("publish");
     let p = c.basic_get(&q);
     let d = c.wait_timeout(p, W).expect("get").expect("message");
@@ -290,11 +290,11 @@ fn dead_lettering_reencodes_headers_sorted_with_the_same_values() {
             .argument("x-dead-letter-routing-key", dlq.as_str()),
     );
     let props = all_properties();
-    let p = c.basic_publish_with("", &src, b"dead", &props, false);
+    let p = c.basic_publish_with("", &src, b"dead", &props, puka::Unroutable::Drop);
     c.wait_timeout(p, W).expect("publish");
     let p = c.basic_get(&src);
     let d = c.wait_timeout(p, W).expect("get").expect("message");
-    c.basic_reject(&d, false).expect("reject");
+    c.basic_reject(&d, puka::Requeue::No).expect("reject");
 
     let consumer = c.basic_consume(&dlq);
     let d = next(&mut c, consumer);
@@ -374,7 +374,7 @@ fn higher_priority_is_delivered_first() {
         } else {
             BasicProperties::default().with_priority(prio)
         };
-        let p = c.basic_publish_with("", &q, body.as_bytes(), &props, false);
+        let p = c.basic_publish_with("", &q, body.as_bytes(), &props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
     let mut order = Vec::new();
@@ -397,7 +397,7 @@ fn higher_priority_is_delivered_first() {
     // the same level, so they come out in publish order.
     for (body, prio) in [("at-max", 10u8), ("above-max", 200)] {
         let props = BasicProperties::default().with_priority(prio);
-        let p = c.basic_publish_with("", &q, body.as_bytes(), &props, false);
+        let p = c.basic_publish_with("", &q, body.as_bytes(), &props, puka::Unroutable::Drop);
         c.wait_timeout(p, W).expect("publish");
     }
     for (body, prio) in [("at-max", 10u8), ("above-max", 200)] {

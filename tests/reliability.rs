@@ -184,7 +184,7 @@ struct DeleteQueues(Vec<String>);
 impl Drop for DeleteQueues {
     fn drop(&mut self) {
         let Ok(mut c) = Client::new(URL) else { return };
-        let p = c.connect();
+        let p = c.handshake();
         if c.wait_timeout(p, W).is_err() {
             return;
         }
@@ -218,7 +218,7 @@ impl Drop for Timed {
 fn connect(options: Options) -> Client {
     let _ = node();
     let mut c = Client::with_options(URL, options).expect("Client::with_options");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect to the fault node");
     assert!(c.is_open());
     c
@@ -318,7 +318,13 @@ fn publish_id(c: &mut Client, queue: &str, i: u32) -> Promise<()> {
     let props = BasicProperties::default()
         .persistent()
         .with_message_id(i.to_string());
-    c.basic_publish_with("", queue, i.to_string().as_bytes(), &props, false)
+    c.basic_publish_with(
+        "",
+        queue,
+        i.to_string().as_bytes(),
+        &props,
+        puka::Unroutable::Drop,
+    )
 }
 
 /// Takes exactly `expected` messages from `queue` with a no-ack consumer,
@@ -671,7 +677,7 @@ fn operator_close_fails_every_pending_promise_in_one_turn() {
     }
     {
         let results = results.clone();
-        c.queue_declare_with(QueueDeclare::named(&q), move |_, r| {
+        c.queue_declare_then(QueueDeclare::named(&q), move |_, r| {
             results
                 .borrow_mut()
                 .push(("queue_declare".into(), r.map(|_| ())));
@@ -1052,7 +1058,7 @@ fn broker_close_before_a_reset_wins_over_the_write_error() {
     ]);
     let fb = FakeBroker::start(steps);
     let mut c = Client::new(&fb.url("")).expect("Client::new");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     // The close and then the RST are in before the client touches the
     // socket again; its next move is a write (the publish).
@@ -1164,7 +1170,13 @@ fn a_blocked_broker_never_stalls_the_users_reactor() {
         // Keep publishing: a burst per turn, never blocking.
         for _ in 0..5_000 {
             attempted += 1;
-            match c.try_basic_publish("", &q, &body, &BasicProperties::default(), false) {
+            match c.try_basic_publish(
+                "",
+                &q,
+                &body,
+                &BasicProperties::default(),
+                puka::Unroutable::Drop,
+            ) {
                 Ok(p) => {
                     accepted += 1;
                     c.forget(p);

@@ -83,7 +83,7 @@ fn connect(url: &str, options: Options) -> Client {
     broker();
     let mut c = Client::with_options(url, options)
         .unwrap_or_else(|e| panic!("Client::with_options({url}): {e}"));
-    let p = c.connect();
+    let p = c.handshake();
     match c.wait_timeout(p, W) {
         Ok(()) => {}
         Err(e) => panic!("connect to {url}: {e} ({e:?})"),
@@ -98,7 +98,7 @@ fn connect_err(url: &str, options: Options) -> Error {
     let start = Instant::now();
     let mut c = Client::with_options(url, options)
         .unwrap_or_else(|e| panic!("Client::with_options({url}): {e}"));
-    let p = c.connect();
+    let p = c.handshake();
     let e = match c.wait_timeout(p, W) {
         Ok(()) => panic!("connect to {url} succeeded but must fail"),
         Err(Error::Timeout) => panic!("connect to {url} neither failed nor succeeded within {W:?}"),
@@ -390,7 +390,7 @@ fn each_address_gets_its_own_server_name() {
         "amqps://guest:guest@127.0.0.1:5671/%2f".to_string(),
     ];
     let mut c = Client::with_addresses(&urls, options()).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect to the second address");
     assert_eq!(c.connected_address().map(|a| a.index), Some(1));
     roundtrip(&mut c, b"second address");
@@ -401,7 +401,7 @@ fn each_address_gets_its_own_server_name() {
         "amqps://guest:guest@127.0.0.1:5671/%2f?server_name_indication=wrong.example".to_string(),
     ];
     let mut c = Client::with_addresses(&urls, options()).expect("client");
-    let p = c.connect();
+    let p = c.handshake();
     let e = c.wait_timeout(p, W).expect_err("wrong name");
     let msg = format!("{e} {e:?}").to_lowercase();
     assert!(

@@ -82,7 +82,7 @@ fn a_connections_life_is_traced_without_secrets() {
         let url = common::amqp_url();
         let mut c = Client::with_options(&url, Options::default().connection_name("traced-conn"))
             .expect("client");
-        let p = c.connect();
+        let p = c.handshake();
         c.wait_timeout(p, W).expect("connect");
         let p = c.queue_declare(QueueDeclare::named(&q));
         c.wait_timeout(p, W).expect("declare");

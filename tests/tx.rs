@@ -66,7 +66,7 @@ fn rollback_discards_and_commit_delivers() {
     let mut c = connect();
     let mut got = Vec::new();
     for _ in 0..3 {
-        let p = c.basic_get_with(&q, true);
+        let p = c.basic_get_no_ack(&q);
         let d = c.wait_timeout(p, W).expect("get").expect("message");
         got.push(d.body_str().unwrap().to_string());
     }
@@ -188,7 +188,7 @@ fn a_consumers_acks_are_part_of_the_transaction() {
     ok(&mut c, p, "tx_rollback");
     // The ack was rolled back: the message is unacked again, so
     // basic.recover redelivers it, and it is outstanding again here.
-    let p = c.basic_recover(consumer, true);
+    let p = c.basic_recover(consumer, puka::Requeue::Yes);
     ok(&mut c, p, "basic_recover");
     let again = next(&mut c, consumer);
     assert_eq!(&again.body[..], b"m");
@@ -235,7 +235,7 @@ fn tx_select_with_confirms_on_is_refused_and_confirms_stay_on() {
         &missing,
         b"unroutable",
         &puka::BasicProperties::default(),
-        true,
+        puka::Unroutable::Return,
     );
     match c.wait_timeout(p, W) {
         Err(Error::NoRoute(_)) => {}
@@ -271,7 +271,7 @@ fn thousand_pipelined_confirmed_publishes() {
     assert_eq!(message_count(&mut c, &q), 1000);
     // In publish order.
     for i in [0, 1, 2] {
-        let p = c.basic_get_with(&q, true);
+        let p = c.basic_get_no_ack(&q);
         let d = c.wait_timeout(p, W).expect("get").expect("message");
         assert_eq!(d.body_str(), Some(format!("m{i}").as_str()));
     }

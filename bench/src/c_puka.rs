@@ -16,7 +16,7 @@ fn connect(url: &str, confirms: Confirms, ack_timing: AckTiming) -> Res<Client> 
         },
     )
     .ctx("puka new")?;
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, Duration::from_secs(10))
         .ctx("puka connect")?;
     Ok(c)
@@ -158,7 +158,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
                     .with_reply_to(REPLY_TO)
                     .with_correlation_id(id.as_str());
                 let t = Instant::now();
-                c.basic_publish_with("", q, &body, &props, false);
+                c.basic_publish_with("", q, &body, &props, puka::Unroutable::Drop);
                 let d = c.wait(replies).ctx("reply")?;
                 if d.properties.correlation_id() != Some(id.as_str()) {
                     return Err(format!(
@@ -192,7 +192,7 @@ fn echo_server(url: &str, queue: &str, total: usize, ack_timing: AckTiming) -> R
         if let Some(id) = d.properties.correlation_id() {
             props = props.with_correlation_id(id);
         }
-        c.basic_publish_with("", &reply_to, &d.body, &props, false);
+        c.basic_publish_with("", &reply_to, &d.body, &props, puka::Unroutable::Drop);
     }
     close(c)
 }

@@ -231,7 +231,7 @@ pub struct Admin {
 impl Admin {
     pub fn connect(url: &str) -> Res<Admin> {
         let mut c = Client::with_options(&no_heartbeat(url), Options::default()).ctx("admin")?;
-        let p = c.connect();
+        let p = c.handshake();
         c.wait_timeout(p, Duration::from_secs(10))
             .ctx("admin connect")?;
         Ok(Admin { c })

@@ -279,7 +279,7 @@ fn puka_client(port: u16) -> Res<Client> {
         },
     )
     .ctx("client")?;
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, Duration::from_secs(5)).ctx("connect")?;
     Ok(c)
 }

@@ -148,7 +148,7 @@ impl Publisher {
                     },
                 )
                 .ctx("publisher")?;
-                let p = c.connect();
+                let p = c.handshake();
                 c.wait(p).ctx("publisher connect")?;
                 Ok(c)
             })();
@@ -354,7 +354,7 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
             }
         };
         let k = counts.clone();
-        let p = c.connect();
+        let p = c.handshake();
         c.set_callback(p, move |_, res| match res {
             Ok(()) => k.connected.set(k.connected.get() + 1),
             Err(e) => k.fail("connect", &e),
@@ -519,7 +519,7 @@ fn child_consumers(url: &str, n: usize) -> Res<Vec<(String, String)>> {
 fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)>> {
     let publisher = Publisher::start(url)?;
     let mut c = Client::with_options(url, Options::default()).ctx("new")?;
-    let p = c.connect();
+    let p = c.handshake();
     c.wait(p).ctx("connect")?;
     let channel_max = c.tuned().channel_max;
     let counts = Rc::new(Counts::default());
@@ -655,7 +655,7 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         },
     )
     .ctx("new")?;
-    let p = c.connect();
+    let p = c.handshake();
     c.wait(p).ctx("connect")?;
     let body = body(32);
     let rss0 = rss_kib();

@@ -44,7 +44,7 @@ pub fn connect(url: &str, name: &str) -> Result<Client> {
 /// As [`connect`], with [`Options`].
 pub fn connect_with(url: &str, options: Options) -> Result<Client> {
     let mut client = Client::with_options(url, options)?;
-    let connected = client.connect();
+    let connected = client.handshake();
     if let Err(e) = client.wait_timeout(connected, CONNECT_TIMEOUT) {
         return Err(format!("cannot connect to {}: {e}", client.params()).into());
     }

@@ -51,6 +51,67 @@ pub enum ConnectionEvent {
     Closed(Error),
 }
 
+/// What the broker does with a published message no queue takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unroutable {
+    /// Drop it silently (the default of AMQP).
+    #[default]
+    Drop,
+    /// Send it back (`mandatory`): the publish fails with
+    /// [`Error::NoRoute`] under publisher confirms, or the message comes as
+    /// [`ConnectionEvent::Returned`] without them.
+    Return,
+}
+
+/// Whether a rejected or recovered message goes back to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Back to the queue, to be delivered again (flagged `redelivered`).
+    Yes,
+    /// Not back: dropped, or dead-lettered when the queue has a
+    /// dead-letter exchange.
+    No,
+}
+
+/// A `basic.qos` prefetch window: [`Client::basic_qos`].
+///
+/// ```
+/// use puka::Qos;
+/// let q = Qos::prefetch(100).size(1 << 20).global();
+/// # let _ = q;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[must_use]
+pub struct Qos {
+    prefetch_count: u16,
+    prefetch_size: u32,
+    global: bool,
+}
+
+impl Qos {
+    /// At most `count` unacknowledged messages in flight (0: no limit).
+    pub fn prefetch(count: u16) -> Self {
+        Qos {
+            prefetch_count: count,
+            ..Qos::default()
+        }
+    }
+
+    /// At most `bytes` of unacknowledged bodies in flight (RabbitMQ does not
+    /// implement it and refuses a non-zero value).
+    pub fn size(mut self, bytes: u32) -> Self {
+        self.prefetch_size = bytes;
+        self
+    }
+
+    /// The limit is the channel's, shared by all its consumers (RabbitMQ's
+    /// reading of `global`), rather than each new consumer's.
+    pub fn global(mut self) -> Self {
+        self.global = true;
+        self
+    }
+}
+
 /// What a publish does when the client is full (queued bytes over
 /// [`Options::write_high_water`], or [`Options::max_unconfirmed`] publishes
 /// awaiting their confirms).
@@ -79,9 +140,6 @@ pub struct Options {
     /// Publisher confirms: on when the broker supports them (default), or
     /// forced on or off.
     pub confirms: Confirms,
-    /// Heartbeat in seconds, overriding the URL's (`None`: the URL's, else
-    /// the broker's).
-    pub heartbeat: Option<u16>,
     /// Largest incoming message body accepted (default 64 MiB).
     pub max_message_size: u64,
     /// Bytes of queued outgoing frames above which a publish meets
@@ -138,7 +196,6 @@ impl Default for Options {
         Options {
             client_properties: FieldTable::new(),
             confirms: Confirms::Auto,
-            heartbeat: None,
             max_message_size: protocol::DEFAULT_MAX_MESSAGE_SIZE,
             write_high_water: 4 << 20,
             max_unconfirmed: None,
@@ -207,7 +264,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 /// use puka::Client;
 ///
 /// let mut client = Client::new("amqp://guest:guest@127.0.0.1/")?;
-/// let p = client.connect();
+/// let p = client.handshake();
 /// client.wait(p)?;
 /// let q = client.queue_declare(puka::QueueDeclare::named("hello"));
 /// client.wait(q)?;
@@ -322,7 +379,7 @@ impl Client {
     ///     &["amqp://app:pw@rabbit1/%2f", "amqp://app:pw@rabbit2:5673/%2f"],
     ///     options,
     /// )?;
-    /// let p = client.connect();
+    /// let p = client.handshake();
     /// client.wait(p)?;
     /// println!("connected to {:?}", client.connected_address());
     /// # Ok::<(), puka::Error>(())
@@ -377,7 +434,7 @@ impl Client {
             username: params.username.clone(),
             password: params.password().to_string(),
             vhost: params.vhost.clone(),
-            heartbeat: options.heartbeat.or(params.heartbeat),
+            heartbeat: params.heartbeat,
             frame_max: params.frame_max,
             channel_max: params.channel_max,
             client_properties: options.client_properties.clone(),
@@ -1339,10 +1396,16 @@ impl Client {
     // ------------------------------------------------------------------
     // Operations.
 
-    /// The promise of the connection handshake (started by [`Client::new`]);
-    /// it resolves when the broker has opened the connection.
+    /// The promise of the connection handshake, which [`Client::new`]
+    /// started: it resolves when the broker has opened the connection.
+    ///
+    /// ```no_run
+    /// # let mut client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// client.handshake().wait(&mut client)?;
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
-    pub fn connect(&self) -> Promise<()> {
+    pub fn handshake(&self) -> Promise<()> {
         self.connect_promise
     }
 
@@ -1469,13 +1532,30 @@ impl Client {
     /// the promise fails with [`Error::WouldBlock`].
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_publish(&mut self, exchange: &str, routing_key: &str, body: &[u8]) -> Promise<()> {
-        self.basic_publish_with(exchange, routing_key, body, &NO_PROPERTIES, false)
+        self.basic_publish_with(
+            exchange,
+            routing_key,
+            body,
+            &NO_PROPERTIES,
+            Unroutable::Drop,
+        )
     }
 
-    /// Publishes with properties and the `mandatory` flag: a mandatory
-    /// message no queue takes fails its promise with [`Error::NoRoute`]
-    /// (with confirms on) or comes back as [`ConnectionEvent::Returned`].
-    /// Blocks as [`Client::basic_publish`] says.
+    /// Publishes with properties, saying what happens when no queue takes
+    /// it: [`Unroutable::Drop`] (the broker drops it silently), or
+    /// [`Unroutable::Return`] (`mandatory`: the promise fails with
+    /// [`Error::NoRoute`] when confirms are on, or it comes back as
+    /// [`ConnectionEvent::Returned`]). Blocks as [`Client::basic_publish`]
+    /// says.
+    ///
+    /// ```no_run
+    /// # use puka::{BasicProperties, Client, Unroutable};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// let props = BasicProperties::default().with_content_type("text/plain");
+    /// let p = client.basic_publish_with("logs", "info", b"hi", &props, Unroutable::Return);
+    /// p.wait(&mut client)?;
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_publish_with(
         &mut self,
@@ -1483,8 +1563,9 @@ impl Client {
         routing_key: &str,
         body: &[u8],
         properties: &BasicProperties,
-        mandatory: bool,
+        unroutable: Unroutable,
     ) -> Promise<()> {
+        let mandatory = unroutable == Unroutable::Return;
         if !self.can_publish() {
             match self.options.when_full {
                 WhenFull::Block => self.drain_until_room(),
@@ -1504,9 +1585,10 @@ impl Client {
     /// says.
     ///
     /// ```no_run
-    /// # use puka::{BasicProperties, Client, Error};
+    /// # use puka::{BasicProperties, Client, Error, Unroutable};
     /// # let mut client = Client::new("amqp://127.0.0.1/")?;
-    /// match client.try_basic_publish("", "tasks", b"job", &BasicProperties::default(), false) {
+    /// let props = BasicProperties::default();
+    /// match client.try_basic_publish("", "tasks", b"job", &props, Unroutable::Drop) {
     ///     Ok(promise) => { let _ = promise; }
     ///     Err(Error::WouldBlock) => { /* keep the message; retry after on_write */ }
     ///     Err(e) => return Err(e),
@@ -1522,11 +1604,12 @@ impl Client {
         routing_key: &str,
         body: &[u8],
         properties: &BasicProperties,
-        mandatory: bool,
+        unroutable: Unroutable,
     ) -> Result<Promise<()>, Error> {
         if !self.can_publish() {
             return Err(Error::WouldBlock);
         }
+        let mandatory = unroutable == Unroutable::Return;
         Ok(self.publish_now(exchange, routing_key, body, properties, mandatory))
     }
 
@@ -1641,14 +1724,18 @@ impl Client {
     /// `None` when the queue is empty.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_get(&mut self, queue: &str) -> Promise<Option<Delivery>> {
-        self.basic_get_with(queue, false)
+        self.operation(|conn, tag| {
+            conn.basic_get(tag, queue, false);
+        })
     }
 
-    /// `basic.get` with the `no_ack` flag.
+    /// Fetches one message the broker counts as acknowledged once sent
+    /// (`basic.get` with `no-ack`): nothing to settle, and lost if this
+    /// process dies before handling it.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
-    pub fn basic_get_with(&mut self, queue: &str, no_ack: bool) -> Promise<Option<Delivery>> {
+    pub fn basic_get_no_ack(&mut self, queue: &str) -> Promise<Option<Delivery>> {
         self.operation(|conn, tag| {
-            conn.basic_get(tag, queue, no_ack);
+            conn.basic_get(tag, queue, true);
         })
     }
 
@@ -1713,20 +1800,22 @@ impl Client {
 
     /// Sets the prefetch window of a consumer's channel (`basic.qos`).
     ///
-    /// RabbitMQ applies a per-consumer limit (`global` false) only to
-    /// consumers started after it, so on a running consumer it changes
-    /// nothing the broker does. `global` true sets a limit for the whole
-    /// channel, which applies at once (to every queue of a multi-queue
-    /// consumer together; quorum queues do not support it). To change a
-    /// running consumer's own window, cancel it and consume again.
+    /// RabbitMQ applies a per-consumer limit only to consumers started after
+    /// it, so on a running consumer it changes nothing the broker does.
+    /// [`Qos::global`] sets a limit for the whole channel, which applies at
+    /// once (to every queue of a multi-queue consumer together; quorum queues
+    /// do not support it). To change a running consumer's own window, cancel
+    /// it and consume again (or start it with [`Consume::prefetch`]).
+    ///
+    /// ```no_run
+    /// # use puka::{Client, Qos};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// let consumer = client.basic_consume("jobs");
+    /// client.basic_qos(consumer, Qos::prefetch(10).global()).wait(&mut client)?;
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
-    pub fn basic_qos(
-        &mut self,
-        consumer: Promise<Delivery>,
-        prefetch_count: u16,
-        prefetch_size: u32,
-        global: bool,
-    ) -> Promise<()> {
+    pub fn basic_qos(&mut self, consumer: Promise<Delivery>, qos: Qos) -> Promise<()> {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
         }
@@ -1734,9 +1823,9 @@ impl Client {
             conn.qos(
                 tag,
                 consumer.id.tag(),
-                prefetch_size,
-                prefetch_count,
-                global,
+                qos.prefetch_size,
+                qos.prefetch_count,
+                qos.global,
             );
         })
     }
@@ -1756,12 +1845,12 @@ impl Client {
     /// Asks the broker to redeliver a consumer's unacked messages
     /// (`basic.recover`).
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
-    pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: bool) -> Promise<()> {
+    pub fn basic_recover(&mut self, consumer: Promise<Delivery>, requeue: Requeue) -> Promise<()> {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
         }
         self.operation(|conn, tag| {
-            conn.recover(tag, consumer.id.tag(), requeue);
+            conn.recover(tag, consumer.id.tag(), requeue == Requeue::Yes);
         })
     }
 
@@ -1783,27 +1872,42 @@ impl Client {
         self.conn.ack(delivery, true)
     }
 
-    /// Negatively acknowledges a delivery (`basic.nack`), optionally with
-    /// every earlier one, requeueing them or not (then they are dropped or
-    /// dead-lettered).
+    /// Negatively acknowledges a delivery (`basic.nack`), putting it back
+    /// in the queue or not ([`Requeue::No`]: dropped or dead-lettered).
+    ///
+    /// ```no_run
+    /// # use puka::{Client, Requeue};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// # let d: puka::Delivery = unimplemented!();
+    /// client.basic_nack(&d, Requeue::No)?; // to the dead-letter exchange
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     ///
     /// # Errors
     /// As [`Client::basic_ack`].
-    pub fn basic_nack(
+    pub fn basic_nack(&mut self, delivery: &Delivery, requeue: Requeue) -> Result<(), Error> {
+        self.conn.nack(delivery, false, requeue == Requeue::Yes)
+    }
+
+    /// [`Client::basic_nack`] of a delivery and every earlier one on its
+    /// channel.
+    ///
+    /// # Errors
+    /// As [`Client::basic_ack`].
+    pub fn basic_nack_multiple(
         &mut self,
         delivery: &Delivery,
-        multiple: bool,
-        requeue: bool,
+        requeue: Requeue,
     ) -> Result<(), Error> {
-        self.conn.nack(delivery, multiple, requeue)
+        self.conn.nack(delivery, true, requeue == Requeue::Yes)
     }
 
     /// Rejects one delivery (`basic.reject`).
     ///
     /// # Errors
     /// As [`Client::basic_ack`].
-    pub fn basic_reject(&mut self, delivery: &Delivery, requeue: bool) -> Result<(), Error> {
-        self.conn.reject(delivery, requeue)
+    pub fn basic_reject(&mut self, delivery: &Delivery, requeue: Requeue) -> Result<(), Error> {
+        self.conn.reject(delivery, requeue == Requeue::Yes)
     }
 
     /// Makes the publish channel transactional (`tx.select`). Needs
@@ -1833,7 +1937,7 @@ impl Client {
     }
 
     /// [`Client::queue_declare`] with a callback.
-    pub fn queue_declare_with(
+    pub fn queue_declare_then(
         &mut self,
         args: QueueDeclare,
         f: impl FnMut(&mut Client, Result<QueueDeclareOk, Error>) + 'static,

@@ -40,6 +40,36 @@ impl<T> Promise<T> {
     }
 }
 
+impl<T: Resolve> Promise<T> {
+    /// [`Client::wait`] in one line: starts and waits together.
+    ///
+    /// ```no_run
+    /// # use puka::{Client, QueueDeclare};
+    /// # let mut client = Client::new("amqp://127.0.0.1/")?;
+    /// let ok = client.queue_declare(QueueDeclare::named("jobs")).wait(&mut client)?;
+    /// # let _ = ok;
+    /// # Ok::<(), puka::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Client::wait`].
+    pub fn wait(self, client: &mut Client) -> Result<T, Error> {
+        client.wait(self)
+    }
+
+    /// [`Client::wait_timeout`] in one line.
+    ///
+    /// # Errors
+    /// As [`Client::wait_timeout`].
+    pub fn wait_timeout(
+        self,
+        client: &mut Client,
+        timeout: std::time::Duration,
+    ) -> Result<T, Error> {
+        client.wait_timeout(self, timeout)
+    }
+}
+
 impl<T> Clone for Promise<T> {
     fn clone(&self) -> Self {
         *self

@@ -84,7 +84,7 @@
 //! fn pump(client: &mut Client, backlog: &mut VecDeque<Vec<u8>>) -> Result<(), Error> {
 //!     let props = BasicProperties::default();
 //!     while let Some(body) = backlog.front() {
-//!         match client.try_basic_publish("", "jobs", body, &props, false) {
+//!         match client.try_basic_publish("", "jobs", body, &props, puka::Unroutable::Drop) {
 //!             Ok(p) => {
 //!                 client.set_callback(p, |_, confirmed| {
 //!                     if let Err(e) = confirmed {

@@ -52,7 +52,7 @@
 //! /// One connection's life: returns only with the error that ended it.
 //! fn consume(url: &str) -> Result<(), Error> {
 //!     let mut client = Client::new(url)?;
-//!     let connected = client.connect();
+//!     let connected = client.handshake();
 //!     client.wait_timeout(connected, Duration::from_secs(10))?;
 //!     // The topology is declared again on every connection.
 //!     let declared = client.queue_declare(QueueDeclare::named("jobs").durable());

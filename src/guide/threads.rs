@@ -109,7 +109,7 @@
 //!         }
 //!     }
 //!     while let Some(body) = backlog.front() {
-//!         match client.try_basic_publish("", "jobs", body, &props, false) {
+//!         match client.try_basic_publish("", "jobs", body, &props, puka::Unroutable::Drop) {
 //!             Ok(p) => {
 //!                 client.forget(p);
 //!                 backlog.pop_front();

@@ -34,7 +34,7 @@ pub fn connect_with(options: Options) -> Client {
 pub fn connect_url(url: &str, options: Options) -> Client {
     common::require_broker();
     let mut c = Client::with_options(url, options).expect("Client::with_options");
-    let p = c.connect();
+    let p = c.handshake();
     c.wait_timeout(p, W).expect("connect");
     assert!(c.is_open());
     c
@@ -137,7 +137,7 @@ impl Drop for Cleanup {
         let Ok(mut c) = Client::new(&common::amqp_url()) else {
             return;
         };
-        let p = c.connect();
+        let p = c.handshake();
         if c.wait_timeout(p, W).is_err() {
             return;
         }
