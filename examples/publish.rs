@@ -114,10 +114,9 @@ fn run() -> common::Result {
     // Publisher confirms are a per-connection choice in this client: on,
     // each publish promise resolves when the broker has the message.
     let confirm = confirm || mandatory;
-    let options = Options {
-        confirms: if confirm { Confirms::On } else { Confirms::Off },
-        ..Options::default().connection_name("publish")
-    };
+    let options = Options::default()
+        .connection_name("publish")
+        .confirms(if confirm { Confirms::On } else { Confirms::Off });
     let mut client = common::connect_with(&common::amqp_url(url), options)?;
 
     // Long runs say how far they got: progress lines while publishing and

@@ -103,10 +103,9 @@ fn run() -> common::Result {
     // Inside our own loop nothing may block: a publish that meets a full
     // client (or a broker that blocks us) fails with WouldBlock instead of
     // waiting for the socket.
-    let options = Options {
-        when_full: WhenFull::Refuse,
-        ..Options::default().connection_name("reactor")
-    };
+    let options = Options::default()
+        .connection_name("reactor")
+        .when_full(WhenFull::Refuse);
     let mut client = Client::with_options(&args.url, options)?;
     client.update_registration(poll.registry(), AMQP)?;
 

@@ -74,11 +74,9 @@ fn broker() -> (String, u16) {
 }
 
 fn in_order(connect_timeout: Duration) -> Options {
-    Options {
-        address_order: AddressOrder::InOrder,
-        connect_timeout,
-        ..Options::default()
-    }
+    Options::default()
+        .address_order(AddressOrder::InOrder)
+        .connect_timeout(connect_timeout)
 }
 
 /// Connects (waiting at most `W`) and checks the connection works.

@@ -66,10 +66,7 @@ fn the_unconfirmed_limit_holds() {
     let q = common::unique("in-flight");
     let _g = Cleanup::new().queue(&q);
     // Blocking: every publish returns with at most MAX in flight.
-    let mut c = connect_with(Options {
-        max_unconfirmed: Some(MAX),
-        ..Options::default()
-    });
+    let mut c = connect_with(Options::default().max_unconfirmed(Some(MAX)));
     declare(&mut c, &q);
     let mut most = 0;
     let ps: Vec<_> = (0..2_000)
@@ -87,11 +84,11 @@ fn the_unconfirmed_limit_holds() {
     close(c);
 
     // Refusing: at the limit, WouldBlock and nothing queued.
-    let mut c = connect_with(Options {
-        max_unconfirmed: Some(MAX),
-        when_full: WhenFull::Refuse,
-        ..Options::default()
-    });
+    let mut c = connect_with(
+        Options::default()
+            .max_unconfirmed(Some(MAX))
+            .when_full(WhenFull::Refuse),
+    );
     let mut refused = 0;
     let mut accepted = Vec::new();
     for _ in 0..1_000 {

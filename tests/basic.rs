@@ -438,10 +438,7 @@ fn unconfirmed_publishes_resolve_without_sleeping() {
     common::require_broker();
     let q = common::unique("basic-unconfirmed");
     let _g = Cleanup::new().queue(&q);
-    let mut c = support::connect_with(Options {
-        confirms: puka::Confirms::Off,
-        ..Options::default()
-    });
+    let mut c = support::connect_with(Options::default().confirms(puka::Confirms::Off));
     declare(&mut c, &q);
     let start = std::time::Instant::now();
     for i in 0..6 {

@@ -272,10 +272,7 @@ fn mandatory_unroutable_with_confirms_fails_with_no_route() {
 fn mandatory_unroutable_without_confirms_comes_back_as_an_event() {
     common::require_broker();
     let q = common::unique("returned");
-    let mut c = connect_with(Options {
-        confirms: Confirms::Off,
-        ..Default::default()
-    });
+    let mut c = connect_with(puka::Options::default().confirms(Confirms::Off));
     assert!(!c.confirms_enabled());
     let props = BasicProperties::default()
         .with_content_type("text/plain")
@@ -317,10 +314,7 @@ fn refused_publish_without_confirms_is_reported_as_an_event() {
     common::require_broker();
     let q = common::unique("after-refused");
     let missing = common::unique("missing-exchange");
-    let mut c = connect_with(Options {
-        confirms: Confirms::Off,
-        ..Default::default()
-    });
+    let mut c = connect_with(puka::Options::default().confirms(Confirms::Off));
     let p = c.basic_publish(&missing, "rk", b"lost");
     // Without confirms the promise resolves once the bytes are written...
     c.wait_timeout(p, W).expect("publish");

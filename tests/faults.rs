@@ -364,10 +364,7 @@ fn frame_max_4096_round_trips_bodies_around_the_boundary() {
     let _g = Cleanup::new().queue(&q);
     let limit = Duration::from_secs(120);
     let proxy = Proxy::with_lifetime(Duration::from_secs(300));
-    let options = Options {
-        max_message_size: 128 << 20,
-        ..Options::default()
-    };
+    let options = Options::default().max_message_size(128 << 20);
     let mut c = connect_via(&proxy, "frame_max=4096", options);
     assert_eq!(c.tuned().frame_max, 4096);
     declare(&mut c, &q);

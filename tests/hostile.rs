@@ -1140,14 +1140,8 @@ fn a_broker_ignoring_prefetch_is_held_back_by_tcp() {
     let stop = Arc::new(AtomicBool::new(false));
     let written = Arc::new(AtomicU64::new(0));
     let (url, server) = flooding_broker(stop.clone(), written.clone());
-    let mut c = Client::with_options(
-        &url,
-        Options {
-            max_buffered_bytes: BOUND,
-            ..Options::default()
-        },
-    )
-    .expect("client");
+    let mut c =
+        Client::with_options(&url, Options::default().max_buffered_bytes(BOUND)).expect("client");
     let consumer = c.basic_consume_with(Consume::queue("q").prefetch(10));
     // The user waits on something else, which never comes, for 3 s while the
     // broker floods the consumer.

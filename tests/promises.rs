@@ -115,10 +115,7 @@ fn flush_hands_deferred_acks_over() {
     declare(&mut observer, &q);
     fill(&mut observer, &q, 3);
 
-    let mut c = connect_with(Options {
-        ack_timing: AckTiming::Deferred,
-        ..Options::default()
-    });
+    let mut c = connect_with(Options::default().ack_timing(AckTiming::Deferred));
     let consumer = c.basic_consume_with(Consume::queue(&q).prefetch(100));
     let mut last = None;
     for _ in 0..3 {
@@ -222,10 +219,7 @@ fn tx_ack_outcome(end: &str) -> u32 {
     let mut observer = connect();
     declare(&mut observer, &q);
     publish(&mut observer, &q, b"job");
-    let mut c = connect_with(Options {
-        confirms: Confirms::Off,
-        ..Options::default()
-    });
+    let mut c = connect_with(Options::default().confirms(Confirms::Off));
     let p = c.tx_select();
     c.wait_timeout(p, W).expect("tx_select");
     let p = c.basic_get(&q);
@@ -440,10 +434,7 @@ fn dropping_a_client_hands_queued_publishes_over() {
     let mut observer = connect();
     declare(&mut observer, &q);
     {
-        let mut c = connect_with(Options {
-            confirms: Confirms::Off,
-            ..Options::default()
-        });
+        let mut c = connect_with(Options::default().confirms(Confirms::Off));
         for _ in 0..N {
             let _ = c.basic_publish("", &q, &[0u8; 200]);
         }

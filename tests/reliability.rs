@@ -765,12 +765,7 @@ fn oversized_inbound_message_fails_with_message_too_large() {
     let p = publisher.basic_publish("", &q, &body);
     publisher.wait_timeout(p, W).expect("publish 2 MiB");
 
-    let small = || {
-        connect(Options {
-            max_message_size: MAX,
-            ..named(&format!("{q}-small"))
-        })
-    };
+    let small = || connect(named(&format!("{q}-small")).max_message_size(MAX));
     let is_too_large = |e: &Error| matches!(e, Error::MessageTooLarge { size, max } if *size == BIG as u64 && *max == MAX);
 
     // basic.get
@@ -839,10 +834,7 @@ fn memory_alarm_blocks_and_unblocks_the_publisher() {
     let _cleanup = DeleteQueues(vec![q.clone()]);
     let _ = node();
     let watermark = WatermarkRestore;
-    let mut c = connect(Options {
-        close_timeout: CLOSE_TIMEOUT,
-        ..named(&q)
-    });
+    let mut c = connect(named(&q).close_timeout(CLOSE_TIMEOUT));
     declare(&mut c, QueueDeclare::named(&q));
     let p = c.basic_publish("", &q, b"before");
     c.wait_timeout(p, W).expect("publish before the alarm");
@@ -1096,10 +1088,7 @@ fn a_blocked_broker_never_stalls_the_users_reactor() {
     let _cleanup = DeleteQueues(vec![q.clone()]);
     let _ = node();
     let watermark = WatermarkRestore;
-    let mut c = connect(Options {
-        when_full: WhenFull::Refuse,
-        ..named(&q)
-    });
+    let mut c = connect(named(&q).when_full(WhenFull::Refuse));
     declare(&mut c, QueueDeclare::named(&q));
 
     // The user's reactor: the client and a UDP socket that another thread
@@ -1241,10 +1230,7 @@ fn a_connection_blocked_too_long_is_closed_and_every_promise_resolves() {
     let _ = node();
     let watermark = WatermarkRestore;
     let limit = Duration::from_secs(2);
-    let mut c = connect(Options {
-        blocked_timeout: Some(limit),
-        ..named(&q)
-    });
+    let mut c = connect(named(&q).blocked_timeout(Some(limit)));
     declare(&mut c, QueueDeclare::named(&q));
     ctl(&["set_vm_memory_high_watermark", ALARM_WATERMARK]);
     let ps: Vec<Promise<()>> = (0..20).map(|_| c.basic_publish("", &q, b"m")).collect();

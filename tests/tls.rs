@@ -61,13 +61,10 @@ fn cert(name: &str) -> PathBuf {
 
 /// Options that trust only the test CA.
 fn with_ca(ca: &str) -> Options {
-    Options {
-        tls: TlsOptions {
-            ca_file: Some(cert(ca)),
-            ..TlsOptions::default()
-        },
-        ..Options::default()
-    }
+    Options::default().tls(TlsOptions {
+        ca_file: Some(cert(ca)),
+        ..TlsOptions::default()
+    })
 }
 
 /// Options that trust the test CA and present the client certificate.
@@ -318,13 +315,10 @@ fn client_certificate_from_an_unknown_ca_is_refused() {
 
 #[test]
 fn dangerous_skip_verification_needs_no_ca() {
-    let options = Options {
-        tls: TlsOptions {
-            dangerous_skip_verification: true,
-            ..TlsOptions::default()
-        },
-        ..Options::default()
-    };
+    let options = Options::default().tls(TlsOptions {
+        dangerous_skip_verification: true,
+        ..TlsOptions::default()
+    });
     let mut c = connect(URL, options.clone());
     roundtrip(&mut c, b"unverified");
     close(c);
@@ -380,10 +374,7 @@ fn each_address_gets_its_own_server_name() {
         .and_then(|l| l.local_addr())
         .expect("bind")
         .port();
-    let options = || Options {
-        address_order: puka::AddressOrder::InOrder,
-        ..with_ca("ca.pem")
-    };
+    let options = || with_ca("ca.pem").address_order(puka::AddressOrder::InOrder);
     // The first address's wrong name is not used for the second.
     let urls = [
         format!("amqps://guest:guest@127.0.0.1:{refused}/%2f?server_name_indication=wrong.example"),

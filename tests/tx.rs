@@ -11,10 +11,7 @@ use support::{
 use support::{Cleanup, W};
 
 fn tx_client() -> Client {
-    let c = connect_with(Options {
-        confirms: Confirms::Off,
-        ..Default::default()
-    });
+    let c = connect_with(Options::default().confirms(Confirms::Off));
     assert!(!c.confirms_enabled());
     c
 }

@@ -9,11 +9,7 @@ const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 fn connect(url: &str, confirms: Confirms, ack_timing: AckTiming) -> Res<Client> {
     let mut c = Client::with_options(
         url,
-        Options {
-            confirms,
-            ack_timing,
-            ..Options::default()
-        },
+        Options::default().confirms(confirms).ack_timing(ack_timing),
     )
     .ctx("puka new")?;
     let p = c.handshake();

@@ -273,10 +273,7 @@ fn puka_client(port: u16) -> Res<Client> {
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let mut c = Client::with_options(
         &url,
-        Options {
-            confirms: Confirms::Off,
-            ..Options::default()
-        },
+        Options::default().confirms(Confirms::Off),
     )
     .ctx("client")?;
     let p = c.handshake();

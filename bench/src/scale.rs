@@ -142,10 +142,7 @@ impl Publisher {
             let connected: Res<Client> = (|| {
                 let mut c = Client::with_options(
                     &url,
-                    Options {
-                        confirms: Confirms::Off,
-                        ..Options::default()
-                    },
+                    Options::default().confirms(Confirms::Off),
                 )
                 .ctx("publisher")?;
                 let p = c.handshake();
@@ -646,13 +643,11 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
     admin.fresh_queue(queue, Some(100_000))?;
     let mut c = Client::with_options(
         url,
-        Options {
-            confirms: Confirms::On,
-            // Never stop to drain (and read confirms) inside basic_publish:
-            // all N are unconfirmed when the loop ends.
-            write_high_water: usize::MAX / 2,
-            ..Options::default()
-        },
+        // Never stop to drain (and read confirms) inside basic_publish:
+        // all N are unconfirmed when the loop ends.
+        Options::default()
+            .confirms(Confirms::On)
+            .write_high_water(usize::MAX / 2),
     )
     .ctx("new")?;
     let p = c.handshake();

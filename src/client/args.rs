@@ -317,3 +317,64 @@ impl Consume {
         self
     }
 }
+
+/// What the broker does with a published message no queue takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unroutable {
+    /// Drop it silently (the default of AMQP).
+    #[default]
+    Drop,
+    /// Send it back (`mandatory`): the publish fails with
+    /// [`Error::NoRoute`] under publisher confirms, or the message comes as
+    /// [`ConnectionEvent::Returned`] without them.
+    Return,
+}
+
+/// Whether a rejected or recovered message goes back to its queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeue {
+    /// Back to the queue, to be delivered again (flagged `redelivered`).
+    Yes,
+    /// Not back: dropped, or dead-lettered when the queue has a
+    /// dead-letter exchange.
+    No,
+}
+
+/// A `basic.qos` prefetch window: [`Client::basic_qos`].
+///
+/// ```
+/// use puka::Qos;
+/// let q = Qos::prefetch(100).size(1 << 20).global();
+/// # let _ = q;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[must_use]
+pub struct Qos {
+    pub(crate) prefetch_count: u16,
+    pub(crate) prefetch_size: u32,
+    pub(crate) global: bool,
+}
+
+impl Qos {
+    /// At most `count` unacknowledged messages in flight (0: no limit).
+    pub fn prefetch(count: u16) -> Self {
+        Qos {
+            prefetch_count: count,
+            ..Qos::default()
+        }
+    }
+
+    /// At most `bytes` of unacknowledged bodies in flight (RabbitMQ does not
+    /// implement it and refuses a non-zero value).
+    pub fn size(mut self, bytes: u32) -> Self {
+        self.prefetch_size = bytes;
+        self
+    }
+
+    /// The limit is the channel's, shared by all its consumers (RabbitMQ's
+    /// reading of `global`), rather than each new consumer's.
+    pub fn global(mut self) -> Self {
+        self.global = true;
+        self
+    }
+}

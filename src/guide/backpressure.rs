@@ -100,14 +100,12 @@
 //!     Ok(())
 //! }
 //!
-//! let options = Options {
-//!     write_high_water: 1 << 20,
-//!     max_unconfirmed: Some(1000),
-//!     when_full: WhenFull::Refuse,
-//!     blocked_timeout: Some(Duration::from_secs(60)),
-//!     max_buffered_bytes: 16 << 20,
-//!     ..Options::default()
-//! };
+//! let options = Options::default()
+//!     .write_high_water(1 << 20)
+//!     .max_unconfirmed(Some(1000))
+//!     .when_full(WhenFull::Refuse)
+//!     .blocked_timeout(Some(Duration::from_secs(60)))
+//!     .max_buffered_bytes(16 << 20);
 //! let mut client = Client::with_options("amqp://guest:guest@127.0.0.1:5672/%2f", options)?;
 //! let mut backlog: VecDeque<Vec<u8>> = (0..100_000).map(|i| format!("job {i}").into_bytes()).collect();
 //! while !backlog.is_empty() {

@@ -61,7 +61,7 @@
 //!
 //! let mut poll = Poll::new()?;
 //! let mut events = Events::with_capacity(64);
-//! let options = Options { when_full: WhenFull::Refuse, ..Options::default() };
+//! let options = Options::default().when_full(WhenFull::Refuse);
 //! let mut client = Client::with_options("amqp://guest:guest@127.0.0.1:5672/%2f", options)?;
 //! client.update_registration(poll.registry(), AMQP)?;
 //!

@@ -78,7 +78,7 @@
 //! drop(tx);
 //!
 //! // The client's thread: the client never leaves it.
-//! let options = Options { when_full: WhenFull::Refuse, ..Options::default() };
+//! let options = Options::default().when_full(WhenFull::Refuse);
 //! let mut client = Client::with_options("amqp://guest:guest@127.0.0.1:5672/%2f", options)?;
 //! client.update_registration(poll.registry(), AMQP)?;
 //! let mut events = Events::with_capacity(64);

@@ -79,7 +79,7 @@
 //!
 //! let url = std::env::var("AMQP_URL")
 //!     .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
-//! let options = Options { ack_timing: AckTiming::Deferred, ..Options::default() };
+//! let options = Options::default().ack_timing(AckTiming::Deferred);
 //! let mut client = Client::with_options(&url, options)?;
 //! let declared = client.queue_declare(QueueDeclare::named("guide-timing").auto_delete());
 //! let queue = client.wait_timeout(declared, Duration::from_secs(10))?.queue.to_string();

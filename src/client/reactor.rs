@@ -1,0 +1,350 @@
+//! The socket side: readiness (`on_read`, `on_write`, `on_event`, `on_timer`), registration with a caller's `mio` registry, flushing, and moving the connection's events to promises.
+
+use super::*;
+
+impl Client {
+    /// The socket's file descriptor, to watch in a select/poll loop.
+    pub fn fileno(&self) -> RawFd {
+        self.as_raw_fd()
+    }
+
+    /// Whether frames wait to be written: watch the socket for writability.
+    pub fn needs_write(&self) -> bool {
+        match &self.sock {
+            Some(s) => self.connecting || self.conn.wants_write() || s.wants_write(),
+            None => false,
+        }
+    }
+
+    /// When the heartbeat, handshake or TCP connect timer next needs
+    /// [`Client::on_timer`].
+    ///
+    /// It is `now` while [`Client::wants_read`]: bytes are left in the
+    /// socket that no readiness event will report again.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.more_to_read {
+            return Some(Instant::now());
+        }
+        let t = self.conn.poll_timeout();
+        match self
+            .addresses
+            .connect_deadline()
+            .filter(|_| self.connecting)
+        {
+            Some(d) => Some(t.map_or(d, |t| t.min(d))),
+            None => t,
+        }
+    }
+
+    /// Whether bytes may be left in the socket that no new readiness event
+    /// will announce: `on_read` stopped at its budget (64 reads, about
+    /// 4 MiB, so one busy connection cannot starve the rest of your loop),
+    /// or reading resumed after [`Options::max_buffered_bytes`] paused it.
+    /// Call [`Client::on_read`] (or `on_timer`, which does it) again soon;
+    /// [`Client::poll_timeout`] says so too.
+    pub fn wants_read(&self) -> bool {
+        self.more_to_read
+    }
+
+    /// Call when the socket is readable: reads until it would block or its
+    /// budget of 64 reads is spent (then [`Client::wants_read`] is true),
+    /// handles the frames, and queues the results (callbacks run in
+    /// [`Client::run_any_callbacks`]).
+    pub fn on_read(&mut self) {
+        self.read_ready(false);
+        self.after_io();
+    }
+
+    /// Handles one readiness event of your `mio::Poll` for this client's
+    /// token: reads when readable (or closed, or in error), writes when
+    /// writable. The whole reactor contract is then: `on_event` for each
+    /// event, `on_timer` once [`Client::poll_timeout`] passes,
+    /// [`Client::run_any_callbacks`], and
+    /// [`Client::update_registration`] after each turn.
+    ///
+    /// ```no_run
+    /// # use mio::{Events, Poll, Token};
+    /// # use std::time::Instant;
+    /// # let mut client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// let mut poll = Poll::new()?;
+    /// let mut events = Events::with_capacity(64);
+    /// client.update_registration(poll.registry(), Token(0))?;
+    /// loop {
+    ///     let timeout = client.poll_timeout().map(|t| t.saturating_duration_since(Instant::now()));
+    ///     poll.poll(&mut events, timeout)?;
+    ///     for event in events.iter() {
+    ///         client.on_event(event);
+    ///     }
+    ///     if client.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+    ///         client.on_timer();
+    ///     }
+    ///     client.run_any_callbacks();
+    ///     client.update_registration(poll.registry(), Token(0))?;
+    /// #   break;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn on_event(&mut self, event: &mio::event::Event) {
+        if event.is_writable() || event.is_error() {
+            self.write_ready();
+        }
+        if event.is_readable() || event.is_read_closed() || event.is_error() {
+            self.read_ready(false);
+        }
+        self.after_io();
+    }
+
+    /// `on_read` without handing results to their promises. With
+    /// `short_is_drained`, a plain read that does not fill the buffer ends
+    /// the reading: the caller's poll reported neither end of stream nor an
+    /// error (either would need a read of its own, and no new readiness
+    /// event would come for it).
+    pub(super) fn read_ready(&mut self, short_is_drained: bool) {
+        in_span!(self);
+        if !self.check_connected() {
+            return;
+        }
+        // Set only when the budget runs out with the socket maybe not
+        // drained: the next turn then reads again without sleeping. (Left
+        // set after a read that ended in `WouldBlock`, it cost every wakeup
+        // a spare `epoll_wait` and `recv`.)
+        self.more_to_read = false;
+        for round in 1..=READ_BUDGET {
+            if self.promises.buffered_bytes() >= self.options.max_buffered_bytes {
+                // Held deliveries are at their bound: leave the rest in the
+                // socket (TCP holds the broker back) until they are taken.
+                self.read_paused = true;
+                break;
+            }
+            let Some(sock) = self.sock.as_mut() else {
+                break;
+            };
+            match sock.read_into(&mut self.conn) {
+                Ok((0, _)) => {
+                    self.conn.handle_eof();
+                    break;
+                }
+                Ok((_, drained)) => {
+                    self.conn.handle_input(Instant::now());
+                    if drained && short_is_drained {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.conn.handle_io_error(e);
+                    break;
+                }
+            }
+            if self.conn.is_closed() {
+                break;
+            }
+            self.more_to_read = round == READ_BUDGET;
+        }
+    }
+
+    /// Reading stopped at [`Options::max_buffered_bytes`] resumes once half
+    /// of it has been taken: the next turn reads without waiting for a
+    /// readiness event (none comes for bytes already in the socket).
+    pub(super) fn resume_reading(&mut self) {
+        if self.read_paused && self.promises.buffered_bytes() <= self.options.max_buffered_bytes / 2
+        {
+            self.read_paused = false;
+            self.more_to_read = true;
+        }
+    }
+
+    /// Call when the socket is writable: writes queued frames until the
+    /// socket would block.
+    pub fn on_write(&mut self) {
+        self.write_ready();
+        self.after_io();
+    }
+
+    /// `on_write` without handing results to their promises.
+    pub(super) fn write_ready(&mut self) {
+        self.write_blocked = false;
+        if self.check_connected() {
+            self.flush_queued();
+        }
+    }
+
+    /// Call when [`Client::poll_timeout`] has passed: sends heartbeats and
+    /// detects a dead peer. A TCP connect that timed out moves on to the
+    /// next address (a new socket: see [`Client::update_registration`]).
+    pub fn on_timer(&mut self) {
+        in_span!(self);
+        if self.more_to_read {
+            self.read_ready(false);
+        }
+        self.handle_connect_timeout(Instant::now());
+        self.conn.handle_timeout(Instant::now());
+        self.flush_queued();
+        self.after_io();
+    }
+
+    /// Registers the socket with a caller's mio `registry` under `token`
+    /// (or updates its registration), with WRITABLE interest only while
+    /// [`Client::needs_write`]. Call it once to start and again after each
+    /// turn of your loop to keep the interest current; it registers a socket
+    /// the client replaced (the next address after a failed connect) on its
+    /// own.
+    ///
+    /// # Errors
+    /// What mio's `register`/`reregister` return.
+    pub fn update_registration(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = if self.needs_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        let Some(sock) = self.sock.as_mut().map(Transport::tcp_mut) else {
+            return Ok(());
+        };
+        match registry.reregister(sock, token, interest) {
+            // Not registered yet (the first call), or the socket was
+            // replaced: register it.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                registry.register(sock, token, interest)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether the TCP connect finished; starts the next address or fails
+    /// the connection when it did not.
+    pub(super) fn check_connected(&mut self) -> bool {
+        if !self.connecting {
+            return self.sock.is_some();
+        }
+        let Some(sock) = self.sock.as_ref().map(Transport::tcp) else {
+            return false;
+        };
+        if let Ok(Some(e)) | Err(e) = sock.take_error() {
+            return self.connect_failed(e);
+        }
+        match sock.peer_addr() {
+            Ok(_) => {
+                self.connecting = false;
+                self.tcp_connected();
+                true
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotConnected => false,
+            Err(e) => self.connect_failed(e),
+        }
+    }
+
+    pub(super) fn connect_failed(&mut self, e: io::Error) -> bool {
+        self.tcp_failed(e);
+        false
+    }
+
+    pub(super) fn drop_socket(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            let sock = sock.into_tcp();
+            if let Some(poll) = &self.poll {
+                let fd = sock.as_raw_fd();
+                let _ = poll.registry().deregister(&mut mio::unix::SourceFd(&fd));
+            }
+            let _ = sock.shutdown(std::net::Shutdown::Both);
+            self.closed_sock = Some(sock);
+        }
+        self.connecting = false;
+    }
+
+    pub(super) fn flush_queued(&mut self) {
+        in_span!(self);
+        if self.connecting || self.write_blocked {
+            return;
+        }
+        // Acks that waited their time go out before control returns to the
+        // user, who may not call back for a while.
+        if self
+            .conn
+            .ack_deadline()
+            .is_some_and(|d| Instant::now() >= d)
+        {
+            self.conn.release_acks();
+        }
+        let Some(sock) = self.sock.as_mut() else {
+            return;
+        };
+        if !self.conn.wants_write() && !sock.wants_write() {
+            return;
+        }
+        let result = sock.write_from(&mut self.conn);
+        // `write_from` returns with bytes still queued only when the socket
+        // would block.
+        self.write_blocked = result.is_ok() && (self.conn.wants_write() || sock.wants_write());
+        if let Err(e) = result {
+            // A broker that closes the connection (connection.close, then
+            // the socket) makes our next write fail with a reset while its
+            // close frame is still readable: read what is there first, so
+            // the user sees the broker's reason rather than the reset.
+            self.drain_reads();
+            if !self.conn.is_closed() {
+                self.conn.handle_io_error(e);
+            }
+        }
+    }
+
+    /// Reads and handles what the socket already holds, until it would
+    /// block, ends or fails (errors here are left to the caller's).
+    pub(super) fn drain_reads(&mut self) {
+        for _ in 0..READ_BUDGET {
+            let Some(sock) = self.sock.as_mut() else {
+                return;
+            };
+            match sock.read_into(&mut self.conn) {
+                Ok((0, _)) | Err(_) => break,
+                Ok(_) => self.conn.handle_input(Instant::now()),
+            }
+            if self.conn.is_closed() {
+                break;
+            }
+        }
+        self.conn.handle_input(Instant::now());
+    }
+
+    /// Moves the connection's events into promise slots, and drops the
+    /// socket once the connection has ended.
+    pub(super) fn after_io(&mut self) -> usize {
+        let mut n = 0;
+        while let Some(tag) = self.conn.poll_written() {
+            n += 1;
+            self.promises.publish_ok(self.promises.id_of(tag));
+        }
+        while let Some(ev) = self.conn.poll_event() {
+            n += 1;
+            match ev {
+                Event::Complete { tag, result } => {
+                    let id = self.promises.id_of(tag);
+                    self.promises.push(id, result.map(Raw::Outcome), true);
+                }
+                Event::Delivery { tag, delivery } => {
+                    let id = self.promises.id_of(tag);
+                    self.promises.push(id, Ok(Raw::Delivery(delivery)), false);
+                }
+                Event::ConsumerEnded { tag } => self.promises.end(self.promises.id_of(tag)),
+                Event::Returned(r) => self.conn_events.push_back(ConnectionEvent::Returned(r)),
+                Event::PublishChannelClosed(e) => self
+                    .conn_events
+                    .push_back(ConnectionEvent::PublishChannelClosed(e)),
+                Event::Blocked(reason) => {
+                    self.conn_events.push_back(ConnectionEvent::Blocked(reason))
+                }
+                Event::Unblocked => self.conn_events.push_back(ConnectionEvent::Unblocked),
+                Event::Closed(e) => {
+                    // Best effort: let a close or close-ok reach the broker.
+                    if let Some(sock) = self.sock.as_mut() {
+                        let _ = sock.write_from(&mut self.conn);
+                    }
+                    self.drop_socket();
+                    self.conn_events.push_back(ConnectionEvent::Closed(e));
+                }
+            }
+        }
+        n
+    }
+}
