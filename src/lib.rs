@@ -35,7 +35,7 @@ mod url;
 pub use client::TlsOptions;
 pub use client::{
     AddressOrder, Client, ConnectedAddress, ConnectionEvent, Consume, Options, Promise, PromiseId,
-    Qos, RawResult, Requeue, Resolve, Unroutable, WhenFull,
+    Qos, RawResult, Recovery, Requeue, Resolve, Unroutable, WhenFull,
 };
 pub use codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,

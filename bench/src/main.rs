@@ -6,6 +6,7 @@
 //! cargo run --release --manifest-path bench/Cargo.toml -- [--quick] [--n 200000] [--rounds 3]
 //!     [--client puka,puka-deferred,lapin,amiquip,amqprs] [--scenario publish,publish_confirm,consume_ack,
 //!      consume_noack,get,rpc,loopback,memory] [--size 32|65536] [--url amqp://...]
+//!     [--svg PATH]
 //! ```
 //!
 //! See bench/README.md for what each figure measures.
@@ -18,6 +19,7 @@ mod common;
 mod loopback;
 mod memory;
 mod scale;
+mod svg;
 
 use common::*;
 use puka::AckTiming;
@@ -85,6 +87,8 @@ struct Args {
     sizes: Vec<usize>,
     /// N of the scale scenarios (empty: each one's defaults).
     counts: Vec<usize>,
+    /// Where to write the chart of the side-by-side throughput figures.
+    svg: Option<String>,
 }
 
 const USAGE: &str = "\
@@ -104,6 +108,9 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        1,10,100,1000 (needs a broker allowed >1100 open
                        files); consumers 1,100,1000,10000; confirms
                        1000,100000,1000000)
+  --svg PATH           after the run, write an SVG chart of the side-by-side
+                       throughput figures (msgs/s relative to the best peer,
+                       and client CPU per message) to PATH
 
 Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms.
@@ -121,6 +128,7 @@ fn parse_args() -> Args {
         scenarios: Vec::new(),
         sizes: vec![32, 65536],
         counts: Vec::new(),
+        svg: None,
     };
     let mut it = std::env::args().skip(1);
     let list = |v: Option<String>| -> Vec<String> {
@@ -148,6 +156,13 @@ fn parse_args() -> Args {
                     .collect()
             }
             "--scenario" => a.scenarios = list(it.next()),
+            "--svg" => {
+                a.svg = Some(
+                    it.next()
+                        .filter(|p| !p.is_empty())
+                        .unwrap_or_else(|| die("--svg needs a path")),
+                )
+            }
             "--counts" => {
                 a.counts = list(it.next())
                     .iter()
@@ -298,6 +313,11 @@ fn main() {
     }
     let args = parse_args();
     let started = Instant::now();
+    // Taken before the run: what the caption of --svg names.
+    let provenance = args
+        .svg
+        .as_ref()
+        .map(|_| (svg::now_utc(), svg::commit()));
     println!(
         "# puka bench: n={} rounds={} clients={} url host={} quick={}",
         args.n,
@@ -396,6 +416,16 @@ fn main() {
     };
 
     summary(&args, &results, &loop_figs, &mem_figs);
+    if let (Some(path), Some((date, commit))) = (&args.svg, &provenance) {
+        match write_svg(&args, &results, path, date, commit, started) {
+            Ok(bars) => println!("# wrote {path} ({bars} bars per panel)"),
+            Err(e) => {
+                let msg = format!("--svg {path}: {e}");
+                println!("error {msg}");
+                failures.push(msg);
+            }
+        }
+    }
     scale::summary(&scale_figs);
     println!("# total {:.0} s", started.elapsed().as_secs_f64());
     if !failures.is_empty() {
@@ -405,6 +435,75 @@ fn main() {
         }
         std::process::exit(1);
     }
+}
+
+/// The chart of `--svg`: the throughput scenarios' medians, one group per
+/// scenario × size, one bar per client.
+fn write_svg(
+    args: &Args,
+    results: &BTreeMap<Key, BTreeMap<Lib, Vec<Figure>>>,
+    path: &str,
+    date: &str,
+    commit: &str,
+    started: Instant,
+) -> Res<usize> {
+    let libs: Vec<Lib> = Lib::ALL
+        .into_iter()
+        .filter(|l| args.libs.contains(l))
+        .collect();
+    let mut groups = Vec::new();
+    for ((s, size), by_lib) in results {
+        if s.latency() {
+            continue;
+        }
+        let bars: Vec<svg::Bar> = libs
+            .iter()
+            .filter_map(|l| {
+                let f = by_lib.get(l).filter(|f| !f.is_empty())?;
+                let st = stat(f);
+                Some(svg::Bar {
+                    client: l.name().into(),
+                    rate: st.rate,
+                    rate_min: st.rate_min,
+                    rate_max: st.rate_max,
+                    cpu_us: st.cpu_us,
+                })
+            })
+            .collect();
+        let n = by_lib.values().flatten().next().map_or(0, |f| f.n);
+        groups.push(svg::Group {
+            scenario: s.name().into(),
+            size: format!("{} · n={n}", size_name(*size)),
+            bars,
+        });
+    }
+    if groups.is_empty() {
+        return Err("no throughput figures to chart (publish, publish_confirm, consume_ack, consume_noack)".into());
+    }
+    let bars = groups.iter().map(|g| g.bars.len()).sum();
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let chart = svg::Chart {
+        title: format!(
+            "puka beside lapin, amiquip and amqprs on RabbitMQ (127.0.0.1), median of {} round(s)",
+            args.rounds
+        ),
+        clients: libs.iter().map(|l| l.name().to_string()).collect(),
+        groups,
+        caption: vec![
+            format!(
+                "Measured {date}, puka commit {commit}, {:.0} s; {} cores; broker and clients on the same machine.",
+                started.elapsed().as_secs_f64(),
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ),
+            format!(
+                "cargo run --release --manifest-path bench/Cargo.toml -- {}",
+                argv.join(" ")
+            ),
+            "Generated by the bench program (--svg); bench/README.md says what each scenario times and how each client is driven.".into(),
+        ],
+    };
+    std::fs::write(path, svg::render(&chart)).map_err(|e| e.to_string())?;
+    Ok(bars)
 }
 
 struct Stat {

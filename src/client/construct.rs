@@ -131,6 +131,7 @@ impl Client {
                 .to_string(),
             params.host.clone(),
         );
+        let recovery_policy = options.recovery;
         let mut promises = Promises::default();
         let connect_id = promises.create();
         let conn = Connection::new(config, connect_id.tag(), Instant::now());
@@ -154,6 +155,7 @@ impl Client {
             more_to_read: false,
             write_blocked: false,
             read_paused: false,
+            recovery: recovery_policy.map(recovery::RecoveryState::new),
             #[cfg(feature = "tracing")]
             span: connection_span(&client_name, &host),
         };

@@ -27,6 +27,20 @@ impl Client {
             return Ok(());
         }
         if self.sock.is_none() {
+            // Lost, with recovery on: sleep until the next attempt is due
+            // (or the caller's timeout), then start it.
+            if let Some(at) = self.recovery_deadline() {
+                let now = Instant::now();
+                let mut d = at.saturating_duration_since(now);
+                if let Some(t) = timeout {
+                    d = d.min(t);
+                }
+                std::thread::sleep(d);
+                self.poll_recovery(Instant::now());
+                if drain {
+                    self.after_io();
+                }
+            }
             return Ok(());
         }
         if self.poll.is_none() {
@@ -175,7 +189,7 @@ impl Client {
             if self.promises.has_result(promise.id) == Some(true) {
                 continue;
             }
-            if self.sock.is_none() && self.conn.is_closed() {
+            if self.sock.is_none() && self.conn.is_closed() && !self.recovering() {
                 // Everything pending was failed; nothing more can arrive.
                 self.after_io();
                 if let Taken::Ready(r) = self.promises.take(promise.id) {
@@ -248,7 +262,7 @@ impl Client {
                 return Err(Error::UnknownPromise);
             }
             self.run_any_callbacks();
-            if self.sock.is_none() && self.conn.is_closed() {
+            if self.sock.is_none() && self.conn.is_closed() && !self.recovering() {
                 self.after_io();
                 continue;
             }
@@ -297,7 +311,7 @@ impl Client {
                 return Ok(());
             }
             self.run_any_callbacks();
-            if self.sock.is_none() && self.conn.is_closed() {
+            if self.sock.is_none() && self.conn.is_closed() && !self.recovering() {
                 self.after_io();
                 continue;
             }
@@ -365,7 +379,7 @@ impl Client {
             if !self.needs_write() {
                 return Ok(());
             }
-            if self.sock.is_none() || self.conn.is_closed() {
+            if (self.sock.is_none() || self.conn.is_closed()) && !self.recovering() {
                 return Err(self
                     .conn
                     .error()
@@ -436,7 +450,7 @@ impl Client {
                 self.flush_queued();
                 return Ok(());
             }
-            if self.sock.is_none() && self.conn.is_closed() {
+            if self.sock.is_none() && self.conn.is_closed() && !self.recovering() {
                 self.run_any_callbacks();
                 return Ok(());
             }

@@ -9,12 +9,14 @@ mod operations;
 mod options;
 mod promise;
 mod reactor;
+mod recovery;
 mod transport;
 
 pub use addresses::{AddressOrder, ConnectedAddress};
 pub use args::{Consume, Qos, Requeue, Unroutable};
 pub use options::{Options, WhenFull};
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
+pub use recovery::Recovery;
 #[cfg(feature = "tls")]
 pub use transport::TlsOptions;
 
@@ -55,6 +57,36 @@ pub enum ConnectionEvent {
     PublishChannelClosed(Error),
     /// The connection ended; every pending promise has been failed with this.
     Closed(Error),
+    /// The connection was lost and recovery ([`Options::recovery`]) takes
+    /// over: pending operations failed with this error (publishes awaiting
+    /// confirms with [`Error::OutcomeUnknown`]); consumers stay.
+    Disconnected(Error),
+    /// Reconnection attempt `attempt` starts (after its backoff).
+    Reconnecting {
+        /// 1 for the first attempt after a loss.
+        attempt: u32,
+    },
+    /// The connection is open again (to `address`, `host:port`); the
+    /// recorded topology is being restored.
+    Reconnected {
+        /// The broker address reached.
+        address: String,
+    },
+    /// Something recorded could not be restored; the broker's error.
+    RecoveryFailed {
+        /// What it was, e.g. `queue "jobs"`.
+        entity: String,
+        /// Why.
+        error: Error,
+    },
+    /// A server-named queue came back under a new name; its bindings and
+    /// consumers follow it.
+    QueueRenamed {
+        /// The name before the loss.
+        old: String,
+        /// The name now.
+        new: String,
+    },
 }
 
 type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
@@ -139,6 +171,8 @@ pub struct Client {
     /// Reading stopped because held deliveries reached
     /// [`Options::max_buffered_bytes`].
     read_paused: bool,
+    /// Automatic recovery, when [`Options::recovery`] asks for it.
+    recovery: Option<recovery::RecoveryState>,
     /// The span every event of this connection is in (`amqp`, with the
     /// connection name and host).
     #[cfg(feature = "tracing")]

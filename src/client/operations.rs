@@ -13,6 +13,14 @@ impl Client {
         Promise::new(id)
     }
 
+    /// A promise resolved at once with `result`.
+    pub(super) fn resolved<T>(&mut self, result: Result<(), Error>) -> Promise<T> {
+        let id = self.promises.create();
+        let raw = result.map(|()| Raw::Outcome(protocol::Outcome::Done));
+        self.promises.push(id, raw, true);
+        Promise::new(id)
+    }
+
     pub(super) fn with_callback<T: Resolve>(
         &mut self,
         p: Promise<T>,
@@ -56,6 +64,9 @@ impl Client {
     /// ```
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn close(&mut self) -> Promise<()> {
+        if self.recovery_stop() {
+            return self.resolved(Ok(()));
+        }
         let timeout = self.options.close_timeout;
         let p = self.operation(|conn, tag| conn.close(tag, Instant::now(), timeout));
         self.flush_queued();
@@ -70,6 +81,9 @@ impl Client {
     /// it cuts the wait short.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn close_now(&mut self) -> Promise<()> {
+        if self.recovery_stop() {
+            return self.resolved(Ok(()));
+        }
         let timeout = self.options.close_timeout;
         let p = self.operation(|conn, tag| conn.close_now(tag, Instant::now(), timeout));
         self.flush_queued();
@@ -79,9 +93,12 @@ impl Client {
     /// A pooled-channel operation (the protocol sends it without `no_wait`:
     /// every operation completes on its reply).
     pub(super) fn rpc<T>(&mut self, method: Method) -> Promise<T> {
-        self.operation(|conn, tag| {
-            conn.rpc(tag, method);
-        })
+        in_span!(self);
+        let id = self.promises.create();
+        self.note_rpc(id.tag(), &method);
+        self.conn.rpc(id.tag(), method);
+        self.after_io();
+        Promise::new(id)
     }
 
     /// Declares an exchange (`exchange.declare`).
@@ -357,9 +374,20 @@ impl Client {
     /// exclusive, consumer tags, arguments).
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_consume_with(&mut self, consume: Consume) -> Promise<Delivery> {
-        self.operation(|conn, tag| {
-            conn.consume(tag, consume.queues, consume.no_ack, consume.prefetch_count);
-        })
+        in_span!(self);
+        let id = self.promises.create();
+        let queues = self.recovery.is_some().then(|| consume.queues.clone());
+        self.conn.consume(
+            id.tag(),
+            consume.queues,
+            consume.no_ack,
+            consume.prefetch_count,
+        );
+        if let Some(queues) = queues {
+            self.note_consumer(id.tag(), queues, consume.no_ack, consume.prefetch_count);
+        }
+        self.after_io();
+        Promise::new(id)
     }
 
     /// Resolves once the broker has registered every queue of `consumer`

@@ -89,6 +89,10 @@ pub struct Options {
     /// The order in which a connection attempt tries several broker
     /// addresses (default [`AddressOrder::Shuffled`]).
     pub address_order: AddressOrder,
+    /// Automatic recovery of a lost connection (default `None`: a loss
+    /// ends the client's connection for good). See [`Recovery`] and the
+    /// guide's connection-loss chapter.
+    pub recovery: Option<Recovery>,
     /// TLS settings for `amqps://` URLs.
     #[cfg(feature = "tls")]
     pub tls: TlsOptions,
@@ -110,6 +114,7 @@ impl Default for Options {
             drop_flush_timeout: Duration::from_secs(1),
             connect_timeout: Duration::from_secs(5),
             address_order: AddressOrder::Shuffled,
+            recovery: None,
             #[cfg(feature = "tls")]
             tls: TlsOptions::default(),
         }
@@ -205,6 +210,13 @@ impl Options {
     #[must_use]
     pub fn address_order(mut self, value: AddressOrder) -> Self {
         self.address_order = value;
+        self
+    }
+
+    /// Sets automatic recovery. See the field.
+    #[must_use]
+    pub fn recovery(mut self, value: Option<Recovery>) -> Self {
+        self.recovery = value;
         self
     }
 

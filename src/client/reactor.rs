@@ -25,15 +25,19 @@ impl Client {
         if self.more_to_read {
             return Some(Instant::now());
         }
-        let t = self.conn.poll_timeout();
-        match self
-            .addresses
-            .connect_deadline()
-            .filter(|_| self.connecting)
+        let mut t = self.conn.poll_timeout();
+        for d in [
+            self.addresses
+                .connect_deadline()
+                .filter(|_| self.connecting),
+            self.recovery_deadline(),
+        ]
+        .into_iter()
+        .flatten()
         {
-            Some(d) => Some(t.map_or(d, |t| t.min(d))),
-            None => t,
+            t = Some(t.map_or(d, |t| t.min(d)));
         }
+        t
     }
 
     /// Whether bytes may be left in the socket that no new readiness event
@@ -182,6 +186,8 @@ impl Client {
         self.conn.handle_timeout(Instant::now());
         self.flush_queued();
         self.after_io();
+        // A reconnection due now (its new socket: see update_registration).
+        self.poll_recovery(Instant::now());
     }
 
     /// Registers the socket with a caller's mio `registry` under `token`
@@ -319,6 +325,12 @@ impl Client {
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {
+                    if tag == self.connect_promise.id.tag() && result.is_ok() {
+                        self.recovery_connected();
+                    }
+                    let Some(result) = self.recovery_sees(tag, result) else {
+                        continue;
+                    };
                     let id = self.promises.id_of(tag);
                     self.promises.push(id, result.map(Raw::Outcome), true);
                 }
@@ -326,7 +338,10 @@ impl Client {
                     let id = self.promises.id_of(tag);
                     self.promises.push(id, Ok(Raw::Delivery(delivery)), false);
                 }
-                Event::ConsumerEnded { tag } => self.promises.end(self.promises.id_of(tag)),
+                Event::ConsumerEnded { tag } => {
+                    self.recovery_consumer_ended(tag);
+                    self.promises.end(self.promises.id_of(tag))
+                }
                 Event::Returned(r) => self.conn_events.push_back(ConnectionEvent::Returned(r)),
                 Event::PublishChannelClosed(e) => self
                     .conn_events
@@ -341,7 +356,10 @@ impl Client {
                         let _ = sock.write_from(&mut self.conn);
                     }
                     self.drop_socket();
-                    self.conn_events.push_back(ConnectionEvent::Closed(e));
+                    if !self.recovery_takes_over(&e) {
+                        self.recovery_fail_consumers(&e);
+                        self.conn_events.push_back(ConnectionEvent::Closed(e));
+                    }
                 }
             }
         }

@@ -550,6 +550,28 @@ impl Connection {
         self.write_buf.len() + self.deferred.len()
     }
 
+    /// The settings this connection was made with (the secret as last
+    /// updated): what a reconnection reuses.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The queues of the consumer started by `consume_tag`, each with the
+    /// consumer tag it was given, in the order they were asked for (right
+    /// after [`Connection::consume`]: what a restore must ask for again).
+    pub fn consumer_queues(&self, consume_tag: Tag) -> Option<Vec<(ShortString, ShortString)>> {
+        self.channels.iter().flatten().find_map(|c| match &c.role {
+            Role::Consumer(k) if k.tag == consume_tag => Some(
+                k.tags
+                    .iter()
+                    .chain(k.pending.iter())
+                    .map(|t| (t.tag.clone(), t.queue.clone()))
+                    .collect(),
+            ),
+            _ => None,
+        })
+    }
+
     /// Number of channels currently open or opening.
     pub fn open_channels(&self) -> usize {
         self.channels.iter().filter(|c| c.is_some()).count()

@@ -2,6 +2,7 @@
 //! crate under test. Each test file does `mod common; mod support;`.
 #![allow(dead_code)] // not every test file uses every helper
 
+pub mod cluster;
 #[cfg(feature = "unstable")]
 pub mod fake_broker;
 pub mod proxy;

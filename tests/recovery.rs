@@ -1,0 +1,186 @@
+//! Automatic recovery against the real broker: an operator closes the
+//! connection (320 CONNECTION_FORCED, what a node shutting down sends too);
+//! the client reconnects, restores what it declared, and its consumer goes
+//! on. (Node kills on a 3-node cluster are in tests/cluster.rs.)
+
+mod common;
+mod support;
+
+use puka::{
+    Client, ConnectionEvent, Consume, Error, ExchangeDeclare, Options, QueueBind, QueueDeclare,
+    Recovery,
+};
+use std::time::{Duration, Instant};
+use support::{Cleanup, W};
+
+/// The broker's id (pid) of the connection named `name`.
+fn connection_pid(name: &str) -> String {
+    let deadline = Instant::now() + W;
+    loop {
+        let out = common::rabbitmqctl(&["-q", "list_connections", "pid", "client_properties"]);
+        if let Some(line) = out.lines().find(|l| l.contains(&format!("\"{name}\""))) {
+            return line
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection named {name}:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Drives `c` until `pick` takes a connection event; the events seen.
+fn await_event(
+    c: &mut Client,
+    seen: &mut Vec<String>,
+    what: &str,
+    pick: impl Fn(&ConnectionEvent) -> bool,
+) -> ConnectionEvent {
+    let deadline = Instant::now() + W;
+    loop {
+        while let Some(ev) = c.next_connection_event() {
+            seen.push(format!("{ev:?}"));
+            if pick(&ev) {
+                return ev;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {what} within {W:?}; saw {seen:?}"
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+}
+
+#[test]
+fn a_forced_close_is_recovered_with_topology_and_consumer() {
+    common::require_broker();
+    let name = common::unique("recovering");
+    let q = common::unique("rec-q");
+    let x = common::unique("rec-x");
+    let _g = Cleanup::new().queue(&q).exchange(&x);
+    let mut c = Client::with_options(
+        &common::amqp_url(),
+        Options::default().connection_name(&name).recovery(Some(
+            Recovery::default().initial_backoff(Duration::from_millis(50)),
+        )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    c.exchange_declare(ExchangeDeclare::new(&x, "direct"))
+        .wait_timeout(&mut c, W)
+        .expect("exchange");
+    c.queue_declare(QueueDeclare::named(&q))
+        .wait_timeout(&mut c, W)
+        .expect("queue");
+    c.queue_bind(QueueBind::new(&q, &x, "k"))
+        .wait_timeout(&mut c, W)
+        .expect("bind");
+    // A server-named exclusive queue: it dies with the connection and comes
+    // back under a new name.
+    let tmp = c
+        .queue_declare(QueueDeclare::server_named())
+        .wait_timeout(&mut c, W)
+        .expect("server-named")
+        .queue
+        .to_string();
+    let consumer = c.basic_consume_with(Consume::queue(&q).prefetch(10));
+    let tags = c
+        .consumer_ready(consumer)
+        .wait_timeout(&mut c, W)
+        .expect("consumer");
+    c.basic_publish(&x, "k", b"before")
+        .wait_timeout(&mut c, W)
+        .expect("publish");
+    let before = c.wait_timeout(consumer, W).expect("delivery before");
+    assert_eq!(&before.body[..], b"before");
+
+    // An unconfirmed publish in flight and an operator's close.
+    let pid = connection_pid(&name);
+    common::rabbitmqctl(&["close_connection", &pid, "recovery test"]);
+    let mut seen = Vec::new();
+    let lost = await_event(&mut c, &mut seen, "Disconnected", |e| {
+        matches!(e, ConnectionEvent::Disconnected(_))
+    });
+    assert!(
+        matches!(&lost, ConnectionEvent::Disconnected(Error::ConnectionForced(r)) if r.code == 320),
+        "{lost:?}"
+    );
+    // Acking a delivery from before the loss fails locally (its channel is
+    // gone), now and after the reconnection.
+    assert!(c.basic_ack(&before).is_err());
+    let t0 = Instant::now();
+    await_event(&mut c, &mut seen, "Reconnected", |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    });
+    let renamed = await_event(&mut c, &mut seen, "QueueRenamed", |e| {
+        matches!(e, ConnectionEvent::QueueRenamed { .. })
+    });
+    assert!(
+        matches!(&renamed, ConnectionEvent::QueueRenamed { old, new } if *old == tmp && *new != tmp),
+        "{renamed:?}"
+    );
+    eprintln!("reconnected in {:?}; events {seen:?}", t0.elapsed());
+
+    // The exchange, queue and binding are back, and the same consumer
+    // promise goes on with the same consumer tag.
+    let p = c.basic_publish(&x, "k", b"after");
+    p.wait_timeout(&mut c, W).expect("publish after recovery");
+    // The message that was never acked comes again (redelivered), then the
+    // new one.
+    let again = c.wait_timeout(consumer, W).expect("redelivery");
+    assert_eq!(&again.body[..], b"before");
+    assert!(again.redelivered);
+    c.basic_ack(&again).expect("ack the redelivery");
+    let after = c
+        .wait_timeout(consumer, W)
+        .expect("delivery after recovery");
+    assert_eq!(&after.body[..], b"after");
+    assert_eq!(after.consumer_tag(), tags[0], "consumer tags stay stable");
+    c.basic_ack(&after).expect("ack after recovery");
+    assert!(matches!(
+        c.basic_ack(&before),
+        Err(Error::UnknownDeliveryTag(_))
+    ));
+    assert!(c.is_open());
+    assert!(
+        !seen.iter().any(|e| e.starts_with("RecoveryFailed")),
+        "{seen:?}"
+    );
+    assert_eq!(c.stats().consumers, 1);
+
+    // The user's own close is never recovered.
+    c.close().wait_timeout(&mut c, W).expect("close");
+    std::thread::sleep(Duration::from_millis(300));
+    c.run_loop(Some(Duration::from_millis(100)))
+        .expect("run_loop");
+    assert!(c.is_closed());
+    let mut observer = support::connect();
+    support::delete_queue(&mut observer, &q);
+    support::delete_exchange(&mut observer, &x);
+    support::close(observer);
+}
+
+#[test]
+fn a_refused_login_is_not_recovered() {
+    common::require_broker();
+    let url = common::amqp_url().replacen("guest:guest", "guest:wrong", 1);
+    let mut c = Client::with_options(&url, Options::default().recovery(Some(Recovery::default())))
+        .expect("client");
+    let err = c.handshake().wait_timeout(&mut c, W).expect_err("refused");
+    assert!(err.is_connection_error(), "{err:?}");
+    assert!(c.is_closed());
+    let mut events = Vec::new();
+    while let Some(e) = c.next_connection_event() {
+        events.push(format!("{e:?}"));
+    }
+    assert!(
+        events.iter().all(|e| !e.starts_with("Reconnecting")),
+        "{events:?}"
+    );
+}
