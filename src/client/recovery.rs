@@ -371,18 +371,17 @@ impl Client {
         };
         if r.handshake == Some(tag) {
             r.handshake = None;
-            match &result {
-                Ok(_) => {
-                    let address = self
-                        .connected_address()
-                        .map(|a| format!("{}:{}", a.host, a.port))
-                        .unwrap_or_default();
-                    tr_info!(%address, "reconnected");
-                    self.conn_events
-                        .push_back(ConnectionEvent::Reconnected { address });
-                    self.start_restore();
-                }
-                Err(_) => {} // the connection's end follows and reschedules
+            // A failed handshake: the connection's end follows and
+            // schedules the next attempt.
+            if result.is_ok() {
+                let address = self
+                    .connected_address()
+                    .map(|a| format!("{}:{}", a.host, a.port))
+                    .unwrap_or_default();
+                tr_info!(%address, "reconnected");
+                self.conn_events
+                    .push_back(ConnectionEvent::Reconnected { address });
+                self.start_restore();
             }
             return None;
         }
