@@ -9,22 +9,12 @@
 #[macro_use]
 mod trace;
 mod client;
-/// The wire codec: frames, methods, properties and field tables.
-///
-/// **Unstable**: available with the `unstable` feature, outside semver —
-/// any release may change it. The types a client needs are re-exported at
-/// the crate root.
 #[cfg(feature = "unstable")]
 pub mod codec;
 #[cfg(not(feature = "unstable"))]
 mod codec;
 mod error;
 pub mod guide;
-/// The sans-IO protocol state machine ([`protocol::Connection`]): bytes and
-/// `now` in, frames and events out — for bringing your own I/O.
-///
-/// **Unstable**: available with the `unstable` feature, outside semver —
-/// any release may change it.
 #[cfg(feature = "unstable")]
 pub mod protocol;
 #[cfg(not(feature = "unstable"))]

@@ -154,16 +154,17 @@ fn confirmed_messages_survive_killing_the_node_of_the_publisher() {
 
     // The second half, spread over about 3 s, while another thread kills
     // the node (which takes well under that): the kill lands among them.
+    // Each batch is sent, then left unread for a while, so the kill most
+    // likely finds publishes whose confirms the client has not read.
     let killer = thread::spawn(move || cluster::kill_node(victim));
     let rest: Vec<u32> = (MESSAGES / 2..MESSAGES).collect();
     for chunk in rest.chunks(5) {
         promises.extend(chunk.iter().map(|&i| publish(&mut client, i)));
+        let _ = client.flush(W); // fails once the connection is gone
+        thread::sleep(Duration::from_millis(30));
         client
-            .run_loop(Some(Duration::from_millis(30)))
+            .run_loop(Some(Duration::from_millis(1)))
             .expect("run_loop");
-        if client.is_closed() {
-            thread::sleep(Duration::from_millis(30));
-        }
     }
     if killer.join().is_err() {
         panic!("kill_node({victim}) failed (its message is above)");

@@ -325,8 +325,8 @@ pub enum Unroutable {
     #[default]
     Drop,
     /// Send it back (`mandatory`): the publish fails with
-    /// [`Error::NoRoute`] under publisher confirms, or the message comes as
-    /// [`ConnectionEvent::Returned`] without them.
+    /// [`Error::NoRoute`](crate::Error::NoRoute) under publisher confirms, or the message comes as
+    /// [`ConnectionEvent::Returned`](crate::ConnectionEvent::Returned) without them.
     Return,
 }
 
@@ -340,7 +340,7 @@ pub enum Requeue {
     No,
 }
 
-/// A `basic.qos` prefetch window: [`Client::basic_qos`].
+/// A `basic.qos` prefetch window: [`Client::basic_qos`](crate::Client::basic_qos).
 ///
 /// ```
 /// use puka::Qos;

@@ -68,7 +68,7 @@ impl Client {
     /// ([`UrlError::InconsistentAddresses`](crate::url::UrlError::InconsistentAddresses)).
     /// When no TCP connect can even be started: [`Error::ConnectionBroken`]
     /// naming each address and its failure. Failures found later fail the
-    /// [`Client::connect`] promise the same way, or with
+    /// [`Client::handshake`] promise the same way, or with
     /// [`Error::ConnectTimeout`] when every connect timed out.
     pub fn with_addresses<S: AsRef<str>>(urls: &[S], options: Options) -> Result<Client, Error> {
         let mut list = Vec::new();

@@ -1,5 +1,8 @@
 //! The wire codec: bytes ⇄ frames, methods, content headers and field tables.
 //!
+//! **Unstable**: public only with the `unstable` feature, and outside
+//! semver — any release may change it.
+//!
 //! Nothing here owns a socket or any state beyond one frame. Decoding reads from
 //! a [`bytes::BytesMut`] read buffer and hands out [`bytes::Bytes`] slices of it,
 //! so message bodies and short strings are never copied. Every length read from

@@ -27,16 +27,58 @@
 //!
 //! [`Client::is_closed`] is then true, and the `Client` is finished.
 //!
-//! # No automatic recovery — yet
+//! # Automatic recovery (opt-in)
 //!
-//! puka does not reconnect by itself. It does not redeclare queues,
-//! exchanges or bindings, restart consumers, or publish again what was
-//! unconfirmed. To go on after a loss, make a new [`Client`], declare your
-//! topology again, start your consumers again, and decide what to do with
-//! each publish that failed with `OutcomeUnknown`: publishing it again may
-//! deliver it twice (give messages a `message_id` and let consumers drop
-//! duplicates), not publishing it may lose it. Promises of the old client
-//! mean nothing to the new one ([`Error::ForeignPromise`]).
+//! With [`Options::recovery`] set, a connection lost to a socket error or
+//! end of stream, a heartbeat timeout, or a node shutting down (320
+//! `CONNECTION_FORCED`) is recovered instead of ending the client:
+//!
+//! - [`ConnectionEvent::Disconnected`] comes instead of `Closed`; pending
+//!   operations fail as above (they are never replayed: replaying a delete or
+//!   a purge is not safe), unconfirmed publishes with `OutcomeUnknown`, but
+//!   consumers stay;
+//! - after a backoff (doubling from [`Recovery::initial_backoff`] to
+//!   [`Recovery::max_backoff`], jittered ±25 %, part of
+//!   [`Client::poll_timeout`]), [`ConnectionEvent::Reconnecting`] and a new
+//!   walk through the broker addresses; a reactor re-registers the new
+//!   socket with [`Client::update_registration`], `wait` and `run_loop` do
+//!   it themselves;
+//! - [`ConnectionEvent::Reconnected`], then what this client declared is
+//!   restored in dependency order — exchanges and queues, then bindings
+//!   and consumers. A server-named queue comes back under a new name
+//!   ([`ConnectionEvent::QueueRenamed`]) and its bindings and consumers
+//!   follow it; an auto-delete queue whose consumers have all left, and a
+//!   queue with `x-expires`, are not resurrected; a consumer the broker
+//!   cancelled is not revived; consumer tags stay the same; whatever the
+//!   broker refuses comes as [`ConnectionEvent::RecoveryFailed`];
+//! - each consumer's promise goes on yielding deliveries; messages not
+//!   acked before the loss come again with `redelivered` set, and acking a
+//!   delivery from before the loss fails locally;
+//! - operations made while disconnected fail at once with the error that
+//!   ended the connection (while a reconnection's handshake is under way
+//!   they are queued and sent once it is open).
+//!
+//! Never recovered: your own close, a refused login or vhost, a protocol
+//! violation, or a failure of the very first connect. With
+//! [`Recovery::max_attempts`] reached, the connection ends as without
+//! recovery.
+//!
+//! ```no_run
+//! use puka::{Client, ConnectionEvent, Options, Recovery};
+//! let options = Options::default().recovery(Some(Recovery::default()));
+//! let mut client = Client::with_addresses(
+//!     &["amqp://127.0.0.1:5701/%2f", "amqp://127.0.0.1:5702/%2f"],
+//!     options,
+//! )?;
+//! client.set_connection_callback(|_, event| match event {
+//!     ConnectionEvent::Disconnected(e) => eprintln!("lost: {e}"),
+//!     ConnectionEvent::Reconnected { address } => eprintln!("back on {address}"),
+//!     _ => {}
+//! });
+//! # Ok::<(), puka::Error>(())
+//! ```
+//!
+//! Without recovery, go on after a loss as below.
 //!
 //! # Example: reconnecting in your own code
 //!
@@ -89,3 +131,16 @@
 //! [`Error::OutcomeUnknown`]: crate::Error::OutcomeUnknown
 //! [`Error::UnknownDeliveryTag`]: crate::Error::UnknownDeliveryTag
 //! [`Error::ForeignPromise`]: crate::Error::ForeignPromise
+//!
+//! [`Recovery`]: crate::Recovery
+//! [`Recovery::initial_backoff`]: crate::Recovery::initial_backoff
+//! [`Recovery::max_backoff`]: crate::Recovery::max_backoff
+//! [`Recovery::max_attempts`]: crate::Recovery::max_attempts
+//! [`Options::recovery`]: crate::Options::recovery
+//! [`ConnectionEvent::Disconnected`]: crate::ConnectionEvent::Disconnected
+//! [`Client::poll_timeout`]: crate::Client::poll_timeout
+//! [`ConnectionEvent::Reconnecting`]: crate::ConnectionEvent::Reconnecting
+//! [`Client::update_registration`]: crate::Client::update_registration
+//! [`ConnectionEvent::Reconnected`]: crate::ConnectionEvent::Reconnected
+//! [`ConnectionEvent::QueueRenamed`]: crate::ConnectionEvent::QueueRenamed
+//! [`ConnectionEvent::RecoveryFailed`]: crate::ConnectionEvent::RecoveryFailed

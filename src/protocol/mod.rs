@@ -1,5 +1,8 @@
 //! The sans-IO protocol state machine.
 //!
+//! **Unstable**: public only with the `unstable` feature, and outside
+//! semver — any release may change it.
+//!
 //! [`Connection`] owns no socket and reads no clock. The caller feeds it
 //! bytes ([`Connection::read_from`] then [`Connection::handle_input`]) and the
 //! current time ([`Connection::handle_timeout`]); it queues frames to send
