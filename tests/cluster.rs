@@ -52,7 +52,10 @@ fn await_closed(c: &mut Client, limit: Duration) -> Error {
             }
         }
         let now = Instant::now();
-        assert!(now < deadline, "the connection did not end within {limit:?}");
+        assert!(
+            now < deadline,
+            "the connection did not end within {limit:?}"
+        );
         c.run_loop(Some((deadline - now).min(Duration::from_millis(50))))
             .expect("run_loop");
         if c.is_closed() {
@@ -99,7 +102,10 @@ fn drain_ids(c: &mut Client, queue: &str, expected: u32) -> Vec<u32> {
             Ok(d) => {
                 let body = d.body_str().expect("utf-8 body");
                 ids.push(body.parse().expect("a decimal id as the body"));
-                assert!(ids.len() <= MESSAGES as usize, "more than {MESSAGES} messages");
+                assert!(
+                    ids.len() <= MESSAGES as usize,
+                    "more than {MESSAGES} messages"
+                );
             }
             Err(Error::Timeout) if ids.len() >= expected as usize => break,
             Err(e) => panic!("delivery #{} of {expected}: {e}", ids.len()),
@@ -138,15 +144,14 @@ fn confirmed_messages_survive_killing_the_node_of_the_publisher() {
             .durable()
             .argument("x-queue-type", "quorum"),
     );
-    client
-        .wait_timeout(p, W)
-        .expect("declare the quorum queue");
+    client.wait_timeout(p, W).expect("declare the quorum queue");
     let victim = cluster::node_of_connection(&name);
     eprintln!("publisher {name} is on {}", cl.nodes[victim]);
 
     let publish = |c: &mut Client, i: u32| c.basic_publish("", &queue, i.to_string().as_bytes());
     // The first half, confirmed before the kill.
-    let mut promises: Vec<Promise<()>> = (0..MESSAGES / 2).map(|i| publish(&mut client, i)).collect();
+    let mut promises: Vec<Promise<()>> =
+        (0..MESSAGES / 2).map(|i| publish(&mut client, i)).collect();
     let ids: Vec<_> = promises.iter().map(Promise::id).collect();
     client
         .wait_for_all_timeout(&ids, W)
@@ -184,7 +189,9 @@ fn confirmed_messages_survive_killing_the_node_of_the_publisher() {
             }
             Err(e) if e.is_outcome_unknown() => unknown += 1,
             Err(e) if e.is_connection_error() => failed += 1,
-            Err(e) => panic!("publish #{i}: expected Ok, outcome unknown or a connection error, got {e:?}"),
+            Err(e) => panic!(
+                "publish #{i}: expected Ok, outcome unknown or a connection error, got {e:?}"
+            ),
         }
     }
     let closed = await_closed(&mut client, W);
