@@ -44,6 +44,7 @@ const ALL_EXAMPLES: &[&str] = &[
     "tut6_rpc_client",
     "tut7_publisher_confirms",
     "reactor",
+    "cluster_failover",
     "publish",
     "consume",
     "get",
@@ -1072,4 +1073,35 @@ fn a_bad_password_is_never_echoed() {
         "{:?}",
         out.stderr
     );
+}
+
+/// `cluster_failover` against the one broker: it publishes with confirms,
+/// consumes what it published, and reports the counts.
+#[test]
+fn cluster_failover_publishes_and_consumes() {
+    common::require_broker();
+    let q = common::unique("failover");
+    let url = common::amqp_url();
+    let out = run_ok(
+        "cluster_failover",
+        &[
+            "--url",
+            &url,
+            "--queue",
+            &q,
+            "--count",
+            "40",
+            "--rate",
+            "400",
+            "--timeout",
+            "20",
+        ],
+    );
+    let last = out.stdout.last().cloned().unwrap_or_default();
+    assert!(
+        last.starts_with("done: published ") && last.contains(" unknown 0 refused 0 received 40"),
+        "{:?}",
+        out.stdout
+    );
+    common::rabbitmqctl(&["delete_queue", &q]);
 }

@@ -314,10 +314,7 @@ fn main() {
     let args = parse_args();
     let started = Instant::now();
     // Taken before the run: what the caption of --svg names.
-    let provenance = args
-        .svg
-        .as_ref()
-        .map(|_| (svg::now_utc(), svg::commit()));
+    let provenance = args.svg.as_ref().map(|_| (svg::now_utc(), svg::commit()));
     println!(
         "# puka bench: n={} rounds={} clients={} url host={} quick={}",
         args.n,
@@ -478,7 +475,10 @@ fn write_svg(
         });
     }
     if groups.is_empty() {
-        return Err("no throughput figures to chart (publish, publish_confirm, consume_ack, consume_noack)".into());
+        return Err(
+            "no throughput figures to chart (publish, publish_confirm, consume_ack, consume_noack)"
+                .into(),
+        );
     }
     let bars = groups.iter().map(|g| g.bars.len()).sum();
     let argv: Vec<String> = std::env::args().skip(1).collect();

@@ -116,7 +116,7 @@ fn reference(g: &Group) -> f64 {
 const BAR_W: f64 = 22.0;
 const GROUP_GAP: f64 = 30.0;
 const LEFT: f64 = 78.0;
-const RIGHT: f64 = 24.0;
+const RIGHT: f64 = 72.0;
 const PANEL_H: f64 = 250.0;
 
 pub fn render(c: &Chart) -> String {
@@ -144,7 +144,12 @@ pub fn render(c: &Chart) -> String {
     let p2_top = p2_title_y + 32.0;
     let p2_bottom = p2_top + PANEL_H;
     let caption_y = p2_bottom + 62.0;
-    let height = caption_y + 16.0 * c.caption.len() as f64 + 8.0;
+    let lines: Vec<String> = c
+        .caption
+        .iter()
+        .flat_map(|l| wrap(l, ((width - LEFT - 8.0) / 6.2) as usize))
+        .collect();
+    let height = caption_y + 16.0 * lines.len() as f64 + 8.0;
 
     let mut s = String::new();
     let _ = writeln!(
@@ -302,10 +307,11 @@ pub fn render(c: &Chart) -> String {
     }
     let _ = writeln!(
         s,
-        r#"<line class="ref" x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}"/><text class="tick" x="{1:.1}" y="{2:.1}" text-anchor="end">best peer</text>"#,
+        r#"<line class="ref" x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}"/><text class="tick" x="{2:.1}" y="{3:.1}">best peer</text>"#,
         y1(1.0),
         LEFT + plot_w,
-        y1(1.0) - 4.0
+        LEFT + plot_w + 4.0,
+        y1(1.0) + 4.0
     );
     let _ = writeln!(
         s,
@@ -322,28 +328,26 @@ pub fn render(c: &Chart) -> String {
         .flat_map(|g| g.bars.iter().map(|b| b.cpu_us))
         .filter(|v| v.is_finite() && *v > 0.0)
         .collect();
-    let lo_dec = cpus
-        .iter()
-        .copied()
-        .fold(f64::INFINITY, f64::min)
-        .log10()
-        .floor();
-    let hi_dec = cpus
-        .iter()
-        .copied()
-        .fold(0.0, f64::max)
-        .log10()
-        .ceil();
+    let min_cpu = cpus.iter().copied().fold(f64::INFINITY, f64::min);
+    let lo_dec = min_cpu.log10().floor();
+    let hi_dec = cpus.iter().copied().fold(0.0, f64::max).log10().ceil();
     let (lo_dec, hi_dec) = if lo_dec.is_finite() && hi_dec.is_finite() && hi_dec > lo_dec {
         (lo_dec, hi_dec)
     } else {
         (-1.0, 2.0)
     };
+    // The axis starts at the 1-2-5 value at or below the smallest figure.
+    let lo_val = [5.0, 2.0, 1.0]
+        .map(|m| m * 10f64.powf(lo_dec))
+        .into_iter()
+        .find(|v| *v <= min_cpu)
+        .unwrap_or(10f64.powf(lo_dec));
+    let lo_log = lo_val.log10();
     // Room above the tallest bar for its label.
     let top_log = hi_dec + 0.25;
     let y2 = |v: f64| {
-        let l = v.max(10f64.powf(lo_dec)).log10();
-        p2_bottom - ((l - lo_dec) / (top_log - lo_dec)).clamp(0.0, 1.0) * PANEL_H
+        let l = v.max(lo_val).log10();
+        p2_bottom - ((l - lo_log) / (top_log - lo_log)).clamp(0.0, 1.0) * PANEL_H
     };
     let _ = writeln!(
         s,
@@ -356,16 +360,21 @@ pub fn render(c: &Chart) -> String {
     while d <= hi_dec + 1e-9 {
         let base = 10f64.powf(d);
         let y = y2(base);
-        let _ = writeln!(
-            s,
-            r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
-            LEFT + plot_w,
-            LEFT - 6.0,
-            y + 4.0,
-            fmt_tick(base)
-        );
+        if base >= lo_val * 0.999 {
+            let _ = writeln!(
+                s,
+                r#"<line class="grid" x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}"/><text class="tick" x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"#,
+                LEFT + plot_w,
+                LEFT - 6.0,
+                y + 4.0,
+                fmt_tick(base)
+            );
+        }
         if d < hi_dec {
             for m in [2.0, 5.0] {
+                if base * m < lo_val * 0.999 {
+                    continue;
+                }
                 let y = y2(base * m);
                 let _ = writeln!(
                     s,
@@ -417,7 +426,7 @@ pub fn render(c: &Chart) -> String {
     group_labels(&mut s, p2_bottom);
     let _ = writeln!(s, "</g>");
 
-    for (i, line) in c.caption.iter().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         let _ = writeln!(
             s,
             r#"<text class="cap" x="{LEFT}" y="{:.1}">{}</text>"#,
@@ -427,6 +436,27 @@ pub fn render(c: &Chart) -> String {
     }
     s.push_str("</svg>\n");
     s
+}
+
+/// Splits a caption line at spaces into lines of at most `max` characters
+/// (a longer word stays whole); continuations are indented.
+fn wrap(line: &str, max: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    let mut fresh = true;
+    for w in line.split(' ') {
+        if !fresh && cur.chars().count() + 1 + w.chars().count() > max {
+            out.push(std::mem::replace(&mut cur, "    ".into()));
+            fresh = true;
+        }
+        if !fresh {
+            cur.push(' ');
+        }
+        cur.push_str(w);
+        fresh = false;
+    }
+    out.push(cur);
+    out
 }
 
 /// The current UTC time as `YYYY-MM-DD HH:MM UTC`.
@@ -498,7 +528,10 @@ mod tests {
                     || !matches!(ent, "amp" | "lt" | "gt" | "quot" | "apos")
                         && !ent.starts_with('#')
                 {
-                    return Err(format!("bad entity near &{}", &piece[..piece.len().min(10)]));
+                    return Err(format!(
+                        "bad entity near &{}",
+                        &piece[..piece.len().min(10)]
+                    ));
                 }
             }
             Ok(())
@@ -545,11 +578,17 @@ mod tests {
             }
             let self_closing = tag.ends_with('/');
             let body = tag.trim_end_matches('/');
-            let name = body.split_whitespace().next().ok_or("empty tag")?.to_string();
+            let name = body
+                .split_whitespace()
+                .next()
+                .ok_or("empty tag")?
+                .to_string();
             // Attributes: name="value" pairs.
             let mut attrs = body[name.len()..].trim();
             while !attrs.is_empty() {
-                let eq = attrs.find('=').ok_or(format!("attribute without = in <{name}>"))?;
+                let eq = attrs
+                    .find('=')
+                    .ok_or(format!("attribute without = in <{name}>"))?;
                 let after = attrs[eq + 1..].trim_start();
                 if !after.starts_with('"') {
                     return Err(format!("unquoted attribute in <{name}>"));
@@ -648,6 +687,17 @@ mod tests {
         assert!(well_formed("<svg>a & b</svg>").is_err());
         assert!(well_formed("<svg/><svg/>").is_err());
         assert!(well_formed(r#"<?xml version="1.0"?><svg x="1"><t>&amp;</t></svg>"#).is_ok());
+    }
+
+    #[test]
+    fn long_caption_lines_wrap() {
+        assert_eq!(wrap("a bb ccc", 4), vec!["a bb", "    ccc"]);
+        assert_eq!(wrap("short", 40), vec!["short"]);
+        let mut c = chart();
+        c.caption = vec![format!("cargo run -- {}", "--client puka ".repeat(100))];
+        let svg = render(&c);
+        well_formed(&svg).unwrap();
+        assert!(svg.matches(r#"<text class="cap""#).count() > 1);
     }
 
     #[test]
