@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 /// A reply from the broker that closed a channel or the connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Reply {
     /// The AMQP reply code, e.g. 404.
     pub code: u16,

@@ -171,6 +171,7 @@ pub const SUPPORTED_AUTH_MECHANISMS: [&str; 2] = ["PLAIN", "EXTERNAL"];
 /// # Ok::<(), puka::UrlError>(())
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ConnectionParams {
     /// Whether to speak TLS (the `amqps` scheme).
     pub tls: bool,

@@ -61,10 +61,7 @@ fn cert(name: &str) -> PathBuf {
 
 /// Options that trust only the test CA.
 fn with_ca(ca: &str) -> Options {
-    Options::default().tls(TlsOptions {
-        ca_file: Some(cert(ca)),
-        ..TlsOptions::default()
-    })
+    Options::default().tls(TlsOptions::default().ca_file(cert(ca)))
 }
 
 /// Options that trust the test CA and present the client certificate.
@@ -315,10 +312,7 @@ fn client_certificate_from_an_unknown_ca_is_refused() {
 
 #[test]
 fn dangerous_skip_verification_needs_no_ca() {
-    let options = Options::default().tls(TlsOptions {
-        dangerous_skip_verification: true,
-        ..TlsOptions::default()
-    });
+    let options = Options::default().tls(TlsOptions::default().dangerous_skip_verification());
     let mut c = connect(URL, options.clone());
     roundtrip(&mut c, b"unverified");
     close(c);

@@ -46,7 +46,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
             let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
             let m = Meter::process();
             for _ in 0..job.n {
-                c.basic_publish("", q, &body);
+                let _ = c.basic_publish("", q, &body); // success keeps nothing
             }
             let got = until_count(&mut c, q, job.n)?;
             let out = m.outcome(got);
@@ -154,7 +154,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
                     .with_reply_to(REPLY_TO)
                     .with_correlation_id(id.as_str());
                 let t = Instant::now();
-                c.basic_publish_with("", q, &body, &props, puka::Unroutable::Drop);
+                let _ = c.basic_publish_with("", q, &body, &props, puka::Unroutable::Drop);
                 let d = c.wait(replies).ctx("reply")?;
                 if d.properties.correlation_id() != Some(id.as_str()) {
                     return Err(format!(
@@ -188,7 +188,7 @@ fn echo_server(url: &str, queue: &str, total: usize, ack_timing: AckTiming) -> R
         if let Some(id) = d.properties.correlation_id() {
             props = props.with_correlation_id(id);
         }
-        c.basic_publish_with("", &reply_to, &d.body, &props, puka::Unroutable::Drop);
+        let _ = c.basic_publish_with("", &reply_to, &d.body, &props, puka::Unroutable::Drop);
     }
     close(c)
 }

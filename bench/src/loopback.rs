@@ -271,11 +271,8 @@ fn join(h: JoinHandle<Res<Instant>>) -> Res<Instant> {
 
 fn puka_client(port: u16) -> Res<Client> {
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
-    let mut c = Client::with_options(
-        &url,
-        Options::default().confirms(Confirms::Off),
-    )
-    .ctx("client")?;
+    let mut c =
+        Client::with_options(&url, Options::default().confirms(Confirms::Off)).ctx("client")?;
     let p = c.handshake();
     c.wait_timeout(p, Duration::from_secs(5)).ctx("connect")?;
     Ok(c)

@@ -166,7 +166,11 @@ fn parse_args() -> Args {
             "--counts" => {
                 a.counts = list(it.next())
                     .iter()
-                    .map(|s| s.replace('_', "").parse().unwrap_or_else(|_| die("bad --counts")))
+                    .map(|s| {
+                        s.replace('_', "")
+                            .parse()
+                            .unwrap_or_else(|_| die("bad --counts"))
+                    })
                     .collect()
             }
             "--size" => {
@@ -623,8 +627,7 @@ fn summary(
                     continue;
                 }
                 for &p in &pukas {
-                    let Some(pk) = by_lib.get(&p).filter(|f| !f.is_empty()).map(|f| stat(f))
-                    else {
+                    let Some(pk) = by_lib.get(&p).filter(|f| !f.is_empty()).map(|f| stat(f)) else {
                         continue;
                     };
                     ratio_rows(*s, *size, p, &pk, &peers);

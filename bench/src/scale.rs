@@ -140,11 +140,8 @@ impl Publisher {
         let url = url.to_string();
         let done = std::thread::spawn(move || {
             let connected: Res<Client> = (|| {
-                let mut c = Client::with_options(
-                    &url,
-                    Options::default().confirms(Confirms::Off),
-                )
-                .ctx("publisher")?;
+                let mut c = Client::with_options(&url, Options::default().confirms(Confirms::Off))
+                    .ctx("publisher")?;
                 let p = c.handshake();
                 c.wait(p).ctx("publisher connect")?;
                 Ok(c)
@@ -174,7 +171,7 @@ impl Publisher {
                         std::thread::sleep(due - now);
                     }
                 }
-                c.basic_publish("", &queues[i % queues.len()], &body);
+                let _ = c.basic_publish("", &queues[i % queues.len()], &body);
             }
             c.flush(Duration::from_secs(10)).ctx("publisher flush")?;
             let p = c.close();
@@ -495,7 +492,9 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
     }
     let k = closing.clone();
     let total = r.clients.len();
-    r.run_until(Instant::now() + Duration::from_secs(20), || k.get() >= total)?;
+    r.run_until(Instant::now() + Duration::from_secs(20), || {
+        k.get() >= total
+    })?;
     fields.push(("closed".into(), k.get().to_string()));
     for mut c in r.clients.drain(..) {
         let _ = r.poll.registry().deregister(&mut c);
@@ -568,7 +567,8 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
     counts.target.set(usize::MAX);
     let deadline = Instant::now() + Duration::from_secs(120);
     while counts.ready.get() + counts.failed.get() < n && Instant::now() < deadline {
-        c.run_loop(Some(Duration::from_millis(10))).ctx("run_loop")?;
+        c.run_loop(Some(Duration::from_millis(10)))
+            .ctx("run_loop")?;
     }
     let start_secs = t0.elapsed().as_secs_f64();
     let start_cpu = cpu_thread() - cpu0;
@@ -584,7 +584,10 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
         ("queues".into(), queues.len().to_string()),
         ("ready".into(), ok.to_string()),
         ("failed".into(), counts.failed.get().to_string()),
-        ("consumer_errors".into(), counts.consumer_errors.get().to_string()),
+        (
+            "consumer_errors".into(),
+            counts.consumer_errors.get().to_string(),
+        ),
         ("open_channels".into(), c.channel_count().to_string()),
         ("start_secs".into(), format!("{start_secs:.3}")),
         (
@@ -605,7 +608,8 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
         let t = Instant::now();
         let deadline = t + Duration::from_secs(120);
         while counts.delivered.get() < total && Instant::now() < deadline {
-            c.run_loop(Some(Duration::from_millis(100))).ctx("run_loop")?;
+            c.run_loop(Some(Duration::from_millis(100)))
+                .ctx("run_loop")?;
         }
         c.flush(Duration::from_secs(5)).ctx("flush")?;
         let cpu = cpu_thread() - cpu0;
@@ -705,9 +709,15 @@ fn child_confirms(url: &str, n: usize) -> Res<Vec<(String, String)>> {
         ),
         ("rss0_kib".into(), rss0.to_string()),
         ("rss_in_flight_kib".into(), rss1.to_string()),
-        ("bytes_per_unconfirmed".into(), per(rss1.saturating_sub(rss0))),
+        (
+            "bytes_per_unconfirmed".into(),
+            per(rss1.saturating_sub(rss0)),
+        ),
         ("peak_kib".into(), peak.to_string()),
-        ("peak_bytes_per_publish".into(), per(peak.saturating_sub(rss0))),
+        (
+            "peak_bytes_per_publish".into(),
+            per(peak.saturating_sub(rss0)),
+        ),
     ])
 }
 
@@ -793,11 +803,7 @@ pub fn run_all(
         if !kinds.contains(&kind) {
             continue;
         }
-        let ns = if counts.is_empty() {
-            defaults
-        } else {
-            counts
-        };
+        let ns = if counts.is_empty() { defaults } else { counts };
         for &n in ns {
             match spawn(kind, n, url) {
                 Ok(fields) => {

@@ -117,7 +117,18 @@ mod tls {
     ///
     /// Certificate and hostname verification are on by default, against the
     /// webpki (Mozilla) roots, or only against `ca_file` when it is given.
+    /// Set with builder methods (the struct is `#[non_exhaustive]`):
+    ///
+    /// ```
+    /// use puka::{Options, TlsOptions};
+    /// let tls = TlsOptions::default()
+    ///     .ca_file("/etc/rabbitmq/ca.pem")
+    ///     .client_cert("client.pem", "client-key.pem");
+    /// let options = Options::default().tls(tls);
+    /// # let _ = options;
+    /// ```
     #[derive(Clone, Default)]
+    #[non_exhaustive]
     pub struct TlsOptions {
         /// PEM file of the CA certificates to trust instead of the webpki roots.
         pub ca_file: Option<PathBuf>,
@@ -130,8 +141,38 @@ mod tls {
         /// against a throwaway broker: it makes the connection open to
         /// interception.
         pub dangerous_skip_verification: bool,
-        /// A complete rustls configuration, overriding all the fields above.
+        /// A complete rustls configuration, overriding all the fields
+        /// above: an escape hatch outside semver (it exposes rustls's
+        /// types), so only with the `unstable` feature.
+        #[cfg(feature = "unstable")]
         pub config: Option<Arc<ClientConfig>>,
+    }
+
+    impl TlsOptions {
+        /// Trusts only the CA certificates in this PEM file (instead of the
+        /// webpki roots).
+        #[must_use]
+        pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
+            self.ca_file = Some(path.into());
+            self
+        }
+
+        /// Presents this client certificate chain and its private key (PEM
+        /// files), for mutual TLS and the EXTERNAL mechanism.
+        #[must_use]
+        pub fn client_cert(mut self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> Self {
+            self.client_cert_file = Some(cert.into());
+            self.client_key_file = Some(key.into());
+            self
+        }
+
+        /// Accepts any server certificate and host name: only for tests
+        /// against a throwaway broker.
+        #[must_use]
+        pub fn dangerous_skip_verification(mut self) -> Self {
+            self.dangerous_skip_verification = true;
+            self
+        }
     }
 
     impl std::fmt::Debug for TlsOptions {
@@ -147,7 +188,6 @@ mod tls {
                     "dangerous_skip_verification",
                     &self.dangerous_skip_verification,
                 )
-                .field("config", &self.config.as_ref().map(|_| "custom"))
                 .finish()
         }
     }
@@ -159,10 +199,15 @@ mod tls {
     impl TlsOptions {
         /// Builds the rustls configuration these options describe.
         pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+            #[cfg(feature = "unstable")]
             if let Some(c) = &self.config {
                 return Ok(c.clone());
             }
-            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            // The process-wide provider when the program installed one,
+            // else ring (the one puka is built with).
+            let provider = rustls::crypto::CryptoProvider::get_default()
+                .cloned()
+                .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
             let builder = ClientConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .map_err(|e| bad(format!("tls: {e}")))?;

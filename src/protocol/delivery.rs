@@ -168,6 +168,7 @@ impl std::fmt::Debug for Names {
 
 /// A mandatory message the broker could not route, with the reason.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Returned {
     /// The reply code (312 NO_ROUTE).
     pub reply_code: u16,

@@ -8,6 +8,7 @@ use crate::url::UrlError;
 
 /// The values both peers use after `connection.tune-ok`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Tuned {
     /// Highest channel number usable (at least 1).
     pub channel_max: u16,
