@@ -184,3 +184,65 @@ fn a_refused_login_is_not_recovered() {
         "{events:?}"
     );
 }
+
+/// A blackholed connection (the fault proxy forwards nothing, the socket
+/// stays open) with a 1 s heartbeat: detected within two intervals, then
+/// failover to the next address, past the proxy whose handshake stalls.
+#[test]
+fn a_blackholed_connection_is_detected_and_failed_over() {
+    use puka::AddressOrder;
+    use support::proxy::{Mode, Proxy};
+    common::require_broker();
+    let proxy = Proxy::start();
+    let name = common::unique("blackholed");
+    let via_proxy = proxy.url("heartbeat=1&connection_timeout=1000");
+    let direct = support::proxy::url_via(
+        &common::amqp_url(),
+        support::proxy::broker_addr(),
+        "heartbeat=1&connection_timeout=1000",
+    );
+    let mut c = Client::with_addresses(
+        &[via_proxy, direct],
+        Options::default()
+            .connection_name(&name)
+            .address_order(AddressOrder::InOrder)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(50)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    assert_eq!(
+        c.connected_address().map(|a| a.index),
+        Some(0),
+        "through the proxy"
+    );
+    proxy.set_mode(Mode::Blackhole);
+    let t0 = Instant::now();
+    let mut seen = Vec::new();
+    let lost = await_event(&mut c, &mut seen, "Disconnected", |e| {
+        matches!(e, ConnectionEvent::Disconnected(_))
+    });
+    let detected = t0.elapsed();
+    assert!(
+        matches!(
+            lost,
+            ConnectionEvent::Disconnected(Error::HeartbeatTimeout(_))
+        ),
+        "{lost:?}"
+    );
+    assert!(
+        detected < Duration::from_millis(2600),
+        "detected after {detected:?}"
+    );
+    await_event(&mut c, &mut seen, "Reconnected", |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    });
+    let failed_over = t0.elapsed();
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1), "directly");
+    eprintln!("blackhole: detected in {detected:?}, failed over in {failed_over:?}; {seen:?}");
+    c.queue_declare(QueueDeclare::server_named())
+        .wait_timeout(&mut c, W)
+        .expect("works after failover");
+    c.close().wait_timeout(&mut c, W).expect("close");
+}

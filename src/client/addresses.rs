@@ -123,6 +123,11 @@ impl Addresses {
         a
     }
 
+    /// Whether the walk in progress has addresses left to try.
+    pub(super) fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.resolved.is_empty()
+    }
+
     /// Starts a new walk through the addresses.
     pub(super) fn start_attempt(&mut self) {
         self.pending = (0..self.endpoints.len()).rev().collect();

@@ -473,8 +473,16 @@ impl Client {
             r.phase = Phase::Starting;
             return false;
         }
-        let noise = r.noise();
-        let at = now + r.policy.backoff(attempt, noise);
+        // A reconnection that failed after TCP connected (a node that
+        // accepts and then stalls or refuses) goes on at once with the next
+        // address of its walk; a walk used up waits its backoff.
+        let (attempt, at) = match r.phase {
+            Phase::Connecting { attempt } if self.addresses.has_pending() => (attempt, now),
+            _ => {
+                let noise = r.noise();
+                (attempt, now + r.policy.backoff(attempt, noise))
+            }
+        };
         r.phase = Phase::Waiting { attempt, at };
         r.last_error = Some(e.clone());
         r.restoring.clear();
@@ -570,7 +578,9 @@ impl Client {
         self.closed_sock = None;
         self.more_to_read = false;
         self.read_paused = false;
-        self.addresses.start_attempt();
+        if !self.addresses.has_pending() {
+            self.addresses.start_attempt();
+        }
         if let Err(e) = self.connect_next() {
             // No address took the connect: the attempt failed at once.
             let io = match e {
