@@ -45,6 +45,7 @@ const ALL_EXAMPLES: &[&str] = &[
     "tut7_publisher_confirms",
     "reactor",
     "cluster_failover",
+    "many_clients",
     "publish",
     "consume",
     "get",
@@ -1104,4 +1105,36 @@ fn cluster_failover_publishes_and_consumes() {
         out.stdout
     );
     common::rabbitmqctl(&["delete_queue", &q]);
+}
+
+/// `many_clients`: several connections in one `mio::Poll`, every message
+/// received.
+#[test]
+fn many_clients_in_one_thread() {
+    common::require_broker();
+    let url = common::amqp_url();
+    let out = run_ok(
+        "many_clients",
+        &[
+            "--url",
+            &url,
+            "--clients",
+            "8",
+            "--messages",
+            "80",
+            "--timeout",
+            "20",
+        ],
+    );
+    assert_eq!(
+        out.stdout.first().map(String::as_str),
+        Some("8 consumers connected")
+    );
+    assert!(
+        out.stdout
+            .last()
+            .is_some_and(|l| l.starts_with("80 messages through 8 connections in one thread")),
+        "{:?}",
+        out.stdout
+    );
 }
