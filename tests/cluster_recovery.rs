@@ -290,3 +290,80 @@ fn a_node_shutting_down_is_recovered_from() {
     eprintln!("stop_app of {}: events {:?}", cl.nodes[victim], seen.events);
     c.close().wait_timeout(&mut c, W).expect("close");
 }
+
+/// Every node down, then back: while they are down, operations fail at once
+/// (a publish loop keeps going, and the client's memory stays flat); once
+/// the nodes return, the client recovers after its backoff, restores its
+/// queue and consumer, and works.
+#[test]
+fn the_client_recovers_after_every_node_was_down() {
+    const DOWN: Duration = Duration::from_secs(6);
+    let _serial = cluster::serial();
+    let cl = cluster::cluster();
+    let queue = common::unique("rec-all-down");
+    let name = common::unique("rec-all-down");
+    let _restore = Restore;
+    let mut c = Client::with_addresses(&cl.urls, recovering(&name)).expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    // Not durable: gone with the nodes, restored by the client.
+    c.queue_declare(QueueDeclare::named(&queue))
+        .wait_timeout(&mut c, W)
+        .expect("declare");
+    let consumer = c.basic_consume_with(Consume::queue(&queue).no_ack());
+    c.consumer_ready(consumer)
+        .wait_timeout(&mut c, W)
+        .expect("consumer");
+    for i in 0..3 {
+        cluster::kill_node(i);
+    }
+    let mut seen = Seen::default();
+    let deadline = Instant::now() + W;
+    while !seen.events.iter().any(|e| e.starts_with("Disconnected")) {
+        assert!(
+            Instant::now() < deadline,
+            "no Disconnected; {:?}",
+            seen.events
+        );
+        take_events(&mut c, &mut seen);
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+    // Down: every publish fails promptly; the user goes on publishing.
+    let rss0 = common::rss_bytes();
+    let down_until = Instant::now() + DOWN;
+    let (mut attempts, mut slowest) = (0u32, Duration::ZERO);
+    while Instant::now() < down_until {
+        let t = Instant::now();
+        let p = c.basic_publish("", &queue, b"while down");
+        let r = c.wait_timeout(p, Duration::from_secs(3));
+        slowest = slowest.max(t.elapsed());
+        assert!(r.is_err(), "a publish succeeded with every node down");
+        attempts += 1;
+        take_events(&mut c, &mut seen);
+        c.run_loop(Some(Duration::from_millis(5)))
+            .expect("run_loop");
+    }
+    let rss_growth = common::rss_bytes().saturating_sub(rss0);
+    // Back.
+    cluster::run_script(&[]).expect("scripts/cluster starts the nodes again");
+    let back = Instant::now();
+    seen.reconnected = None;
+    await_reconnected(&mut c, &mut seen, Duration::from_secs(60));
+    eprintln!(
+        "all nodes down {DOWN:?}: {attempts} publishes failed (slowest {slowest:?}), client RSS \
+         grew {rss_growth} B; reconnected {:?} after the nodes were back; events {:?}",
+        back.elapsed(),
+        seen.events
+    );
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a publish took {slowest:?} to fail"
+    );
+    assert!(rss_growth < 8 << 20, "RSS grew {rss_growth} B while down");
+    c.basic_publish("", &queue, b"back")
+        .wait_timeout(&mut c, ELECTION)
+        .expect("publish after recovery");
+    let d = c.wait_timeout(consumer, W).expect("the restored consumer");
+    assert_eq!(&d.body[..], b"back");
+    c.close().wait_timeout(&mut c, W).expect("close");
+}

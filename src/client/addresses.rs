@@ -10,7 +10,7 @@
 //! A failure after the TCP connect (a refused login, a handshake timeout)
 //! ends the attempt; it does not move on to the next address.
 
-use super::{transport, Client, Options, OWN_TOKEN};
+use super::{transport, Client, Options, Writing, OWN_TOKEN};
 use crate::error::Error;
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
@@ -253,7 +253,7 @@ impl Client {
         }
         self.sock = Some(sock);
         self.connecting = true;
-        self.write_blocked = false;
+        self.writing = Writing::Ready;
         Ok(())
     }
 

@@ -152,9 +152,8 @@ impl Client {
             conn_events: VecDeque::new(),
             conn_callback: None,
             loop_break: false,
-            more_to_read: false,
-            write_blocked: false,
-            read_paused: false,
+            reading: Reading::UpToDate,
+            writing: Writing::Ready,
             recovery: recovery_policy.map(recovery::RecoveryState::new),
             #[cfg(feature = "tracing")]
             span: connection_span(&client_name, &host),

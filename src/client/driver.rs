@@ -71,7 +71,7 @@ impl Client {
             let d = t.saturating_duration_since(now);
             wait = Some(wait.map_or(d, |w| w.min(d)));
         }
-        if self.more_to_read {
+        if self.reading == Reading::MoreToRead {
             wait = Some(Duration::ZERO);
         }
         let (readable, writable, ended) = {
@@ -96,10 +96,10 @@ impl Client {
         if writable {
             self.write_ready();
         }
-        if readable || self.more_to_read {
+        if readable || self.reading == Reading::MoreToRead {
             // A short read ends the reading only on a fresh readiness event
             // that reported no end of stream and no error.
-            self.read_ready(readable && !ended && !self.more_to_read);
+            self.read_ready(readable && !ended && self.reading != Reading::MoreToRead);
         }
         let now = Instant::now();
         self.handle_connect_timeout(now);
@@ -374,7 +374,7 @@ impl Client {
         let deadline = Instant::now() + timeout;
         self.conn.release_acks();
         loop {
-            self.write_blocked = false;
+            self.writing = Writing::Ready;
             self.flush_queued();
             if !self.needs_write() {
                 return Ok(());
@@ -410,9 +410,9 @@ impl Client {
             ran += 1;
             self.promises.restore_callback(id, cb);
         }
-        if self.read_paused {
+        if self.reading == Reading::Paused {
             self.resume_reading();
-            if self.more_to_read {
+            if self.reading == Reading::MoreToRead {
                 // In a user's reactor no readiness event comes for bytes
                 // left in the socket: read them now.
                 self.read_ready(false);

@@ -89,6 +89,30 @@ pub enum ConnectionEvent {
     },
 }
 
+/// What the client knows of the bytes the socket holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// The last read took what there was (or none was needed).
+    UpToDate,
+    /// `on_read` stopped at its budget, or reading resumed after a pause:
+    /// bytes may be left that no readiness event will announce.
+    MoreToRead,
+    /// Held deliveries reached [`Options::max_buffered_bytes`]: the socket
+    /// is left unread (TCP holds the broker back) until half is taken.
+    Paused,
+}
+
+/// Whether a write may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Writing {
+    /// Try at the next flush.
+    Ready,
+    /// The last write stopped at `WouldBlock`: none is tried again until the
+    /// socket reports writable (each try would be a failing syscall; with a
+    /// full send buffer that was one per publish).
+    Blocked,
+}
+
 type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
 
 /// The span of one connection's events: its name (`connection_name`) and
@@ -163,14 +187,10 @@ pub struct Client {
     conn_events: VecDeque<ConnectionEvent>,
     conn_callback: Option<ConnectionCallback>,
     loop_break: bool,
-    more_to_read: bool,
-    /// The last write stopped at `WouldBlock`: no write is tried again until
-    /// the socket reports writable (each try would be a failing syscall;
-    /// with a full send buffer that was one per publish).
-    write_blocked: bool,
-    /// Reading stopped because held deliveries reached
-    /// [`Options::max_buffered_bytes`].
-    read_paused: bool,
+    /// What is known of the socket's unread bytes.
+    reading: Reading,
+    /// Whether a write may be tried now.
+    writing: Writing,
     /// Automatic recovery, when [`Options::recovery`] asks for it.
     recovery: Option<recovery::RecoveryState>,
     /// The span every event of this connection is in (`amqp`, with the
@@ -343,7 +363,7 @@ impl Drop for Client {
         if timeout.is_zero() || self.conn.is_closed() || self.sock.is_none() {
             // One last try without blocking, even if the previous write
             // would have blocked.
-            self.write_blocked = false;
+            self.writing = Writing::Ready;
             self.flush_queued();
             return;
         }

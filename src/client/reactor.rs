@@ -22,7 +22,7 @@ impl Client {
     /// It is `now` while [`Client::wants_read`]: bytes are left in the
     /// socket that no readiness event will report again.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.more_to_read {
+        if self.reading == Reading::MoreToRead {
             return Some(Instant::now());
         }
         let mut t = self.conn.poll_timeout();
@@ -47,7 +47,7 @@ impl Client {
     /// Call [`Client::on_read`] (or `on_timer`, which does it) again soon;
     /// [`Client::poll_timeout`] says so too.
     pub fn wants_read(&self) -> bool {
-        self.more_to_read
+        self.reading == Reading::MoreToRead
     }
 
     /// Call when the socket is readable: reads until it would block or its
@@ -112,12 +112,14 @@ impl Client {
         // drained: the next turn then reads again without sleeping. (Left
         // set after a read that ended in `WouldBlock`, it cost every wakeup
         // a spare `epoll_wait` and `recv`.)
-        self.more_to_read = false;
+        if self.reading == Reading::MoreToRead {
+            self.reading = Reading::UpToDate;
+        }
         for round in 1..=READ_BUDGET {
             if self.promises.buffered_bytes() >= self.options.max_buffered_bytes {
                 // Held deliveries are at their bound: leave the rest in the
                 // socket (TCP holds the broker back) until they are taken.
-                self.read_paused = true;
+                self.reading = Reading::Paused;
                 break;
             }
             let Some(sock) = self.sock.as_mut() else {
@@ -144,7 +146,9 @@ impl Client {
             if self.conn.is_closed() {
                 break;
             }
-            self.more_to_read = round == READ_BUDGET;
+            if round == READ_BUDGET {
+                self.reading = Reading::MoreToRead;
+            }
         }
     }
 
@@ -152,10 +156,10 @@ impl Client {
     /// of it has been taken: the next turn reads without waiting for a
     /// readiness event (none comes for bytes already in the socket).
     pub(super) fn resume_reading(&mut self) {
-        if self.read_paused && self.promises.buffered_bytes() <= self.options.max_buffered_bytes / 2
+        if self.reading == Reading::Paused
+            && self.promises.buffered_bytes() <= self.options.max_buffered_bytes / 2
         {
-            self.read_paused = false;
-            self.more_to_read = true;
+            self.reading = Reading::MoreToRead;
         }
     }
 
@@ -168,7 +172,7 @@ impl Client {
 
     /// `on_write` without handing results to their promises.
     pub(super) fn write_ready(&mut self) {
-        self.write_blocked = false;
+        self.writing = Writing::Ready;
         if self.check_connected() {
             self.flush_queued();
         }
@@ -179,7 +183,7 @@ impl Client {
     /// next address (a new socket: see [`Client::update_registration`]).
     pub fn on_timer(&mut self) {
         in_span!(self);
-        if self.more_to_read {
+        if self.reading == Reading::MoreToRead {
             self.read_ready(false);
         }
         self.handle_connect_timeout(Instant::now());
@@ -261,7 +265,7 @@ impl Client {
 
     pub(super) fn flush_queued(&mut self) {
         in_span!(self);
-        if self.connecting || self.write_blocked {
+        if self.connecting || self.writing == Writing::Blocked {
             return;
         }
         // Acks that waited their time go out before control returns to the
@@ -282,7 +286,11 @@ impl Client {
         let result = sock.write_from(&mut self.conn);
         // `write_from` returns with bytes still queued only when the socket
         // would block.
-        self.write_blocked = result.is_ok() && (self.conn.wants_write() || sock.wants_write());
+        self.writing = if result.is_ok() && (self.conn.wants_write() || sock.wants_write()) {
+            Writing::Blocked
+        } else {
+            Writing::Ready
+        };
         if let Err(e) = result {
             // A broker that closes the connection (connection.close, then
             // the socket) makes our next write fail with a reset while its

@@ -576,8 +576,7 @@ impl Client {
         // The shut-down socket of the lost connection goes (a reactor's
         // registry forgets a closed descriptor by itself).
         self.closed_sock = None;
-        self.more_to_read = false;
-        self.read_paused = false;
+        self.reading = Reading::UpToDate;
         if !self.addresses.has_pending() {
             self.addresses.start_attempt();
         }
