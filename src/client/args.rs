@@ -2,7 +2,10 @@
 //!
 //! The full argument structs are the codec's method structs (names from the
 //! spec, every field public, `Default` for the rest); the constructors here
-//! cover the common cases:
+//! cover the common cases. Their `no_wait` fields are ignored: every
+//! operation is sent without `no-wait`, because its promise completes on the
+//! broker's reply (a no-wait declare could fail with nothing to report it).
+//!
 //!
 //! ```
 //! use puka::{ExchangeDeclare, QueueBind, QueueDeclare};

@@ -127,8 +127,21 @@ pub(crate) enum Raw {
     Delivery(Delivery),
 }
 
-/// A value a promise can resolve to.
-pub trait Resolve: Sized + 'static {
+mod sealed {
+    /// Only the crate's result types resolve promises.
+    pub trait Sealed {}
+    impl Sealed for () {}
+    impl Sealed for u32 {}
+    impl Sealed for crate::codec::method::QueueDeclareOk {}
+    impl Sealed for Option<crate::protocol::Delivery> {}
+    impl Sealed for crate::protocol::Delivery {}
+    impl Sealed for Vec<String> {}
+}
+
+/// A value a promise can resolve to: what each operation gives (`()`,
+/// `u32`, [`QueueDeclareOk`], `Option<Delivery>`, [`Delivery`],
+/// `Vec<String>`). Sealed: only this crate implements it.
+pub trait Resolve: sealed::Sealed + Sized + 'static {
     /// Converts the raw result of an operation.
     #[doc(hidden)]
     fn resolve(raw: RawResult) -> Result<Self, Error>;
