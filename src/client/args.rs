@@ -6,7 +6,6 @@
 //! operation is sent without `no-wait`, because its promise completes on the
 //! broker's reply (a no-wait declare could fail with nothing to report it).
 //!
-//!
 //! ```
 //! use puka::{ExchangeDeclare, QueueBind, QueueDeclare};
 //! let q = QueueDeclare::named("tasks").durable().argument("x-max-priority", 10u8);
