@@ -367,3 +367,82 @@ fn the_client_recovers_after_every_node_was_down() {
     assert_eq!(&d.body[..], b"back");
     c.close().wait_timeout(&mut c, W).expect("close");
 }
+
+/// A rolling restart of all three nodes, one by one (`stop_app` then
+/// `start_app`, as an upgrade does), while one client publishes with
+/// confirms and consumes with manual acks: every confirmed message is
+/// processed, none lost.
+#[test]
+fn a_rolling_restart_loses_nothing() {
+    let _serial = cluster::serial();
+    let cl = cluster::cluster();
+    let queue = common::unique("rec-rolling");
+    let name = common::unique("rec-rolling");
+    let _delete = DeleteQueues::new(&[&queue]);
+    let _restore = Restore;
+    let mut c = Client::with_addresses(&cl.urls, recovering(&name)).expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    c.queue_declare(quorum(&queue))
+        .wait_timeout(&mut c, W)
+        .expect("declare");
+    let consumer = c.basic_consume_with(Consume::queue(&queue).prefetch(50));
+    let mut seen = Seen::default();
+    let mut promises: Vec<(u32, Promise<()>)> = Vec::new();
+    let mut processed: HashSet<u32> = HashSet::new();
+    let mut next = 0u32;
+    // Publish and consume for a while around each node's restart.
+    let mut step = |c: &mut Client, until: Instant, seen: &mut Seen| {
+        while Instant::now() < until {
+            if c.can_publish() && !c.is_closed() {
+                promises.push((next, c.basic_publish("", &queue, next.to_string().as_bytes())));
+                next += 1;
+            }
+            while let Ok(d) = c.wait_timeout(consumer, Duration::from_millis(2)) {
+                processed.insert(d.body_str().unwrap_or("").parse().expect("an id"));
+                let _ = c.basic_ack(&d);
+            }
+            take_events(c, seen);
+        }
+    };
+    for i in 0..3 {
+        step(&mut c, Instant::now() + Duration::from_secs(1), &mut seen);
+        cluster::stop_app(i);
+        step(&mut c, Instant::now() + Duration::from_secs(2), &mut seen);
+        cluster::start_app(i).expect("start_app");
+    }
+    step(&mut c, Instant::now() + Duration::from_secs(2), &mut seen);
+    drop(step);
+    // Every publish resolves; every confirmed one is processed.
+    let mut confirmed = HashSet::new();
+    for (i, p) in &promises {
+        if c.wait_timeout(*p, ELECTION).is_ok() {
+            confirmed.insert(*i);
+        }
+    }
+    let deadline = Instant::now() + ELECTION;
+    while !confirmed.is_subset(&processed) {
+        assert!(
+            Instant::now() < deadline,
+            "confirmed but never processed: {:?}",
+            confirmed.difference(&processed).take(10).collect::<Vec<_>>()
+        );
+        match c.wait_timeout(consumer, Duration::from_millis(200)) {
+            Ok(d) => {
+                processed.insert(d.body_str().unwrap_or("").parse().expect("an id"));
+                let _ = c.basic_ack(&d);
+            }
+            Err(puka::Error::Timeout) => {}
+            Err(e) => panic!("the consumer failed: {e}"),
+        }
+        take_events(&mut c, &mut seen);
+    }
+    eprintln!(
+        "rolling restart: {} published, {} confirmed, {} processed, 0 lost; events {:?}",
+        promises.len(),
+        confirmed.len(),
+        processed.len(),
+        seen.events
+    );
+    assert!(!confirmed.is_empty());
+    c.close().wait_timeout(&mut c, W).expect("close");
+}

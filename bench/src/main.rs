@@ -16,6 +16,7 @@ mod c_amqprs;
 mod c_lapin;
 mod c_puka;
 mod common;
+mod failover;
 mod loopback;
 mod memory;
 mod scale;
@@ -114,6 +115,8 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
 
 Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms.
+Failover (issue 15; alone): --scenario failover [--kills 20] [--rate 200]
+  [--outage 60] on the local 3-node cluster of scripts/cluster.
   --url URL            broker (default $AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f)
 ";
 
@@ -314,6 +317,10 @@ fn main() {
     if argv.get(1).map(String::as_str) == Some("__scale") {
         // A scale figure in a fresh process (see scale.rs).
         std::process::exit(scale::child(&argv[2..]));
+    }
+    if argv.windows(2).any(|w| w[0] == "--scenario" && w[1] == "failover") {
+        // The failover figures on the local 3-node cluster (failover.rs).
+        std::process::exit(failover::main(&argv[1..]));
     }
     let args = parse_args();
     let started = Instant::now();
