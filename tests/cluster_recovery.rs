@@ -394,7 +394,10 @@ fn a_rolling_restart_loses_nothing() {
     let mut step = |c: &mut Client, until: Instant, seen: &mut Seen| {
         while Instant::now() < until {
             if c.can_publish() && !c.is_closed() {
-                promises.push((next, c.basic_publish("", &queue, next.to_string().as_bytes())));
+                promises.push((
+                    next,
+                    c.basic_publish("", &queue, next.to_string().as_bytes()),
+                ));
                 next += 1;
             }
             while let Ok(d) = c.wait_timeout(consumer, Duration::from_millis(2)) {
@@ -424,7 +427,10 @@ fn a_rolling_restart_loses_nothing() {
         assert!(
             Instant::now() < deadline,
             "confirmed but never processed: {:?}",
-            confirmed.difference(&processed).take(10).collect::<Vec<_>>()
+            confirmed
+                .difference(&processed)
+                .take(10)
+                .collect::<Vec<_>>()
         );
         match c.wait_timeout(consumer, Duration::from_millis(200)) {
             Ok(d) => {

@@ -246,3 +246,56 @@ fn a_blackholed_connection_is_detected_and_failed_over() {
         .expect("works after failover");
     c.close().wait_timeout(&mut c, W).expect("close");
 }
+
+/// Transaction mode is restored: after recovery a publish can still be
+/// rolled back.
+#[test]
+fn transaction_mode_is_restored() {
+    common::require_broker();
+    let name = common::unique("rec-tx");
+    let q = common::unique("rec-tx-q");
+    let _g = Cleanup::new().queue(&q);
+    let mut c = Client::with_options(
+        &common::amqp_url(),
+        Options::default()
+            .connection_name(&name)
+            .confirms(puka::Confirms::Off)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(50)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    c.queue_declare(QueueDeclare::named(&q))
+        .wait_timeout(&mut c, W)
+        .expect("queue");
+    c.tx_select().wait_timeout(&mut c, W).expect("tx_select");
+    let pid = connection_pid(&name);
+    common::rabbitmqctl(&["close_connection", &pid, "tx recovery test"]);
+    let mut seen = Vec::new();
+    await_event(&mut c, &mut seen, "Reconnected", |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    });
+    c.basic_publish("", &q, b"rolled back")
+        .wait_timeout(&mut c, W)
+        .expect("publish");
+    c.tx_rollback()
+        .wait_timeout(&mut c, W)
+        .expect("rollback: the channel is transactional again");
+    c.basic_publish("", &q, b"committed")
+        .wait_timeout(&mut c, W)
+        .expect("publish");
+    c.tx_commit().wait_timeout(&mut c, W).expect("commit");
+    let got = c
+        .basic_get_no_ack(&q)
+        .wait_timeout(&mut c, W)
+        .expect("get")
+        .expect("a message");
+    assert_eq!(&got.body[..], b"committed");
+    assert!(c
+        .basic_get_no_ack(&q)
+        .wait_timeout(&mut c, W)
+        .expect("get")
+        .is_none());
+    c.close().wait_timeout(&mut c, W).expect("close");
+}

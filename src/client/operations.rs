@@ -540,9 +540,12 @@ impl Client {
     /// one channel.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn tx_select(&mut self) -> Promise<()> {
-        self.operation(|conn, tag| {
-            conn.tx_select(tag);
-        })
+        in_span!(self);
+        let id = self.promises.create();
+        self.note_tx_select(id.tag());
+        self.conn.tx_select(id.tag());
+        self.after_io();
+        Promise::new(id)
     }
 
     /// Commits the publishes and acks since the last commit (`tx.commit`).

@@ -114,6 +114,9 @@ enum Entity {
         no_ack: bool,
         prefetch: u16,
     },
+    /// Transactions were selected (`tx.select`): the new publish channel,
+    /// and the channels holding deliveries, are made transactional again.
+    Tx,
 }
 
 impl Entity {
@@ -121,7 +124,10 @@ impl Entity {
     fn phase(&self) -> u8 {
         match self {
             Entity::Exchange(_) | Entity::Queue { .. } => 0,
-            Entity::ExchangeBinding(_) | Entity::QueueBinding(_) | Entity::Consumer { .. } => 1,
+            Entity::ExchangeBinding(_)
+            | Entity::QueueBinding(_)
+            | Entity::Consumer { .. }
+            | Entity::Tx => 1,
         }
     }
 
@@ -143,6 +149,7 @@ impl Entity {
                 let names: Vec<&str> = queues.iter().map(|q| q.queue.as_str()).collect();
                 format!("consumer of {names:?}")
             }
+            Entity::Tx => "transaction mode".to_string(),
         }
     }
 }
@@ -322,6 +329,16 @@ impl Client {
             _ => return,
         };
         r.pending.insert(tag, entity);
+    }
+
+    /// Records a `tx.select` sent as `tag` (when recovery is on): the mode
+    /// is restored once it succeeded.
+    pub(super) fn note_tx_select(&mut self, tag: Tag) {
+        if let Some(r) = self.recovery.as_mut() {
+            if !r.record.iter().any(|e| matches!(e, Entity::Tx)) {
+                r.pending.insert(tag, Entity::Tx);
+            }
+        }
     }
 
     /// Records a consumer (when recovery is on), with the consumer tags the
@@ -674,6 +691,11 @@ impl Client {
                 // The consumer's own promise tag: its deliveries go on
                 // arriving there.
                 self.conn.consume(tag, queues, no_ack, prefetch);
+            }
+            Entity::Tx => {
+                let t = r.tag();
+                r.restoring.insert(t, i);
+                self.conn.tx_select(t);
             }
         }
         self.after_io();
