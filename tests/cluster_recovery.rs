@@ -414,7 +414,6 @@ fn a_rolling_restart_loses_nothing() {
         cluster::start_app(i).expect("start_app");
     }
     step(&mut c, Instant::now() + Duration::from_secs(2), &mut seen);
-    drop(step);
     // Every publish resolves; every confirmed one is processed.
     let mut confirmed = HashSet::new();
     for (i, p) in &promises {
