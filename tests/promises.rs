@@ -46,24 +46,18 @@ fn fill(c: &mut Client, q: &str, n: usize) {
     }
 }
 
-#[test]
-fn acks_are_on_the_wire_when_wait_returns() {
-    let q = common::unique("acks-wait");
+/// Three messages in a fresh queue; `handle` consumes and acks them with a
+/// client made with `options`; then that client's socket is cut under it
+/// (nothing queued in the client gets out after that): none of the three
+/// may come back to the queue.
+fn acks_survive_a_cut(prefix: &str, options: Options, handle: impl FnOnce(&mut Client, &str)) {
+    let q = common::unique(prefix);
     let _g = Cleanup::new().queue(&q);
     let mut observer = connect();
     declare(&mut observer, &q);
     fill(&mut observer, &q, 3);
-
-    let mut c = connect();
-    let consumer = c.basic_consume_with(Consume::queue(&q).prefetch(10));
-    for _ in 0..3 {
-        let d = next(&mut c, consumer);
-        c.basic_ack(&d).expect("ack");
-    }
-    // The last ack was made after the last call into the client: one more
-    // call (any wait) hands it over.
-    let p = c.queue_declare(QueueDeclare::named(&q).passive());
-    c.wait_timeout(p, W).expect("declare");
+    let mut c = connect_with(options);
+    handle(&mut c, &q);
     cut(&c);
     assert_eq!(
         settled_count(&mut observer, &q),
@@ -73,63 +67,52 @@ fn acks_are_on_the_wire_when_wait_returns() {
     drop(c);
     delete_queue(&mut observer, &q);
     close(observer);
+}
+
+#[test]
+fn acks_are_on_the_wire_when_wait_returns() {
+    acks_survive_a_cut("acks-wait", Options::default(), |c, q| {
+        let consumer = c.basic_consume_with(Consume::queue(q).prefetch(10));
+        for _ in 0..3 {
+            let d = next(c, consumer);
+            c.basic_ack(&d).expect("ack");
+        }
+        // The last ack was made after the last call into the client: one
+        // more call (any wait) hands it over.
+        let p = c.queue_declare(QueueDeclare::named(q).passive());
+        c.wait_timeout(p, W).expect("declare");
+    });
 }
 
 #[test]
 fn acks_are_on_the_wire_when_run_loop_returns() {
-    let q = common::unique("acks-loop");
-    let _g = Cleanup::new().queue(&q);
-    let mut observer = connect();
-    declare(&mut observer, &q);
-    fill(&mut observer, &q, 3);
-
-    let mut c = connect();
-    let seen = Rc::new(RefCell::new(0));
-    let s = seen.clone();
-    c.basic_consume_then(Consume::queue(&q).prefetch(10), move |c, d| {
-        let d = d.expect("delivery");
-        c.basic_ack(&d).expect("ack");
-        *s.borrow_mut() += 1;
-        if *s.borrow() == 3 {
-            c.loop_break();
-        }
+    acks_survive_a_cut("acks-loop", Options::default(), |c, q| {
+        let seen = Rc::new(RefCell::new(0));
+        let s = seen.clone();
+        c.basic_consume_then(Consume::queue(q).prefetch(10), move |c, d| {
+            let d = d.expect("delivery");
+            c.basic_ack(&d).expect("ack");
+            *s.borrow_mut() += 1;
+            if *s.borrow() == 3 {
+                c.loop_break();
+            }
+        });
+        c.run_loop(Some(W)).expect("run_loop");
+        assert_eq!(*seen.borrow(), 3);
     });
-    c.run_loop(Some(W)).expect("run_loop");
-    assert_eq!(*seen.borrow(), 3);
-    cut(&c);
-    assert_eq!(
-        settled_count(&mut observer, &q),
-        0,
-        "acked messages came back"
-    );
-    drop(c);
-    delete_queue(&mut observer, &q);
-    close(observer);
 }
 
 #[test]
 fn flush_hands_deferred_acks_over() {
-    let q = common::unique("acks-flush");
-    let _g = Cleanup::new().queue(&q);
-    let mut observer = connect();
-    declare(&mut observer, &q);
-    fill(&mut observer, &q, 3);
-
-    let mut c = connect_with(Options::default().ack_timing(AckTiming::Deferred));
-    let consumer = c.basic_consume_with(Consume::queue(&q).prefetch(100));
-    let mut last = None;
-    for _ in 0..3 {
-        let d = next(&mut c, consumer);
-        c.basic_ack(&d).expect("ack");
-        last = Some(d);
-    }
-    let _ = last;
-    c.flush(W).expect("flush");
-    cut(&c);
-    assert_eq!(settled_count(&mut observer, &q), 0);
-    drop(c);
-    delete_queue(&mut observer, &q);
-    close(observer);
+    let deferred = Options::default().ack_timing(AckTiming::Deferred);
+    acks_survive_a_cut("acks-flush", deferred, |c, q| {
+        let consumer = c.basic_consume_with(Consume::queue(q).prefetch(100));
+        for _ in 0..3 {
+            let d = next(c, consumer);
+            c.basic_ack(&d).expect("ack");
+        }
+        c.flush(W).expect("flush");
+    });
 }
 
 #[test]

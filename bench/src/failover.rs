@@ -550,7 +550,7 @@ fn run(o: &Opts) -> Result<bool, String> {
         };
         println!(
             "result scenario=failover kill={k} node={} disconnected={} reconnected_to={} kill_to_first_confirm_s={:.3}",
-            nodes[node],
+            nodes[kill.node],
             kill.disconnected,
             kill.reconnected_to.as_deref().unwrap_or("-"),
             secs
