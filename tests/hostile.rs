@@ -1216,3 +1216,108 @@ fn a_refused_secret_fails_update_secret_with_the_brokers_error() {
         other => panic!("no update-secret sent: {other:?}"),
     }
 }
+
+/// Recovery meets an exclusive queue still locked (405) by the lost
+/// connection's half-open other end: it declares it again after a short
+/// wait, then goes on — no `RecoveryFailed`.
+#[test]
+fn recovery_declares_a_locked_exclusive_queue_again() {
+    use puka::codec::method::{ChannelClose, QueueDeclareOk};
+    use puka::{AddressOrder, ConnectionEvent, Options, Recovery};
+    let _s = serial();
+    let declare_ok = || {
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "excl".into(),
+            message_count: 0,
+            consumer_count: 0,
+        })
+    };
+    // The first broker: the queue, then the connection drops.
+    let mut first = fb::handshake(2047, FRAME_MAX, 0);
+    first.extend(fb::open_channel(1));
+    first.extend([
+        Step::Expect("queue.declare"),
+        Step::Method(1, declare_ok()),
+        Step::Sleep(Duration::from_millis(100)),
+        Step::Close,
+    ]);
+    // The second: still locked once, then free.
+    let mut second = fb::handshake(2047, FRAME_MAX, 0);
+    second.extend(fb::open_channel(1));
+    second.extend([
+        Step::Expect("queue.declare"),
+        Step::Method(
+            1,
+            Method::ChannelClose(ChannelClose {
+                reply_code: 405,
+                reply_text: "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'excl'"
+                    .into(),
+                class_id: 50,
+                method_id: 10,
+            }),
+        ),
+        Step::Expect("channel.close-ok"),
+    ]);
+    second.extend(fb::open_channel(1));
+    second.extend([
+        Step::Expect("queue.declare"),
+        Step::Method(1, declare_ok()),
+        Step::Sleep(Duration::from_secs(2)),
+    ]);
+    let fb1 = FakeBroker::start(first);
+    let fb2 = FakeBroker::start(second);
+    let mut c = Client::with_addresses(
+        &[fb1.url(""), fb2.url("")],
+        Options::default()
+            .address_order(AddressOrder::InOrder)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(20)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    c.queue_declare(QueueDeclare::named("excl").exclusive())
+        .wait_timeout(&mut c, W)
+        .expect("declare");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut events = Vec::new();
+    loop {
+        while let Some(e) = c.next_connection_event() {
+            events.push(format!("{e:?}"));
+            assert!(
+                !matches!(e, ConnectionEvent::RecoveryFailed { .. }),
+                "{events:?}"
+            );
+        }
+        let record = fb2.record();
+        let declares = record
+            .methods()
+            .filter(|(_, m)| m.name() == "queue.declare")
+            .count();
+        if declares == 2 && events.iter().any(|e| e.starts_with("Reconnected")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "declared {declares} times; events {events:?}; {:?}",
+            record.failures
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+    // Settle: the second declare-ok arrives, nothing fails.
+    c.run_loop(Some(Duration::from_millis(300)))
+        .expect("run_loop");
+    while let Some(e) = c.next_connection_event() {
+        assert!(
+            !matches!(e, ConnectionEvent::RecoveryFailed { .. }),
+            "{e:?}"
+        );
+    }
+    assert!(c.is_open());
+    assert!(
+        fb2.record().failures.is_empty(),
+        "{:?}",
+        fb2.record().failures
+    );
+}

@@ -106,6 +106,8 @@ impl Client {
         if self.conn.poll_timeout().is_some_and(|t| now >= t) {
             self.conn.handle_timeout(now);
         }
+        // A restore step waiting for its time (a queue still locked).
+        self.poll_recovery(now);
         self.flush_queued();
         if drain {
             self.after_io();

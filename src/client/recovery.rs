@@ -185,11 +185,30 @@ pub(super) struct RecoveryState {
     /// The restore's second phase (bindings, consumers) waits for the
     /// first (exchanges, queues) to be answered.
     second_phase_started: bool,
+    /// Queues the broker refused with 405 `RESOURCE_LOCKED` (an exclusive
+    /// queue still held by the lost connection's half-open other end, until
+    /// the broker notices it is gone): declared again at `at`, up to
+    /// [`LOCKED_RETRIES`] times. Bindings and consumers wait for them.
+    locked: Vec<Locked>,
     /// The internal tag of the reconnection's handshake.
     handshake: Option<Tag>,
     next_tag: u64,
     noise: u64,
     last_error: Option<Error>,
+}
+
+/// How often a queue locked by the lost connection is declared again.
+const LOCKED_RETRIES: u32 = 20;
+/// The wait between those attempts (20 × 500 ms: 10 s, several heartbeat
+/// intervals of a broker noticing the old connection is gone).
+const LOCKED_RETRY_DELAY: Duration = Duration::from_millis(500);
+
+/// A queue restore to try again.
+#[derive(Debug, Clone, Copy)]
+struct Locked {
+    index: usize,
+    at: Instant,
+    tries: u32,
 }
 
 /// Internal tags (restore operations, handshakes of reconnections) have a
@@ -208,6 +227,7 @@ impl RecoveryState {
             deleting: HashMap::new(),
             restoring: HashMap::new(),
             second_phase_started: false,
+            locked: Vec::new(),
             handshake: None,
             next_tag: 1,
             noise: u64::from(std::process::id()) ^ 0x9E37_79B9,
@@ -229,6 +249,14 @@ impl RecoveryState {
         x ^= x << 17;
         self.noise = x;
         x % 1000
+    }
+
+    /// How often the queue at `index` was refused as locked.
+    fn locked_tries(&self, index: usize) -> u32 {
+        self.locked
+            .iter()
+            .find(|l| l.index == index)
+            .map_or(0, |l| l.tries)
     }
 
     /// Whether a consumer's promise is recorded (its failure at a loss is
@@ -503,6 +531,7 @@ impl Client {
         r.phase = Phase::Waiting { attempt, at };
         r.last_error = Some(e.clone());
         r.restoring.clear();
+        r.locked.clear();
         r.handshake = None;
         // Declarations and deletions in flight were failed with the
         // connection: they are not recorded.
@@ -561,9 +590,34 @@ impl Client {
 
     /// When the next reconnection attempt is due.
     pub(super) fn recovery_deadline(&self) -> Option<Instant> {
-        match self.recovery.as_ref()?.phase {
+        let r = self.recovery.as_ref()?;
+        match r.phase {
             Phase::Waiting { at, .. } => Some(at),
-            _ => None,
+            _ => r.locked.iter().map(|l| l.at).min(),
+        }
+    }
+
+    /// Declares again the locked queues whose wait is over.
+    fn retry_locked(&mut self, now: Instant) {
+        let Some(r) = self.recovery.as_mut() else {
+            return;
+        };
+        let due: Vec<usize> = r
+            .locked
+            .iter()
+            .filter(|l| l.at <= now && !r.restoring.values().any(|&i| i == l.index))
+            .map(|l| l.index)
+            .collect();
+        for i in due {
+            if let Some(l) = self
+                .recovery
+                .as_mut()
+                .and_then(|r| r.locked.iter_mut().find(|l| l.index == i))
+            {
+                // Waiting for this answer now.
+                l.at = now + Duration::from_secs(3600);
+            }
+            self.restore_entity(i);
         }
     }
 
@@ -575,6 +629,7 @@ impl Client {
             return;
         };
         let Phase::Waiting { attempt, at } = r.phase else {
+            self.retry_locked(now);
             return;
         };
         if now < at {
@@ -629,7 +684,7 @@ impl Client {
         let Some(r) = self.recovery.as_mut() else {
             return;
         };
-        if r.second_phase_started || !r.restoring.is_empty() {
+        if r.second_phase_started || !r.restoring.is_empty() || !r.locked.is_empty() {
             return;
         }
         r.second_phase_started = true;
@@ -709,6 +764,9 @@ impl Client {
         if i >= r.record.len() {
             return;
         }
+        if result.is_ok() {
+            r.locked.retain(|l| l.index != i);
+        }
         match result {
             Ok(Outcome::QueueDeclared(ok)) => {
                 if let Entity::Queue {
@@ -727,7 +785,21 @@ impl Client {
                 }
             }
             Ok(_) => {}
+            Err(Error::ResourceLocked(_))
+                if matches!(r.record[i], Entity::Queue { .. })
+                    && r.locked_tries(i) < LOCKED_RETRIES =>
+            {
+                let tries = r.locked_tries(i) + 1;
+                r.locked.retain(|l| l.index != i);
+                r.locked.push(Locked {
+                    index: i,
+                    at: Instant::now() + LOCKED_RETRY_DELAY,
+                    tries,
+                });
+                tr_info!(queue = %r.record[i].describe(), tries, "locked by the old connection; trying again");
+            }
             Err(error) => {
+                r.locked.retain(|l| l.index != i);
                 let entity = r.record[i].describe();
                 tr_warn!(%entity, %error, "not restored");
                 self.conn_events
