@@ -1321,3 +1321,109 @@ fn recovery_declares_a_locked_exclusive_queue_again() {
         fb2.record().failures
     );
 }
+
+/// Recovery restores in dependency order against a scripted broker: the
+/// server-named queue first (it gets a new name), then its binding and its
+/// consumer under that new name, with the consumer's tag unchanged.
+#[test]
+fn recovery_restores_in_order_under_the_new_queue_name() {
+    use puka::codec::method::{BasicConsumeOk, QueueBindOk, QueueDeclareOk};
+    use puka::{AddressOrder, Consume, Options, QueueBind, Recovery};
+    let _s = serial();
+    let declared = |name: &str| {
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: name.into(),
+            message_count: 0,
+            consumer_count: 0,
+        })
+    };
+    let script = |name: &str, end: Step| {
+        let mut s = fb::handshake(2047, FRAME_MAX, 0);
+        s.extend(fb::open_channel(1));
+        s.extend([
+            Step::Expect("queue.declare"),
+            Step::Method(1, declared(name)),
+            Step::Expect("queue.bind"),
+            Step::Method(1, Method::QueueBindOk(QueueBindOk {})),
+        ]);
+        s.extend(fb::open_channel(2));
+        s.extend([
+            Step::Expect("basic.consume"),
+            Step::Method(
+                2,
+                Method::BasicConsumeOk(BasicConsumeOk {
+                    consumer_tag: "kept-tag".into(),
+                }),
+            ),
+            end,
+        ]);
+        s
+    };
+    let fb1 = FakeBroker::start(script("amq.gen-A", Step::Close));
+    let fb2 = FakeBroker::start(script("amq.gen-B", Step::Sleep(Duration::from_secs(3))));
+    let mut c = Client::with_addresses(
+        &[fb1.url(""), fb2.url("")],
+        Options::default()
+            .address_order(AddressOrder::InOrder)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(20)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    let q = c
+        .queue_declare(QueueDeclare::server_named())
+        .wait_timeout(&mut c, W)
+        .expect("declare")
+        .queue
+        .to_string();
+    assert_eq!(q, "amq.gen-A");
+    c.queue_bind(QueueBind::new(&q, "amq.direct", "k"))
+        .wait_timeout(&mut c, W)
+        .expect("bind");
+    let consumer = c.basic_consume_with(Consume::queue(&q).consumer_tag("kept-tag"));
+    c.consumer_ready(consumer)
+        .wait_timeout(&mut c, W)
+        .expect("consumer");
+    // Fake broker 1 drops the connection; the client restores on broker 2.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fb2.record().method("basic.consume").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "not restored: {:?}",
+            fb2.record().method_names()
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+    c.run_loop(Some(Duration::from_millis(200)))
+        .expect("run_loop");
+    let record = fb2.record();
+    assert!(record.failures.is_empty(), "{:?}", record.failures);
+    match record.method("queue.declare") {
+        Some(Method::QueueDeclare(d)) => assert_eq!(d.queue, "", "declared server-named again"),
+        other => panic!("{other:?}"),
+    }
+    match record.method("queue.bind") {
+        Some(Method::QueueBind(b)) => assert_eq!(b.queue, "amq.gen-B"),
+        other => panic!("{other:?}"),
+    }
+    match record.method("basic.consume") {
+        Some(Method::BasicConsume(b)) => {
+            assert_eq!(b.queue, "amq.gen-B");
+            assert_eq!(b.consumer_tag, "kept-tag");
+        }
+        other => panic!("{other:?}"),
+    }
+    let mut renamed = false;
+    while let Some(e) = c.next_connection_event() {
+        if let puka::ConnectionEvent::QueueRenamed { old, new } = &e {
+            renamed = old == "amq.gen-A" && new == "amq.gen-B";
+        }
+        assert!(
+            !matches!(e, puka::ConnectionEvent::RecoveryFailed { .. }),
+            "{e:?}"
+        );
+    }
+    assert!(renamed, "QueueRenamed reported");
+}
