@@ -43,6 +43,8 @@ const CONNECTION_NAME: &str = "puka-bench-failover";
 /// The bound on the first confirm after a kill (a quorum queue may need a
 /// leader election) and on the recovery after the full outage.
 const RECOVER_LIMIT: Duration = Duration::from_secs(120);
+/// How long the killed node stays down when no confirm comes meanwhile.
+const NODE_DOWN_LIMIT: Duration = Duration::from_secs(10);
 
 struct Opts {
     kills: usize,
@@ -174,6 +176,8 @@ struct Kill {
     disconnected: bool,
     reconnected_to: Option<String>,
     secs: f64,
+    /// The first confirm came only after the node was started again.
+    after_restart: bool,
 }
 
 struct Run {
@@ -299,8 +303,18 @@ impl Run {
                 return Ok(());
             }
             if Instant::now() >= deadline {
+                let s = self.shared.borrow();
                 return Err(format!(
-                    "{what}: not within {limit:?}; events {:?}",
+                    "{what}: not within {limit:?}; published {} confirmed {} unknown {} {:?} \
+                     failed {} {:?} outstanding {} skipped {}; events {:?}",
+                    s.published,
+                    s.confirmed,
+                    s.unknown,
+                    s.unknown_kinds,
+                    s.failed,
+                    s.failed_kinds,
+                    s.outstanding,
+                    self.skipped,
                     self.events
                 ));
             }
@@ -535,9 +549,25 @@ fn run(o: &Opts) -> Result<bool, String> {
                 s.kill_at = Some(r.disconnected_at.unwrap_or_else(Instant::now));
             }
         }
-        r.drive_until(RECOVER_LIMIT, "the first confirm after the kill", |r| {
+        // While the node is down, up to NODE_DOWN_LIMIT; then it is started
+        // again (in a helper thread) and the wait goes on.
+        let waited = r.drive_until(NODE_DOWN_LIMIT, "the first confirm after the kill", |r| {
             r.shared.borrow().first_after.is_some()
-        })?;
+        });
+        let mut restarted = None;
+        let mut restart_at: Option<Instant> = None;
+        if waited.is_err() {
+            println!(
+                "# failover: kill {k}: no confirm within {NODE_DOWN_LIMIT:?} with {} down; starting it again",
+                nodes[node]
+            );
+            restart_at = Some(Instant::now());
+            let rx = spawn(script(&["start-node", &(node + 1).to_string()]));
+            r.drive_until(RECOVER_LIMIT, "the first confirm after the kill", |r| {
+                r.shared.borrow().first_after.is_some()
+            })?;
+            restarted = Some(rx);
+        }
         let secs = {
             let s = r.shared.borrow();
             s.first_after.unwrap().duration_since(s.kill_at.unwrap()).as_secs_f64()
@@ -547,17 +577,34 @@ fn run(o: &Opts) -> Result<bool, String> {
             disconnected: r.disconnected_at.is_some(),
             reconnected_to: r.reconnected.as_ref().map(|(_, a)| a.clone()),
             secs,
+            after_restart: restarted.is_some(),
         };
+        let from_restart = restart_at
+            .map(|t| {
+                let s = r.shared.borrow();
+                format!("{:.3}", s.first_after.unwrap().duration_since(t).as_secs_f64())
+            })
+            .unwrap_or_else(|| "-".into());
         println!(
-            "result scenario=failover kill={k} node={} disconnected={} reconnected_to={} kill_to_first_confirm_s={:.3}",
+            "result scenario=failover kill={k} node={} disconnected={} reconnected_to={} after_restart={} kill_to_first_confirm_s={:.3} restart_to_first_confirm_s={from_restart}",
             nodes[kill.node],
             kill.disconnected,
             kill.reconnected_to.as_deref().unwrap_or("-"),
+            kill.after_restart,
             secs
         );
         kills.push(kill);
         r.shared.borrow_mut().kill_at = None;
-        r.bg(script(&["start-node", &(node + 1).to_string()]))?;
+        match restarted {
+            Some(rx) => loop {
+                match rx.try_recv() {
+                    Ok(res) => break res.map(drop)?,
+                    Err(mpsc::TryRecvError::Empty) => r.tick()?,
+                    Err(mpsc::TryRecvError::Disconnected) => return Err("helper died".into()),
+                }
+            },
+            None => r.bg(script(&["start-node", &(node + 1).to_string()])).map(drop)?,
+        }
     }
 
     // The full outage: all three nodes down for `o.outage`.
@@ -636,6 +683,7 @@ fn run(o: &Opts) -> Result<bool, String> {
     let secs: Vec<f64> = kills.iter().map(|k| k.secs).collect();
     let max = secs.iter().copied().fold(f64::NAN, f64::max);
     let no_loss = kills.iter().filter(|k| !k.disconnected).count();
+    let after_restart = kills.iter().filter(|k| k.after_restart).count();
     let kinds = |m: &BTreeMap<String, u64>| {
         if m.is_empty() {
             "—".to_string()
@@ -647,6 +695,10 @@ fn run(o: &Opts) -> Result<bool, String> {
     println!("| failover figure | value |");
     println!("| --- | --- |");
     println!("| kills of the client's node | {} (client saw no loss in {no_loss}) |", kills.len());
+    println!(
+        "| kills whose first confirm came only after the node was restarted ({} s down) | {after_restart} |",
+        NODE_DOWN_LIMIT.as_secs()
+    );
     println!("| kill → first confirm, p50 | {:.3} s |", median(&secs));
     println!("| kill → first confirm, max | {max:.3} s |");
     println!(
