@@ -15,6 +15,7 @@ mod c_amiquip;
 mod c_amqprs;
 mod c_lapin;
 mod c_puka;
+mod c_raw;
 mod common;
 mod failover;
 mod loopback;
@@ -35,15 +36,18 @@ pub enum Lib {
     Lapin,
     Amiquip,
     Amqprs,
+    /// Hand-encoded frames over a blocking socket: the yardstick of `get`.
+    Raw,
 }
 
 impl Lib {
-    pub const ALL: [Lib; 5] = [
+    pub const ALL: [Lib; 6] = [
         Lib::Puka,
         Lib::PukaDeferred,
         Lib::Lapin,
         Lib::Amiquip,
         Lib::Amqprs,
+        Lib::Raw,
     ];
     /// The clients run when `--client` is not given.
     pub const DEFAULT: [Lib; 4] = [Lib::Puka, Lib::Lapin, Lib::Amiquip, Lib::Amqprs];
@@ -55,6 +59,7 @@ impl Lib {
             Lib::Lapin => "lapin",
             Lib::Amiquip => "amiquip",
             Lib::Amqprs => "amqprs",
+            Lib::Raw => "raw",
         }
     }
 
@@ -74,6 +79,7 @@ impl Lib {
             Lib::Lapin => c_lapin::run(job),
             Lib::Amiquip => c_amiquip::run(job),
             Lib::Amqprs => c_amqprs::run(job),
+            Lib::Raw => c_raw::run(job),
         }
     }
 }
@@ -100,7 +106,8 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        64 KiB runs use N/20, get and rpc N/100 (at most 5000))
   --rounds R           rounds of the broker scenarios (default 3; --quick: 1)
   --client LIST        puka,lapin,amiquip,amqprs (default all four);
-                       puka-deferred is puka with AckTiming::Deferred
+                       puka-deferred is puka with AckTiming::Deferred; raw
+                       (get only) is hand-encoded frames on a blocking socket
   --scenario LIST      publish,publish_confirm,consume_ack,consume_noack,get,
                        rpc,loopback,memory (default all; loopback_consume or
                        loopback_publish for half of loopback)
@@ -618,7 +625,7 @@ fn summary(
         }
         // Ratios of each puka mode against the best peer.
         let pukas: Vec<Lib> = libs.iter().copied().filter(|l| l.is_puka()).collect();
-        if !pukas.is_empty() && libs.iter().any(|l| !l.is_puka()) {
+        if !pukas.is_empty() && libs.iter().any(|l| !l.is_puka() && *l != Lib::Raw) {
             println!();
             println!("## puka against the best peer (medians)");
             println!();
@@ -627,7 +634,7 @@ fn summary(
             for ((s, size), by_lib) in results {
                 let peers: Vec<(Lib, Stat)> = by_lib
                     .iter()
-                    .filter(|(l, f)| !l.is_puka() && !f.is_empty())
+                    .filter(|(l, f)| !l.is_puka() && **l != Lib::Raw && !f.is_empty())
                     .map(|(l, f)| (*l, stat(f)))
                     .collect();
                 if peers.is_empty() {
