@@ -153,6 +153,7 @@ fn a_forced_close_is_recovered_with_topology_and_consumer() {
         "{seen:?}"
     );
     assert_eq!(c.stats().consumers, 1);
+    assert_eq!(c.stats().reconnects, 1);
 
     // The user's own close is never recovered.
     c.close().wait_timeout(&mut c, W).expect("close");

@@ -274,6 +274,7 @@ impl Client {
     pub fn stats(&self) -> protocol::Stats {
         let mut s = self.conn.stats();
         s.promises = self.promises.len();
+        s.reconnects = self.recovery.as_ref().map_or(0, |r| r.reconnects);
         s
     }
 

@@ -194,6 +194,8 @@ pub(super) struct RecoveryState {
     handshake: Option<Tag>,
     next_tag: u64,
     noise: u64,
+    /// Reconnections that reached an open connection.
+    pub(super) reconnects: u64,
     last_error: Option<Error>,
 }
 
@@ -230,6 +232,7 @@ impl RecoveryState {
             locked: Vec::new(),
             handshake: None,
             next_tag: 1,
+            reconnects: 0,
             noise: u64::from(std::process::id()) ^ 0x9E37_79B9,
             last_error: None,
         }
@@ -419,6 +422,7 @@ impl Client {
             // A failed handshake: the connection's end follows and
             // schedules the next attempt.
             if result.is_ok() {
+                r.reconnects += 1;
                 let address = self
                     .connected_address()
                     .map(|a| format!("{}:{}", a.host, a.port))

@@ -41,7 +41,9 @@ pub struct Stats {
     pub rejects: u64,
     /// Times the broker blocked the connection (`connection.blocked`).
     pub times_blocked: u64,
-    /// Reconnections (none until recovery exists).
+    /// Reconnections that reached an open connection (automatic recovery;
+    /// filled in by `Client::stats`). The other counters are the current
+    /// connection's: they start again at each reconnection.
     pub reconnects: u64,
     /// Channels open or opening now.
     pub channels: usize,
