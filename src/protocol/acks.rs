@@ -12,7 +12,10 @@ impl Connection {
     /// When the acks that are waiting must go out at the latest (`None`:
     /// none wait). [`Connection::poll_timeout`] includes it.
     pub fn ack_deadline(&self) -> Option<Instant> {
-        self.ack_deadline.filter(|_| !self.ack_channels.is_empty())
+        match self.acks {
+            AckWait::Until(t) if !self.ack_channels.is_empty() => Some(t),
+            _ => None,
+        }
     }
 
     /// Acknowledges a delivery (and, with `multiple`, every earlier one on
@@ -83,8 +86,7 @@ impl Connection {
         for ch in std::mem::take(&mut self.ack_channels) {
             self.emit_pending_ack(ch);
         }
-        self.acks_due = false;
-        self.ack_deadline = None;
+        self.acks = AckWait::Idle;
     }
 
     pub(super) fn settle(
@@ -142,9 +144,9 @@ impl Connection {
                 _ => false,
             };
             if !deferrable {
-                self.acks_due = true;
-            } else if self.ack_deadline.is_none() {
-                self.ack_deadline = Some(self.last_recv + ACK_DELAY);
+                self.acks = AckWait::Due;
+            } else if self.acks == AckWait::Idle {
+                self.acks = AckWait::Until(self.last_recv + ACK_DELAY);
             }
             self.sent_since_heartbeat = true;
         } else {

@@ -278,6 +278,19 @@ fn pool_reply(method: &Method) -> Option<u16> {
     })
 }
 
+/// When coalesced acks go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckWait {
+    /// None is waiting.
+    Idle,
+    /// At the next write: an ack's consumer has half its window used, or it
+    /// is not a consumer's with a window (or [`AckTiming::Prompt`]).
+    Due,
+    /// Deferred ([`AckTiming::Deferred`]): with the next write, or at this
+    /// time even if nothing else is written.
+    Until(Instant),
+}
+
 /// Whether transactions are in use (RabbitMQ's `tx` class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxState {
@@ -396,11 +409,8 @@ pub struct Connection {
     publish_channel: Option<u16>,
     /// Channels holding a coalesced ack not yet encoded.
     ack_channels: Vec<u16>,
-    /// A coalesced ack that must go out at the next write (its consumer's
-    /// window is half used, or it is not on a consumer with a window).
-    acks_due: bool,
-    /// When deferred acks go out even if nothing else is written.
-    ack_deadline: Option<Instant>,
+    /// When the coalesced acks of `ack_channels` go out.
+    acks: AckWait,
     /// Transactions: whether the publish channel is (to be) transactional.
     tx: TxState,
     /// Pooled channels that hold unsettled `basic.get` deliveries, by queue:
@@ -460,8 +470,7 @@ impl Connection {
             idle: Vec::new(),
             publish_channel: None,
             ack_channels: Vec::new(),
-            acks_due: false,
-            ack_deadline: None,
+            acks: AckWait::Idle,
             tx: TxState::Off,
             held_gets: std::collections::HashMap::new(),
             tx_groups: Vec::new(),

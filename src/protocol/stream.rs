@@ -91,7 +91,7 @@ impl Connection {
 
     /// Whether frames are waiting for the socket.
     pub fn wants_write(&self) -> bool {
-        !self.write_buf.is_empty() || (self.acks_due && !self.ack_channels.is_empty())
+        !self.write_buf.is_empty() || (self.acks == AckWait::Due && !self.ack_channels.is_empty())
     }
 
     /// Writes queued frames to `w` until it would block or the queue is

@@ -70,7 +70,7 @@ impl Connection {
             self.finish(Error::BlockedTimeout(limit));
             return;
         }
-        if self.ack_deadline.is_some_and(|d| now >= d) {
+        if matches!(self.acks, AckWait::Until(d) if now >= d) {
             self.emit_pending_acks();
         }
         self.poll_drain(now);
