@@ -331,10 +331,10 @@ impl Client {
 /// xorshift64*, seeded from the clock, the process id and a counter: only
 /// to spread clients over addresses, nothing secret.
 #[derive(Debug)]
-struct XorShift(u64);
+pub(super) struct XorShift(u64);
 
 impl XorShift {
-    fn seeded() -> XorShift {
+    pub(super) fn seeded() -> XorShift {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -350,7 +350,7 @@ impl XorShift {
         XorShift((z ^ (z >> 31)) | 1)
     }
 
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;

@@ -13,7 +13,8 @@ impl Client {
         Promise::new(id)
     }
 
-    /// A promise resolved at once with `result`.
+    /// A promise resolved at once with `result` (a close with nothing left to
+    /// close, or an operation refused before anything was sent).
     pub(super) fn resolved<T>(&mut self, result: Result<(), Error>) -> Promise<T> {
         let id = self.promises.create();
         let raw = result.map(|()| Raw::Outcome(protocol::Outcome::Done));
@@ -212,11 +213,7 @@ impl Client {
         if !self.can_publish() {
             match self.options.when_full {
                 WhenFull::Block => self.drain_until_room(),
-                WhenFull::Refuse => {
-                    let id = self.promises.create();
-                    self.promises.push(id, Err(Error::WouldBlock), true);
-                    return Promise::new(id);
-                }
+                WhenFull::Refuse => return self.resolved(Err(Error::WouldBlock)),
             }
         }
         self.publish_now(exchange, routing_key, body, properties, mandatory)
@@ -418,9 +415,7 @@ impl Client {
         if self.promises.owns(consumer.id) {
             return None;
         }
-        let id = self.promises.create();
-        self.promises.push(id, Err(Error::ForeignPromise), true);
-        Some(Promise::new(id))
+        Some(self.resolved(Err(Error::ForeignPromise)))
     }
 
     /// Sets the prefetch window of a consumer's channel (`basic.qos`).

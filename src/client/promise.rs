@@ -330,6 +330,12 @@ impl Default for Promises {
     }
 }
 
+/// Whether the operation `tag` is a publish (whose outcome recovery never
+/// records).
+pub(crate) fn is_publish_tag(tag: Tag) -> bool {
+    (tag as u32) & PUBLISH_BIT != 0
+}
+
 fn publish_seq(id: PromiseId) -> Option<u64> {
     (id.key & PUBLISH_BIT != 0)
         .then(|| (u64::from(id.key & !PUBLISH_BIT) << 32) | u64::from(id.generation))

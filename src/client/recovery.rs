@@ -193,7 +193,9 @@ pub(super) struct RecoveryState {
     /// The internal tag of the reconnection's handshake.
     handshake: Option<Tag>,
     next_tag: u64,
-    noise: u64,
+    /// Jitter: seeded per client, so clients of one process (or of many
+    /// started together) do not come back in step.
+    rng: super::addresses::XorShift,
     /// Reconnections that reached an open connection.
     pub(super) reconnects: u64,
     last_error: Option<Error>,
@@ -209,7 +211,8 @@ const LOCKED_RETRY_DELAY: Duration = Duration::from_millis(500);
 #[derive(Debug, Clone, Copy)]
 struct Locked {
     index: usize,
-    at: Instant,
+    /// When to declare it again; `None` while that declare is in flight.
+    at: Option<Instant>,
     tries: u32,
 }
 
@@ -233,7 +236,7 @@ impl RecoveryState {
             handshake: None,
             next_tag: 1,
             reconnects: 0,
-            noise: u64::from(std::process::id()) ^ 0x9E37_79B9,
+            rng: super::addresses::XorShift::seeded(),
             last_error: None,
         }
     }
@@ -244,14 +247,9 @@ impl RecoveryState {
         t
     }
 
+    /// A number in 0..1000 for the jitter of a backoff.
     fn noise(&mut self) -> u64 {
-        // xorshift
-        let mut x = self.noise.max(1);
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.noise = x;
-        x % 1000
+        self.rng.next() % 1000
     }
 
     /// How often the queue at `index` was refused as locked.
@@ -417,6 +415,10 @@ impl Client {
         let Some(r) = self.recovery.as_mut() else {
             return Some(result);
         };
+        // Publish confirms, the bulk of completions, are never recorded.
+        if super::promise::is_publish_tag(tag) {
+            return Some(result);
+        }
         if r.handshake == Some(tag) {
             r.handshake = None;
             // A failed handshake: the connection's end follows and
@@ -597,7 +599,7 @@ impl Client {
         let r = self.recovery.as_ref()?;
         match r.phase {
             Phase::Waiting { at, .. } => Some(at),
-            _ => r.locked.iter().map(|l| l.at).min(),
+            _ => r.locked.iter().filter_map(|l| l.at).min(),
         }
     }
 
@@ -609,18 +611,13 @@ impl Client {
         let due: Vec<usize> = r
             .locked
             .iter()
-            .filter(|l| l.at <= now && !r.restoring.values().any(|&i| i == l.index))
+            .filter(|l| l.at.is_some_and(|at| at <= now))
             .map(|l| l.index)
             .collect();
+        for l in r.locked.iter_mut().filter(|l| due.contains(&l.index)) {
+            l.at = None;
+        }
         for i in due {
-            if let Some(l) = self
-                .recovery
-                .as_mut()
-                .and_then(|r| r.locked.iter_mut().find(|l| l.index == i))
-            {
-                // Waiting for this answer now.
-                l.at = now + Duration::from_secs(3600);
-            }
             self.restore_entity(i);
         }
     }
@@ -797,7 +794,7 @@ impl Client {
                 r.locked.retain(|l| l.index != i);
                 r.locked.push(Locked {
                     index: i,
-                    at: Instant::now() + LOCKED_RETRY_DELAY,
+                    at: Some(Instant::now() + LOCKED_RETRY_DELAY),
                     tries,
                 });
                 tr_info!(queue = %r.record[i].describe(), tries, "locked by the old connection; trying again");
@@ -865,6 +862,16 @@ mod tests {
             assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
             assert!(r.backoff(30, noise) <= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn clients_of_one_process_jitter_apart() {
+        let mut a = RecoveryState::new(Recovery::default());
+        let mut b = RecoveryState::new(Recovery::default());
+        let na: Vec<u64> = (0..8).map(|_| a.noise()).collect();
+        let nb: Vec<u64> = (0..8).map(|_| b.noise()).collect();
+        assert!(na.iter().all(|&n| n < 1000));
+        assert_ne!(na, nb, "two clients would come back in step");
     }
 
     #[test]

@@ -23,6 +23,16 @@ use std::ops::Deref;
 #[derive(Clone)]
 pub struct ShortString(Repr);
 
+/// `text` cut to at most `max` bytes at a character boundary (what fits a
+/// `shortstr` without splitting a character).
+pub(crate) fn truncate_utf8(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 #[derive(Clone)]
 enum Repr {
     /// The value as it is on the wire: a length octet, then the bytes
@@ -393,13 +403,11 @@ impl<'a> Reader<'a> {
             self.pos -= len + 1;
             return self.shortstr(what);
         }
-        let mut text = String::from_utf8_lossy(value).into_owned();
-        let mut cut = text.len().min(usize::from(u8::MAX));
-        while !text.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        text.truncate(cut);
-        Ok(ShortString::from(text))
+        let text = String::from_utf8_lossy(value);
+        Ok(ShortString::from(truncate_utf8(
+            &text,
+            usize::from(u8::MAX),
+        )))
     }
 
     /// Reads a `longstr`: a u32 length, then that many bytes (checked against

@@ -49,7 +49,7 @@ pub use stats::Stats;
 
 use crate::codec::frame::{self, encode_method, FrameRef, FRAME_MIN_SIZE};
 use crate::codec::method::*;
-use crate::codec::wire::Reader;
+use crate::codec::wire::{truncate_utf8, Reader};
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
 use bytes::{Bytes, BytesMut};
@@ -365,15 +365,6 @@ const UNLIMITED_WINDOW: usize = 2000;
 /// RabbitMQ's pseudo-queue for direct reply-to.
 pub const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 const CLASS_BASIC: u16 = 60;
-
-/// `text` cut to at most `max` bytes at a character boundary.
-fn truncate_utf8(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
 
 /// The next channel epoch: unique across every connection of the process
 /// (a `u32` that wraps after four billion channel opens).
