@@ -202,15 +202,16 @@ pub fn try_rabbitmqctl(args: &[&str]) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Runs one of the repo's broker scripts (`scripts/tls-broker`,
-/// `scripts/fault-broker`), echoing its output, and returns the node name
-/// it reports ("...: node NAME is up: ..."); the error is one line.
-pub fn run_node_script(name: &str) -> Result<String, String> {
+/// Runs `bash scripts/NAME ARGS...` (under `timeout 600`), echoing its
+/// output; returns its stdout, or its last line of output as the error.
+pub fn run_script(name: &str, args: &[&str]) -> Result<String, String> {
     let script = format!("{}/scripts/{name}", env!("CARGO_MANIFEST_DIR"));
+    let shown = format!("bash scripts/{name} {}", args.join(" "));
     let out = std::process::Command::new("timeout")
         .args(["600", "bash", &script])
+        .args(args)
         .output()
-        .map_err(|e| format!("cannot run `bash {script}`: {e}"))?;
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     // Shown with the output of the test that happened to run it.
@@ -222,11 +223,20 @@ pub fn run_node_script(name: &str) -> Result<String, String> {
             .rfind(|l| !l.trim().is_empty())
             .unwrap_or("(no output)");
         return Err(format!(
-            "`bash scripts/{name}` failed ({}): {}",
+            "`{}` failed ({}): {}",
+            shown.trim(),
             out.status,
             last.trim()
         ));
     }
+    Ok(stdout.into_owned())
+}
+
+/// Runs one of the repo's broker scripts (`scripts/tls-broker`,
+/// `scripts/fault-broker`), echoing its output, and returns the node name
+/// it reports ("...: node NAME is up: ..."); the error is one line.
+pub fn run_node_script(name: &str) -> Result<String, String> {
+    let stdout = run_script(name, &[])?;
     stdout
         .lines()
         .find_map(|l| l.split_once(": node ")?.1.split_once(" is up")?.0.into())

@@ -12,7 +12,6 @@
 use crate::common;
 use puka::{Client, Options, QueueDelete};
 use std::net::{TcpListener, TcpStream};
-use std::process::Command;
 use std::sync::{Mutex, MutexGuard, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -77,30 +76,7 @@ fn start() -> Result<Cluster, String> {
 /// Runs `bash scripts/cluster ARGS...` (under `timeout 600`), echoing its
 /// output; returns its stdout, or its last line of output as the error.
 pub fn run_script(args: &[&str]) -> Result<String, String> {
-    let script = format!("{}/scripts/cluster", env!("CARGO_MANIFEST_DIR"));
-    let shown = format!("bash scripts/cluster {}", args.join(" "));
-    let out = Command::new("timeout")
-        .args(["600", "bash", &script])
-        .args(args)
-        .output()
-        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    // Shown with the output of the test that ran it.
-    eprint!("{stdout}{stderr}");
-    if !out.status.success() {
-        let last = stderr
-            .lines()
-            .chain(stdout.lines())
-            .rfind(|l| !l.trim().is_empty())
-            .unwrap_or("(no output)");
-        return Err(format!(
-            "`{shown}` failed ({}): {}",
-            out.status,
-            last.trim()
-        ));
-    }
-    Ok(stdout.into_owned())
+    common::run_script("cluster", args)
 }
 
 /// Taken first by every test that uses the cluster: they kill and stop its
