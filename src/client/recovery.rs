@@ -117,6 +117,9 @@ enum Entity {
     /// Transactions were selected (`tx.select`): the new publish channel,
     /// and the channels holding deliveries, are made transactional again.
     Tx,
+    /// Removed while a restore was in flight: the restore's operations name
+    /// entities by their index, so the slot stays until it is over.
+    Gone,
 }
 
 impl Entity {
@@ -127,7 +130,8 @@ impl Entity {
             Entity::ExchangeBinding(_)
             | Entity::QueueBinding(_)
             | Entity::Consumer { .. }
-            | Entity::Tx => 1,
+            | Entity::Tx
+            | Entity::Gone => 1,
         }
     }
 
@@ -150,6 +154,7 @@ impl Entity {
                 format!("consumer of {names:?}")
             }
             Entity::Tx => "transaction mode".to_string(),
+            Entity::Gone => "nothing (removed)".to_string(),
         }
     }
 }
@@ -269,8 +274,23 @@ impl RecoveryState {
     }
 
     fn forget_consumer(&mut self, tag: Tag) {
-        self.record
-            .retain(|e| !matches!(e, Entity::Consumer { tag: t, .. } if *t == tag));
+        self.remove_where(|e| matches!(e, Entity::Consumer { tag: t, .. } if *t == tag));
+    }
+
+    /// Takes what `gone` picks out of the record: at once when no restore
+    /// is in flight, else as [`Entity::Gone`] slots (the restore's answers
+    /// find their entities by index), dropped when the next restore starts.
+    fn remove_where(&mut self, gone: impl Fn(&Entity) -> bool) {
+        if self.restoring.is_empty() && self.locked.is_empty() {
+            self.record
+                .retain(|e| !gone(e) && !matches!(e, Entity::Gone));
+        } else {
+            for e in &mut self.record {
+                if gone(e) {
+                    *e = Entity::Gone;
+                }
+            }
+        }
     }
 
     /// A deletion succeeded: what it deleted leaves the record.
@@ -278,40 +298,40 @@ impl RecoveryState {
         match method {
             Method::QueueDelete(d) => {
                 let q = d.queue.as_str();
-                self.record.retain(|e| match e {
-                    Entity::Queue { name, .. } => name != q,
-                    Entity::QueueBinding(b) => b.queue.as_str() != q,
-                    _ => true,
+                self.remove_where(|e| match e {
+                    Entity::Queue { name, .. } => name == q,
+                    Entity::QueueBinding(b) => b.queue.as_str() == q,
+                    _ => false,
                 });
             }
             Method::ExchangeDelete(d) => {
                 let x = d.exchange.as_str();
-                self.record.retain(|e| match e {
-                    Entity::Exchange(e) => e.exchange.as_str() != x,
-                    Entity::QueueBinding(b) => b.exchange.as_str() != x,
+                self.remove_where(|e| match e {
+                    Entity::Exchange(e) => e.exchange.as_str() == x,
+                    Entity::QueueBinding(b) => b.exchange.as_str() == x,
                     Entity::ExchangeBinding(b) => {
-                        b.source.as_str() != x && b.destination.as_str() != x
+                        b.source.as_str() == x || b.destination.as_str() == x
                     }
-                    _ => true,
+                    _ => false,
                 });
             }
-            Method::QueueUnbind(u) => self.record.retain(|e| match e {
+            Method::QueueUnbind(u) => self.remove_where(|e| match e {
                 Entity::QueueBinding(b) => {
-                    !(b.queue == u.queue
+                    b.queue == u.queue
                         && b.exchange == u.exchange
                         && b.routing_key == u.routing_key
-                        && b.arguments == u.arguments)
+                        && b.arguments == u.arguments
                 }
-                _ => true,
+                _ => false,
             }),
-            Method::ExchangeUnbind(u) => self.record.retain(|e| match e {
+            Method::ExchangeUnbind(u) => self.remove_where(|e| match e {
                 Entity::ExchangeBinding(b) => {
-                    !(b.destination == u.destination
+                    b.destination == u.destination
                         && b.source == u.source
                         && b.routing_key == u.routing_key
-                        && b.arguments == u.arguments)
+                        && b.arguments == u.arguments
                 }
-                _ => true,
+                _ => false,
             }),
             _ => {}
         }
@@ -560,7 +580,7 @@ impl Client {
                 _ => None,
             })
             .collect();
-        r.record.retain(|x| !matches!(x, Entity::Consumer { .. }));
+        r.remove_where(|x| matches!(x, Entity::Consumer { .. }));
         for tag in tags {
             let id = self.promises.id_of(tag);
             self.promises.push(id, Err(e.clone()), true);
@@ -672,6 +692,8 @@ impl Client {
             return;
         };
         r.phase = Phase::Connected;
+        // No restore is in flight: slots left by removals go now.
+        r.record.retain(|e| !matches!(e, Entity::Gone));
         let first: Vec<usize> = (0..r.record.len())
             .filter(|&i| r.record[i].phase() == 0)
             .collect();
@@ -753,6 +775,7 @@ impl Client {
                 r.restoring.insert(t, i);
                 self.conn.tx_select(t);
             }
+            Entity::Gone => return,
         }
         self.after_io();
     }
@@ -763,6 +786,13 @@ impl Client {
             return;
         };
         if i >= r.record.len() {
+            return;
+        }
+        if matches!(r.record[i], Entity::Gone) {
+            // Removed meanwhile (deleted, or its consumer ended): nothing
+            // to report.
+            r.locked.retain(|l| l.index != i);
+            self.maybe_second_phase();
             return;
         }
         if result.is_ok() {
@@ -862,6 +892,31 @@ mod tests {
             assert!(third >= Duration::from_millis(300) && third <= Duration::from_millis(500));
             assert!(r.backoff(30, noise) <= Duration::from_secs(1));
         }
+    }
+
+    #[test]
+    fn removals_during_a_restore_keep_the_indices_of_its_answers() {
+        let mut r = RecoveryState::new(Recovery::default());
+        r.record
+            .push(Entity::Exchange(ExchangeDeclare::new("x", "direct")));
+        r.record
+            .push(Entity::QueueBinding(QueueBind::new("q", "x", "k")));
+        r.record.push(Entity::Queue {
+            declare: QueueDeclare::named("q"),
+            name: "q".into(),
+            server_named: false,
+            consumed: false,
+        });
+        // The queue's restore is in flight as index 2.
+        r.restoring.insert(internal_tag(1), 2);
+        r.apply_delete(&Method::ExchangeDelete(ExchangeDelete::new("x")));
+        assert_eq!(r.record.len(), 3, "slots stay while answers are due");
+        assert!(matches!(r.record[2], Entity::Queue { .. }));
+        assert!(matches!(r.record[0], Entity::Gone));
+        // Once nothing is in flight, removals compact the record.
+        r.restoring.clear();
+        r.apply_delete(&Method::QueueDelete(QueueDelete::new("q")));
+        assert!(r.record.is_empty());
     }
 
     #[test]
