@@ -146,9 +146,9 @@ impl Connection {
             if !deferrable {
                 self.acks = AckWait::Due;
             } else if self.acks == AckWait::Idle {
-                self.acks = AckWait::Until(self.last_recv + ACK_DELAY);
+                self.acks = AckWait::Until(self.heard.last() + ACK_DELAY);
             }
-            self.sent_since_heartbeat = true;
+            self.beat.note_sent();
         } else {
             let _ = self.send_method(cref.id, &method(tag));
         }

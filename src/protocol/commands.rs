@@ -145,8 +145,8 @@ impl Connection {
         let chunk = frame_max.saturating_sub(8).max(1) as usize;
         self.stats.publishes += 1;
         self.stats.frames_out += 2 + body.len().div_ceil(chunk) as u64;
-        self.sent_since_heartbeat = true;
-        let confirms = self.confirms && self.tx == TxState::Off && !direct;
+        self.beat.note_sent();
+        let confirms = self.confirm == ConfirmMode::Confirmed && self.tx == TxState::Off && !direct;
         if confirms {
             let c = self.chan(ch);
             c.next_seq += 1;

@@ -100,7 +100,7 @@ impl Connection {
     }
 
     pub(super) fn content_complete(&mut self, ch: u16) {
-        let confirming = self.confirms && self.tx == TxState::Off;
+        let confirming = self.confirm == ConfirmMode::Confirmed && self.tx == TxState::Off;
         let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
             return;
         };

@@ -18,7 +18,7 @@ impl fmt::Debug for Connection {
             .field("written_total", &self.written_total)
             .field("events", &self.events.len())
             .field("open_channels", &self.open_channels())
-            .field("confirms", &self.confirms)
+            .field("confirm", &self.confirm)
             .field("blocked", &self.blocked)
             .field("dead", &self.dead)
             .finish_non_exhaustive()

@@ -65,7 +65,7 @@ impl Connection {
             }
             (State::Closing, _) => {}
             (_, Method::ConnectionBlocked(b)) => {
-                self.blocked = Some(self.last_recv);
+                self.blocked = Some(self.heard.last());
                 self.stats.times_blocked += 1;
                 tr_warn!(reason = %b.reason, "connection blocked by the broker");
                 self.events.push_back(Event::Blocked(b.reason.to_string()));

@@ -66,12 +66,12 @@ impl Connection {
             .and_then(|c| c.get("publisher_confirms"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        self.confirms = match self.config.confirms {
-            Confirms::Off => false,
-            Confirms::On => true,
-            Confirms::Auto => server_confirms,
+        self.confirm = match self.config.confirms {
+            Confirms::On => ConfirmMode::Confirmed,
+            Confirms::Auto if server_confirms => ConfirmMode::Confirmed,
+            Confirms::Off | Confirms::Auto => ConfirmMode::Plain,
         };
-        if !self.confirms {
+        if self.confirm == ConfirmMode::Plain {
             // A publish channel opened before we knew asked for confirms
             // (see publish_channel); it stays in confirm mode, which is
             // harmless, but this keeps later channels plain.
@@ -82,7 +82,7 @@ impl Connection {
                     .iter()
                     .any(|e| matches!(e, Expect::ConfirmSelectOk))
                 {
-                    self.confirms = true;
+                    self.confirm = ConfirmMode::Confirmed;
                 }
             }
         }
@@ -143,12 +143,14 @@ impl Connection {
 
     pub(super) fn on_open_ok(&mut self) {
         self.state = State::Open;
-        tr_info!(vhost = %self.config.vhost, confirms = self.confirms, "connection open");
+        tr_info!(vhost = %self.config.vhost, confirms = self.confirms_enabled(), "connection open");
         self.handshake_deadline = None;
         // Arm the send timer now: inbound heartbeats keep moving the dead-peer
         // deadline, so that one alone would never fire it.
-        self.next_heartbeat = (self.tuned.heartbeat > 0)
-            .then(|| self.last_recv + Duration::from_millis(u64::from(self.tuned.heartbeat) * 500));
+        if self.tuned.heartbeat > 0 {
+            let interval = Duration::from_millis(u64::from(self.tuned.heartbeat) * 500);
+            self.beat = Beat::Quiet(self.heard.last() + interval);
+        }
         if let Some(t) = self.connect_tag.take() {
             self.complete(t, Ok(Outcome::Done));
         }

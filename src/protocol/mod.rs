@@ -291,6 +291,73 @@ enum AckWait {
     Until(Instant),
 }
 
+/// When the peer was last heard from (the heartbeat timeout counts from it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Heard {
+    /// At this time.
+    At(Instant),
+    /// Bytes arrived after this time; the next `now` the connection is
+    /// given stamps them (reading takes no clock).
+    Unstamped(Instant),
+}
+
+impl Heard {
+    fn last(self) -> Instant {
+        match self {
+            Heard::At(t) | Heard::Unstamped(t) => t,
+        }
+    }
+
+    fn note_input(&mut self) {
+        if let Heard::At(t) = *self {
+            *self = Heard::Unstamped(t);
+        }
+    }
+
+    fn stamp(&mut self, now: Instant) {
+        if let Heard::Unstamped(_) = *self {
+            *self = Heard::At(now);
+        }
+    }
+}
+
+/// This side's heartbeats: a frame is sent at each due time unless another
+/// frame went out since the last one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Beat {
+    /// Not scheduled: heartbeats off, or the handshake not finished.
+    Off,
+    /// The next is due at this time, and nothing was sent since the last.
+    Quiet(Instant),
+    /// Due at this time, but a frame went out since the last: none needed.
+    Busy(Instant),
+}
+
+impl Beat {
+    fn due(self) -> Option<Instant> {
+        match self {
+            Beat::Off => None,
+            Beat::Quiet(t) | Beat::Busy(t) => Some(t),
+        }
+    }
+
+    #[inline]
+    fn note_sent(&mut self) {
+        if let Beat::Quiet(t) = *self {
+            *self = Beat::Busy(t);
+        }
+    }
+}
+
+/// Whether the publish channel is in confirm mode (`confirm.select`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConfirmMode {
+    /// Plain publishes: settled once written.
+    Plain,
+    /// Publishes are settled by the broker's `basic.ack`/`basic.nack`.
+    Confirmed,
+}
+
 /// Whether transactions are in use (RabbitMQ's `tx` class).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxState {
@@ -413,13 +480,11 @@ pub struct Connection {
     connect_tag: Option<Tag>,
     close_tag: Option<Tag>,
     server_properties: FieldTable,
-    confirms: bool,
+    confirm: ConfirmMode,
     dead: Option<Error>,
     // Timers.
-    got_input: bool,
-    last_recv: Instant,
-    next_heartbeat: Option<Instant>,
-    sent_since_heartbeat: bool,
+    heard: Heard,
+    beat: Beat,
     handshake_deadline: Option<Instant>,
     close_deadline: Option<Instant>,
     /// Counters; gauges are added by [`Connection::stats`].
@@ -469,12 +534,10 @@ impl Connection {
             connect_tag: Some(connect_tag),
             close_tag: None,
             server_properties: FieldTable::new(),
-            confirms: false,
+            confirm: ConfirmMode::Plain,
             dead: None,
-            got_input: false,
-            last_recv: now,
-            next_heartbeat: None,
-            sent_since_heartbeat: false,
+            heard: Heard::At(now),
+            beat: Beat::Off,
             handshake_deadline,
             close_deadline: None,
             stats: Stats::default(),
@@ -511,7 +574,7 @@ impl Connection {
 
     /// Whether publishes are confirmed by the broker.
     pub fn confirms_enabled(&self) -> bool {
-        self.confirms
+        self.confirm == ConfirmMode::Confirmed
     }
 
     /// Whether the broker has blocked publishing.

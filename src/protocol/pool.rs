@@ -101,9 +101,13 @@ impl Connection {
             Confirms::On => true,
             // Before connection.start we cannot know; ask anyway, as
             // RabbitMQ always supports it.
-            Confirms::Auto => self.state == State::AwaitStart || self.confirms,
+            Confirms::Auto => self.state == State::AwaitStart || self.confirms_enabled(),
         };
-        self.confirms = want;
+        self.confirm = if want {
+            ConfirmMode::Confirmed
+        } else {
+            ConfirmMode::Plain
+        };
         if self.tx == TxState::Active {
             // A replaced publish channel stays transactional.
             let _ = self.send_method(id, &Method::TxSelect(TxSelect {}));

@@ -22,7 +22,7 @@ impl Connection {
                 self.read_buf.reserve(n.max(frame + READ_CHUNK));
             }
             self.read_buf.extend_from_slice(&self.scratch[..n]);
-            self.got_input = true;
+            self.heard.note_input();
             self.stats.bytes_in += n as u64;
         }
         Ok(n)
@@ -38,17 +38,14 @@ impl Connection {
     pub fn handle_bytes(&mut self, data: &[u8]) {
         if !data.is_empty() {
             self.read_buf.extend_from_slice(data);
-            self.got_input = true;
+            self.heard.note_input();
             self.stats.bytes_in += data.len() as u64;
         }
     }
 
     /// Decodes and handles every complete frame in the read buffer.
     pub fn handle_input(&mut self, now: Instant) {
-        if self.got_input {
-            self.got_input = false;
-            self.last_recv = now;
-        }
+        self.heard.stamp(now);
         if self.state == State::AwaitStart && !self.not_amqp_check() {
             return;
         }
@@ -133,7 +130,7 @@ impl Connection {
             self.written.push_back(tag);
         }
         if matches!(self.state, State::Draining { .. }) && self.flush_marks.is_empty() {
-            self.poll_drain(self.last_recv);
+            self.poll_drain(self.heard.last());
         }
         Ok(total)
     }
@@ -208,7 +205,7 @@ impl Connection {
     }
 
     pub(super) fn out(&mut self) -> &mut BytesMut {
-        self.sent_since_heartbeat = true;
+        self.beat.note_sent();
         if self.state.is_live() || self.state == State::Closing {
             &mut self.write_buf
         } else {

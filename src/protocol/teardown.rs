@@ -226,7 +226,7 @@ impl Connection {
         self.dead = Some(err);
         // Wait briefly for close-ok so the close reaches the peer; the
         // caller's flush sends it.
-        self.close_deadline = Some(self.last_recv + Duration::from_secs(1));
+        self.close_deadline = Some(self.heard.last() + Duration::from_secs(1));
     }
 
     pub(super) fn fail_all(&mut self, err: Error) {

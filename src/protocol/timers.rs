@@ -33,8 +33,8 @@ impl Connection {
         }
         earliest(self.blocked_deadline());
         if self.tuned.heartbeat > 0 && (self.state.is_live() || self.state == State::Closing) {
-            earliest(Some(self.next_heartbeat.unwrap_or(self.last_recv)));
-            earliest(Some(self.last_recv + self.dead_after()));
+            earliest(Some(self.beat.due().unwrap_or(self.heard.last())));
+            earliest(Some(self.heard.last() + self.dead_after()));
         }
         t
     }
@@ -54,10 +54,7 @@ impl Connection {
         if self.state == State::Closed {
             return;
         }
-        if self.got_input {
-            self.got_input = false;
-            self.last_recv = now;
-        }
+        self.heard.stamp(now);
         if self.handshake_deadline.is_some_and(|d| now >= d) {
             self.finish(Error::ConnectTimeout);
             return;
@@ -86,21 +83,22 @@ impl Connection {
         if self.tuned.heartbeat == 0 || !(self.state.is_live() || self.state == State::Closing) {
             return;
         }
-        if now >= self.last_recv + self.dead_after() {
+        if now >= self.heard.last() + self.dead_after() {
             tr_warn!(silent_for = ?self.dead_after(), "heartbeat timeout");
             self.finish(Error::HeartbeatTimeout(self.dead_after()));
             return;
         }
         let interval = Duration::from_millis(u64::from(self.tuned.heartbeat) * 500);
-        match self.next_heartbeat {
-            Some(t) if now < t => {}
-            _ => {
-                if !self.sent_since_heartbeat {
+        match self.beat {
+            Beat::Quiet(t) | Beat::Busy(t) if now < t => {}
+            beat => {
+                // `Off`: heartbeats were tuned but the handshake is not
+                // done; its own frames are the traffic.
+                if let Beat::Quiet(_) = beat {
                     frame::encode_heartbeat(&mut self.write_buf);
                     self.stats.frames_out += 1;
                 }
-                self.sent_since_heartbeat = false;
-                self.next_heartbeat = Some(now + interval);
+                self.beat = Beat::Quiet(now + interval);
             }
         }
     }
