@@ -115,7 +115,7 @@ fn run() -> common::Result {
     let c = counts.clone();
     client.basic_consume_then(Consume::queue(&queue).prefetch(100), move |client, d| {
         match d {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 c.borrow_mut().received += 1;
                 // Settled as it comes; after a loss, messages not acked in
                 // time come again (at least once).
@@ -126,8 +126,12 @@ fn run() -> common::Result {
                     client.loop_break();
                 }
             }
+            Ok(None) => {
+                println!("consumer ended");
+                client.loop_break();
+            }
             Err(e) => {
-                println!("consumer ended: {e}");
+                println!("consumer failed: {e}");
                 client.loop_break();
             }
         }

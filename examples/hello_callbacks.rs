@@ -46,12 +46,13 @@ fn main() {
                     println!("published");
                     client.basic_consume_then(Consume::queue(&queue), |client, delivery| {
                         match delivery {
-                            Ok(d) => {
+                            Ok(Some(d)) => {
                                 println!("consumed {:?}", d.body_str().unwrap_or("<binary>"));
                                 if let Err(e) = client.basic_ack(&d) {
                                     eprintln!("ack failed: {e}");
                                 }
                             }
+                            Ok(None) => println!("consumer ended"),
                             Err(e) => eprintln!("consume failed: {e}"),
                         }
                         client.loop_break();

@@ -40,7 +40,11 @@ fn run() -> Result<(), puka::Error> {
     );
 
     let consumer = client.basic_consume(&queue);
-    let delivery = client.wait_timeout(consumer, Duration::from_secs(10))?;
+    // A consumer's results are `Some(delivery)`, then `None` once it ends
+    // as asked (cancelled, or the connection closed by us).
+    let Some(delivery) = client.wait_timeout(consumer, Duration::from_secs(10))? else {
+        unreachable!("the consumer is not cancelled yet");
+    };
     println!(
         "consumed {:?} (delivery tag {}, routing key {})",
         delivery.body_str().unwrap_or("<binary>"),
@@ -52,6 +56,7 @@ fn run() -> Result<(), puka::Error> {
 
     let cancelled = client.basic_cancel(consumer);
     client.wait(cancelled)?;
+    assert!(client.wait(consumer)?.is_none(), "the consumer ended");
     let deleted = client.queue_delete(QueueDelete::new(&queue));
     client.wait(deleted)?;
     let closed = client.close();

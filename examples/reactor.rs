@@ -292,11 +292,12 @@ fn start_amqp(client: &mut Client, queue: &str, shared: &Rc<RefCell<Shared>>) {
             client.basic_consume_then(Consume::queue(&q), move |_, delivery| {
                 let mut s = s.borrow_mut();
                 match delivery {
-                    Ok(d) => s.deliveries.push_back(d),
-                    Err(e) if !s.closing => {
+                    Ok(Some(d)) => s.deliveries.push_back(d),
+                    // Ended by our own close: a value, not an error.
+                    Ok(None) => {}
+                    Err(e) => {
                         s.failed.get_or_insert(format!("consumer failed: {e}"));
                     }
-                    Err(_) => {}
                 }
             });
         },

@@ -50,13 +50,14 @@ fn run() -> common::Result {
     let (n, err, count) = (received.clone(), failed.clone(), args.count);
     client.basic_consume_then(Consume::queue(&queue).no_ack(), move |client, delivery| {
         match delivery {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 println!(" [x] {}", common::body_text(&d));
                 n.set(n.get() + 1);
                 if count.is_some_and(|c| n.get() >= c) {
                     client.loop_break();
                 }
             }
+            Ok(None) => client.loop_break(),
             Err(e) => {
                 *err.borrow_mut() = Some(e);
                 client.loop_break();

@@ -62,7 +62,10 @@ fn roundtrip_callback_style() {
                 log.borrow_mut().push("published".into());
                 let log = log.clone();
                 let p = c.basic_consume_then(Consume::queue(&q2), move |c, d| {
-                    let d = d.expect("delivery");
+                    let Some(d) = d.expect("delivery") else {
+                        log.borrow_mut().push("ended".into());
+                        return;
+                    };
                     log.borrow_mut().push(format!(
                         "got {} via {}",
                         d.body_str().unwrap(),
@@ -87,6 +90,9 @@ fn roundtrip_callback_style() {
 
     let p = c.basic_cancel(consumer.get().expect("consumer started"));
     c.wait_timeout(p, W).expect("cancel");
+    // The cancel reaches the callback as the consumer's end, a value.
+    c.run_any_callbacks();
+    assert_eq!(log.borrow().last().map(String::as_str), Some("ended"));
     assert_eq!(delete_queue(&mut c, &q), 0);
     close(c);
 }

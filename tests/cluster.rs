@@ -99,7 +99,7 @@ fn drain_ids(c: &mut Client, queue: &str, expected: u32) -> Vec<u32> {
             QUIET
         };
         match c.wait_timeout(consumer, limit) {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 let body = d.body_str().expect("utf-8 body");
                 ids.push(body.parse().expect("a decimal id as the body"));
                 assert!(
@@ -108,6 +108,7 @@ fn drain_ids(c: &mut Client, queue: &str, expected: u32) -> Vec<u32> {
                 );
             }
             Err(Error::Timeout) if ids.len() >= expected as usize => break,
+            Ok(None) => panic!("the consumer ended"),
             Err(e) => panic!("delivery #{} of {expected}: {e}", ids.len()),
         }
     }

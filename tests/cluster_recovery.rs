@@ -229,7 +229,7 @@ fn a_consumer_resumes_when_its_node_is_killed() {
         }
         take_events(&mut c, &mut seen);
         match c.wait_timeout(consumer, Duration::from_millis(200)) {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 deliveries += 1;
                 processed.insert(d.body_str().unwrap_or("").parse().expect("an id"));
                 // An ack lost with the connection just means a redelivery.
@@ -237,6 +237,7 @@ fn a_consumer_resumes_when_its_node_is_killed() {
                 thread::sleep(Duration::from_micros(500));
             }
             Err(puka::Error::Timeout) => {}
+            Ok(None) => panic!("the consumer ended; saw {:?}", seen.events),
             Err(e) => panic!("the consumer failed: {e}; saw {:?}", seen.events),
         }
     }
@@ -363,7 +364,10 @@ fn the_client_recovers_after_every_node_was_down() {
     c.basic_publish("", &queue, b"back")
         .wait_timeout(&mut c, ELECTION)
         .expect("publish after recovery");
-    let d = c.wait_timeout(consumer, W).expect("the restored consumer");
+    let d = c
+        .wait_timeout(consumer, W)
+        .expect("the restored consumer")
+        .expect("not ended");
     assert_eq!(&d.body[..], b"back");
     c.close().wait_timeout(&mut c, W).expect("close");
 }
@@ -400,7 +404,7 @@ fn a_rolling_restart_loses_nothing() {
                 ));
                 next += 1;
             }
-            while let Ok(d) = c.wait_timeout(consumer, Duration::from_millis(2)) {
+            while let Ok(Some(d)) = c.wait_timeout(consumer, Duration::from_millis(2)) {
                 processed.insert(d.body_str().unwrap_or("").parse().expect("an id"));
                 let _ = c.basic_ack(&d);
             }
@@ -432,11 +436,12 @@ fn a_rolling_restart_loses_nothing() {
                 .collect::<Vec<_>>()
         );
         match c.wait_timeout(consumer, Duration::from_millis(200)) {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 processed.insert(d.body_str().unwrap_or("").parse().expect("an id"));
                 let _ = c.basic_ack(&d);
             }
             Err(puka::Error::Timeout) => {}
+            Ok(None) => panic!("the consumer ended"),
             Err(e) => panic!("the consumer failed: {e}"),
         }
         take_events(&mut c, &mut seen);

@@ -6,6 +6,8 @@ mod common;
 mod support;
 
 use puka::{Consume, Error, FieldValue, QueueDeclare};
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::Duration;
 use support::{
     assert_quiet, close, connect, declare, declare_with, delete_queue, message_count, next, publish,
@@ -349,11 +351,15 @@ fn client_cancel_ends_the_consumer() {
 
     publish(&mut c, &q, b"after");
     assert_eq!(message_count(&mut c, &q), 1, "nobody consumed it");
-    // basic.cancel-ok ended the consumer (Event::ConsumerEnded): its promise
-    // is spent, so waiting on it reports UnknownPromise at once.
+    // basic.cancel-ok ended the consumer: its last result is the end as a
+    // value (`Ok(None)`), then the promise is spent.
+    match c.wait_timeout(consumer, support::QUIET) {
+        Ok(None) => {}
+        other => panic!("expected Ok(None) from the cancelled consumer, got {other:?}"),
+    }
     match c.wait_timeout(consumer, support::QUIET) {
         Err(Error::UnknownPromise) => {}
-        other => panic!("expected UnknownPromise from the cancelled consumer, got {other:?}"),
+        other => panic!("expected UnknownPromise from the ended consumer, got {other:?}"),
     }
     // A second cancel of the same consumer names nothing.
     let p = c.basic_cancel(consumer);
@@ -361,6 +367,63 @@ fn client_cancel_ends_the_consumer() {
     assert_eq!(message_count(&mut c, &q), 1);
     assert_eq!(delete_queue(&mut c, &q), 1);
     close(c);
+}
+
+/// The user's own close ends a consumer as a value: `Ok(None)` after the
+/// deliveries already received, for `wait` and for a callback alike (it
+/// used to be `Err(ConnectionClosed)`, which read as a failure).
+#[test]
+fn graceful_close_ends_consumers_with_a_value() {
+    common::require_broker();
+    let q = common::unique("close-ends");
+    let _g = Cleanup::new().queue(&q);
+    let mut c = connect();
+    declare(&mut c, &q);
+    let waited = c.basic_consume_with(Consume::queue(&q).prefetch(10));
+    let q2 = common::unique("close-ends-cb");
+    let _g2 = Cleanup::new().queue(&q2);
+    declare(&mut c, &q2);
+    let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+    let s = seen.clone();
+    let called_back = c.basic_consume_then(Consume::queue(&q2).no_ack(), move |c, r| {
+        s.borrow_mut().push(match r {
+            Ok(Some(d)) => format!("delivery {}", d.body_str().unwrap_or("?")),
+            Ok(None) => "end".to_string(),
+            Err(e) => format!("error {e}"),
+        });
+        c.loop_break();
+    });
+    publish(&mut c, &q, b"one");
+    publish(&mut c, &q, b"two");
+    publish(&mut c, &q2, b"cb");
+    c.run_loop(Some(W)).expect("run_loop");
+    assert_eq!(*seen.borrow(), ["delivery cb"]);
+    // Both deliveries on `waited` are received before the close.
+    let one = next(&mut c, waited);
+    assert_eq!(&one.body[..], b"one");
+    c.basic_ack(&one).expect("ack");
+    let deadline = std::time::Instant::now() + W;
+    while c.stats().deliveries < 3 && std::time::Instant::now() < deadline {
+        let _ = c.run_loop(Some(std::time::Duration::from_millis(10)));
+    }
+
+    let closed = c.close();
+    c.wait_timeout(closed, W).expect("close");
+    // What was received comes first, then the end, then nothing.
+    let two = c.wait_timeout(waited, W).expect("the held delivery");
+    assert_eq!(two.expect("a delivery before the end").body, &b"two"[..]);
+    assert!(matches!(c.wait_timeout(waited, W), Ok(None)));
+    assert!(matches!(
+        c.wait_timeout(waited, W),
+        Err(Error::UnknownPromise)
+    ));
+    // The callback saw the end as a value too, once.
+    c.run_any_callbacks();
+    assert_eq!(*seen.borrow(), ["delivery cb", "end"]);
+    assert!(matches!(
+        c.wait_timeout(called_back, W),
+        Err(Error::UnknownPromise)
+    ));
 }
 
 #[test]

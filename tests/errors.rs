@@ -421,10 +421,12 @@ fn operations_after_close_fail_at_once() {
     c.wait_timeout(p, W).expect("close");
     assert!(c.is_closed());
 
-    // The consumer that was running ended with the close.
+    // The consumer that was running ended with the close, as asked: a
+    // value, then its promise is spent.
+    assert!(matches!(c.wait_timeout(consumer, Duration::ZERO), Ok(None)));
     assert!(matches!(
         c.wait_timeout(consumer, Duration::ZERO),
-        Err(Error::ConnectionClosed)
+        Err(Error::UnknownPromise)
     ));
     // Every operation resolves already, with ConnectionClosed: a zero
     // timeout is enough to get the result.

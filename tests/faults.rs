@@ -223,7 +223,10 @@ fn cut_at_every_frame_boundary_of_a_large_delivery() {
     let conn = proxy.accepted();
     let mut c = connect_via(&proxy, query, Options::default());
     let consumer = c.basic_consume(&q);
-    let d = c.wait_timeout(consumer, W).expect("dry run delivery");
+    let d = c
+        .wait_timeout(consumer, W)
+        .expect("dry run delivery")
+        .expect("not ended");
     assert_same_body(&d.body, &body, "dry run");
     drop(d);
     let p = c.close();
@@ -263,11 +266,12 @@ fn cut_at_every_frame_boundary_of_a_large_delivery() {
             let consumer = c.basic_consume(&q);
             let mut delivered: Option<Delivery> = None;
             let err = match c.wait_timeout(consumer, W) {
-                Ok(d) => {
+                Ok(Some(d)) => {
                     delivered = Some(d);
                     c.wait_timeout(consumer, W)
                         .expect_err("a second delivery of one message")
                 }
+                Ok(None) => panic!("{what}: the consumer ended as if cancelled"),
                 Err(e) => e,
             };
             match (&err, reset) {
@@ -435,7 +439,8 @@ fn throttled_link_still_delivers_a_large_message() {
     let consumer = c.basic_consume(&q);
     let d = c
         .wait_timeout(consumer, Duration::from_secs(30))
-        .expect("delivery over a 1 MB/s link");
+        .expect("delivery over a 1 MB/s link")
+        .expect("not ended");
     let took = t0.elapsed();
     eprintln!("2 MiB at 1 MB/s: {took:?}");
     assert_same_body(&d.body, &body, "throttled");

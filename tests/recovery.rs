@@ -97,7 +97,10 @@ fn a_forced_close_is_recovered_with_topology_and_consumer() {
     c.basic_publish(&x, "k", b"before")
         .wait_timeout(&mut c, W)
         .expect("publish");
-    let before = c.wait_timeout(consumer, W).expect("delivery before");
+    let before = c
+        .wait_timeout(consumer, W)
+        .expect("delivery before")
+        .expect("not ended");
     assert_eq!(&before.body[..], b"before");
 
     // An unconfirmed publish in flight and an operator's close.
@@ -133,13 +136,17 @@ fn a_forced_close_is_recovered_with_topology_and_consumer() {
     p.wait_timeout(&mut c, W).expect("publish after recovery");
     // The message that was never acked comes again (redelivered), then the
     // new one.
-    let again = c.wait_timeout(consumer, W).expect("redelivery");
+    let again = c
+        .wait_timeout(consumer, W)
+        .expect("redelivery")
+        .expect("not ended");
     assert_eq!(&again.body[..], b"before");
     assert!(again.redelivered);
     c.basic_ack(&again).expect("ack the redelivery");
     let after = c
         .wait_timeout(consumer, W)
-        .expect("delivery after recovery");
+        .expect("delivery after recovery")
+        .expect("not ended");
     assert_eq!(&after.body[..], b"after");
     assert_eq!(after.consumer_tag(), tags[0], "consumer tags stay stable");
     c.basic_ack(&after).expect("ack after recovery");

@@ -336,7 +336,8 @@ fn drain_ids(c: &mut Client, queue: &str, expected: u32) -> Vec<u32> {
     for n in 0..expected {
         let d = c
             .wait_timeout(consumer, W)
-            .unwrap_or_else(|e| panic!("delivery #{n} of {expected}: {e}"));
+            .unwrap_or_else(|e| panic!("delivery #{n} of {expected}: {e}"))
+            .expect("not ended");
         let body = d.body_str().expect("utf-8 body");
         assert_eq!(d.properties.message_id(), Some(body), "message_id vs body");
         ids.push(body.parse().expect("numeric body"));
@@ -650,13 +651,14 @@ fn operator_close_fails_every_pending_promise_in_one_turn() {
     {
         let (deliveries, errors) = (deliveries.clone(), consumer_errors.clone());
         c.basic_consume_then(Consume::queue(&q), move |c, r| match r {
-            Ok(d) => {
+            Ok(Some(d)) => {
                 let mut ds = deliveries.borrow_mut();
                 ds.push(d);
                 if ds.len() == UNACKED {
                     c.loop_break();
                 }
             }
+            Ok(None) => {}
             Err(e) => errors.borrow_mut().push(e),
         });
     }
@@ -727,7 +729,8 @@ fn operator_close_fails_every_pending_promise_in_one_turn() {
     for n in 0..UNACKED {
         let d = c
             .wait_timeout(consumer, W)
-            .unwrap_or_else(|e| panic!("redelivery #{n}: {e}"));
+            .unwrap_or_else(|e| panic!("redelivery #{n}: {e}"))
+            .expect("not ended");
         assert!(d.redelivered, "{:?} not marked redelivered", d.body_str());
         assert!(bodies.insert(d.body_str().expect("utf-8").to_string()));
         c.basic_ack(&d).expect("ack");
@@ -924,7 +927,10 @@ fn channel_errors_do_not_disturb_a_confirmed_publisher() {
         c.wait_timeout(p, W).expect("publish");
     }
     let consumer = c.basic_consume(&q_acks);
-    let d1 = c.wait_timeout(consumer, W).expect("first delivery");
+    let d1 = c
+        .wait_timeout(consumer, W)
+        .expect("first delivery")
+        .expect("not ended");
     assert_eq!(&d1.body[..], b"first");
 
     let missing = format!("{name}-missing");
@@ -951,7 +957,10 @@ fn channel_errors_do_not_disturb_a_confirmed_publisher() {
             }
             3000 => {
                 // The consumer still works.
-                let d2 = c.wait_timeout(consumer, W).expect("second delivery");
+                let d2 = c
+                    .wait_timeout(consumer, W)
+                    .expect("second delivery")
+                    .expect("not ended");
                 assert_eq!(&d2.body[..], b"second");
                 c.basic_ack(&d2).expect("ack");
             }

@@ -216,7 +216,10 @@ fn many_messages_in_flight() {
     }
     let consumer = c.basic_consume(&q);
     for (i, body) in bodies.iter().enumerate() {
-        let d = c.wait_timeout(consumer, W).expect("a delivery");
+        let d = c
+            .wait_timeout(consumer, W)
+            .expect("a delivery")
+            .expect("not ended");
         assert!(d.body[..] == body[..], "message {i} differs");
         c.basic_ack(&d).expect("ack");
     }

@@ -89,7 +89,10 @@ fn a_connections_life_is_traced_without_secrets() {
         let p = c.basic_publish("", &q, b"secret-body-bytes");
         c.wait_timeout(p, W).expect("publish");
         let consumer = c.basic_consume(&q);
-        let d = c.wait_timeout(consumer, W).expect("delivery");
+        let d = c
+            .wait_timeout(consumer, W)
+            .expect("delivery")
+            .expect("not ended");
         c.basic_ack(&d).expect("ack");
         // A channel error.
         let p = c.queue_declare(QueueDeclare::named(&common::unique("missing")).passive());

@@ -97,7 +97,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
             let mut got = 0;
             let mut bytes = 0;
             while got < job.n {
-                let d = c.wait(consumer).ctx("delivery")?;
+                let d = c.wait(consumer).ctx("delivery")?.ctx("consumer ended")?;
                 bytes += d.body.len();
                 if !no_ack {
                     c.basic_ack(&d).ctx("ack")?;
@@ -155,7 +155,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
                     .with_correlation_id(id.as_str());
                 let t = Instant::now();
                 let _ = c.basic_publish_with("", q, &body, &props, puka::Unroutable::Drop);
-                let d = c.wait(replies).ctx("reply")?;
+                let d = c.wait(replies).ctx("reply")?.ctx("consumer ended")?;
                 if d.properties.correlation_id() != Some(id.as_str()) {
                     return Err(format!(
                         "reply {:?} for {id}",
@@ -182,7 +182,7 @@ fn echo_server(url: &str, queue: &str, total: usize, ack_timing: AckTiming) -> R
     let mut c = connect(url, Confirms::Off, ack_timing)?;
     let requests = c.basic_consume_with(Consume::queue(queue).no_ack());
     for _ in 0..total {
-        let d = c.wait(requests).ctx("request")?;
+        let d = c.wait(requests).ctx("request")?.ctx("consumer ended")?;
         let reply_to = d.properties.reply_to().ctx("reply_to")?.to_string();
         let mut props = BasicProperties::default();
         if let Some(id) = d.properties.correlation_id() {

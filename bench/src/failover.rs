@@ -751,7 +751,7 @@ fn drain(urls: &[String], queue: &str, confirmed: &[u64]) -> Result<(usize, usiz
     let got: Rc<RefCell<Vec<u64>>> = Rc::new(RefCell::new(Vec::with_capacity(count)));
     let g = got.clone();
     let consumer = c.basic_consume_then(Consume::queue(queue).no_ack(), move |_, d| {
-        if let Ok(d) = d {
+        if let Ok(Some(d)) = d {
             if let Some(id) = d.body_str().and_then(|s| s.parse().ok()) {
                 g.borrow_mut().push(id);
             }

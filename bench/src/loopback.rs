@@ -289,7 +289,7 @@ fn puka_consume(size: usize, reps: usize) -> Res<LoopFigure> {
     let consumer = c.basic_consume_with(Consume::queue("bench").no_ack());
     let mut body_bytes = 0usize;
     for _ in 0..n {
-        let d = c.wait(consumer).ctx("delivery")?;
+        let d = c.wait(consumer).ctx("delivery")?.ctx("consumer ended")?;
         body_bytes += d.body.len();
         black_box(&d);
     }

@@ -357,12 +357,14 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
         let consumer = c.basic_consume_then(
             Consume::queue(q).prefetch(SCALE_PREFETCH),
             move |c, d| match d {
-                Ok(d) => {
+                Ok(Some(d)) => {
                     k.delivered.set(k.delivered.get() + 1);
                     if let Err(e) = c.basic_ack(&d) {
                         k.fail("ack", &e);
                     }
                 }
+                // Ended by our own close.
+                Ok(None) => {}
                 Err(e) => {
                     if k.closed.get() == 0 {
                         k.consumer_errors.set(k.consumer_errors.get() + 1);
@@ -528,7 +530,7 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
         let consumer = c.basic_consume_then(
             Consume::queue(&queues[i % queues.len()]).prefetch(SCALE_PREFETCH),
             move |c, d| match d {
-                Ok(d) => {
+                Ok(Some(d)) => {
                     k.delivered.set(k.delivered.get() + 1);
                     if let Err(e) = c.basic_ack(&d) {
                         k.fail("ack", &e);
@@ -537,6 +539,8 @@ fn consumers(url: &str, queues: &[String], n: usize) -> Res<Vec<(String, String)
                         c.loop_break();
                     }
                 }
+                // Ended by our own close.
+                Ok(None) => {}
                 Err(e) => {
                     if k.closed.get() == 0 {
                         k.consumer_errors.set(k.consumer_errors.get() + 1);

@@ -171,7 +171,9 @@ pub fn next_delivery(
         Err(puka::Error::Timeout) => {
             Err(format!("timed out after receiving {received} message(s)").into())
         }
-        other => Ok(other?),
+        Ok(Some(d)) => Ok(d),
+        Ok(None) => Err(format!("the consumer ended after {received} message(s)").into()),
+        Err(e) => Err(e.into()),
     }
 }
 

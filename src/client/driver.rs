@@ -133,7 +133,7 @@ impl Client {
     /// The operation's error; [`Error::UnknownPromise`] for a promise whose
     /// results were all taken; [`Error::ForeignPromise`] for a promise of
     /// another client.
-    pub fn wait<T: Resolve>(&mut self, promise: Promise<T>) -> Result<T, Error> {
+    pub fn wait<T: Resolve>(&mut self, promise: Promise<T>) -> Result<T::Output, Error> {
         self.wait_deadline(promise, None)
     }
 
@@ -146,7 +146,7 @@ impl Client {
         &mut self,
         promise: Promise<T>,
         timeout: Duration,
-    ) -> Result<T, Error> {
+    ) -> Result<T::Output, Error> {
         self.wait_deadline(promise, Some(Instant::now() + timeout))
     }
 
@@ -154,7 +154,7 @@ impl Client {
         &mut self,
         promise: Promise<T>,
         deadline: Option<Instant>,
-    ) -> Result<T, Error> {
+    ) -> Result<T::Output, Error> {
         loop {
             // The fast lane of a consumer: its next delivery is at the head
             // of the connection's events and nothing of it is queued here.
@@ -482,7 +482,7 @@ impl Client {
     pub fn set_callback<T, F>(&mut self, promise: Promise<T>, mut f: F)
     where
         T: Resolve,
-        F: FnMut(&mut Client, Result<T, Error>) + 'static,
+        F: FnMut(&mut Client, Result<T::Output, Error>) + 'static,
     {
         self.promises
             .set_callback(promise.id, Box::new(move |c, raw| f(c, T::resolve(raw))));

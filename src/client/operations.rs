@@ -25,7 +25,7 @@ impl Client {
     pub(super) fn with_callback<T: Resolve>(
         &mut self,
         p: Promise<T>,
-        f: impl FnMut(&mut Client, Result<T, Error>) + 'static,
+        f: impl FnMut(&mut Client, Result<T::Output, Error>) + 'static,
     ) -> Promise<T> {
         self.set_callback(p, f);
         p
@@ -52,7 +52,7 @@ impl Client {
     /// what is still unsettled then fails with [`Error::OutcomeUnknown`]
     /// (never a failure that did not happen), and the close goes out (with
     /// up to [`crate::CLOSE_OK_GRACE`] more for `close-ok`). Consumers
-    /// end with [`Error::ConnectionClosed`].
+    /// end as asked: their last result is `Ok(None)`, not an error.
     ///
     /// ```no_run
     /// # use puka::Client;
@@ -78,8 +78,8 @@ impl Client {
     /// `connection.close` goes out now and the promise resolves on
     /// `close-ok` (or after [`Options::close_timeout`]). Unconfirmed
     /// publishes fail with [`Error::OutcomeUnknown`], other pending
-    /// operations with [`Error::ConnectionClosed`]. After [`Client::close`],
-    /// it cuts the wait short.
+    /// operations with [`Error::ConnectionClosed`]; consumers end with
+    /// `Ok(None)`. After [`Client::close`], it cuts the wait short.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn close_now(&mut self) -> Promise<()> {
         if self.recovery_stop() {
@@ -351,7 +351,18 @@ impl Client {
     }
 
     /// Consumes from `queue` with manual acks; the promise resolves once per
-    /// delivery.
+    /// delivery (`Some`), and with `None` when the consumer ends as asked
+    /// (cancelled, or the connection closed by this client).
+    ///
+    /// ```no_run
+    /// # let mut client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// let consumer = client.basic_consume("jobs");
+    /// while let Some(d) = client.wait(consumer)? {
+    ///     println!("{:?}", d.body_str());
+    ///     client.basic_ack(&d)?;
+    /// }
+    /// # Ok::<(), puka::Error>(())
+    /// ```
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_consume(&mut self, queue: &str) -> Promise<Delivery> {
         self.basic_consume_with(Consume::queue(queue))
@@ -451,7 +462,7 @@ impl Client {
     }
 
     /// Cancels a consumer (`basic.cancel`). Deliveries already received stay
-    /// valid to ack; the consumer's promise then ends.
+    /// valid to ack; the consumer's promise then ends with `Ok(None)`.
     #[must_use = "the result is kept until taken: wait on the promise, set a callback, or `Client::forget` it"]
     pub fn basic_cancel(&mut self, consumer: Promise<Delivery>) -> Promise<()> {
         if let Some(p) = self.refuse_foreign(consumer) {
@@ -585,7 +596,7 @@ impl Client {
     pub fn basic_consume_then(
         &mut self,
         consume: Consume,
-        f: impl FnMut(&mut Client, Result<Delivery, Error>) + 'static,
+        f: impl FnMut(&mut Client, Result<Option<Delivery>, Error>) + 'static,
     ) -> Promise<Delivery> {
         let p = self.basic_consume_with(consume);
         self.with_callback(p, f)

@@ -53,7 +53,7 @@ impl<T: Resolve> Promise<T> {
     ///
     /// # Errors
     /// As [`Client::wait`].
-    pub fn wait(self, client: &mut Client) -> Result<T, Error> {
+    pub fn wait(self, client: &mut Client) -> Result<T::Output, Error> {
         client.wait(self)
     }
 
@@ -65,7 +65,7 @@ impl<T: Resolve> Promise<T> {
         self,
         client: &mut Client,
         timeout: std::time::Duration,
-    ) -> Result<T, Error> {
+    ) -> Result<T::Output, Error> {
         client.wait_timeout(self, timeout)
     }
 }
@@ -125,6 +125,9 @@ impl<T> From<Promise<T>> for PromiseId {
 pub(crate) enum Raw {
     Outcome(Outcome),
     Delivery(Delivery),
+    /// A consumer ended as its user asked: cancelled, or the connection
+    /// closed by the user.
+    ConsumerEnded,
 }
 
 mod sealed {
@@ -138,17 +141,26 @@ mod sealed {
     impl Sealed for Vec<String> {}
 }
 
-/// A value a promise can resolve to: what each operation gives (`()`,
-/// `u32`, [`QueueDeclareOk`], `Option<Delivery>`, [`Delivery`],
-/// `Vec<String>`). Sealed: only this crate implements it.
+/// What a promise is typed by: each operation's result type (`()`,
+/// `u32`, [`QueueDeclareOk`], `Option<Delivery>`, `Vec<String>`), or
+/// [`Delivery`] for a consumer. Sealed: only this crate implements it.
+///
+/// [`Output`](Resolve::Output) is what [`Client::wait`] and callbacks are
+/// given: the type itself, except for a consumer (`Promise<Delivery>`),
+/// whose results are `Option<Delivery>`: `Some` for each delivery, then
+/// `None` once when it ends as its user asked ([`Client::basic_cancel`] or
+/// the user's own close) — an end that is a value, not an error.
 pub trait Resolve: sealed::Sealed + Sized + 'static {
+    /// What each result of the promise is.
+    type Output;
+
     /// Converts the raw result of an operation.
     #[doc(hidden)]
-    fn resolve(raw: RawResult) -> Result<Self, Error>;
+    fn resolve(raw: RawResult) -> Result<Self::Output, Error>;
 
     /// Converts a delivery taken straight from the connection.
     #[doc(hidden)]
-    fn from_delivery(d: Delivery) -> Result<Self, Error> {
+    fn from_delivery(d: Delivery) -> Result<Self::Output, Error> {
         Self::resolve(RawResult(Ok(Raw::Delivery(d))))
     }
 }
@@ -162,15 +174,19 @@ fn mismatch() -> Error {
 }
 
 impl Resolve for () {
+    type Output = ();
+
     fn resolve(raw: RawResult) -> Result<(), Error> {
         match raw.0? {
             Raw::Outcome(_) => Ok(()),
-            Raw::Delivery(_) => Err(mismatch()),
+            Raw::Delivery(_) | Raw::ConsumerEnded => Err(mismatch()),
         }
     }
 }
 
 impl Resolve for QueueDeclareOk {
+    type Output = Self;
+
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
             Raw::Outcome(Outcome::QueueDeclared(ok)) => Ok(ok),
@@ -181,6 +197,8 @@ impl Resolve for QueueDeclareOk {
 
 /// The `message_count` of `queue.purge-ok` / `queue.delete-ok`.
 impl Resolve for u32 {
+    type Output = Self;
+
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
             Raw::Outcome(Outcome::MessageCount(n)) => Ok(n),
@@ -190,6 +208,8 @@ impl Resolve for u32 {
 }
 
 impl Resolve for Option<Delivery> {
+    type Output = Self;
+
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
             Raw::Outcome(Outcome::Get(d)) => Ok(d),
@@ -200,6 +220,8 @@ impl Resolve for Option<Delivery> {
 
 /// A consumer's tags, from [`Client::consumer_ready`].
 impl Resolve for Vec<String> {
+    type Output = Self;
+
     fn resolve(raw: RawResult) -> Result<Self, Error> {
         match raw.0? {
             Raw::Outcome(Outcome::ConsumerTags(tags)) => {
@@ -210,16 +232,21 @@ impl Resolve for Vec<String> {
     }
 }
 
+/// A consumer: `Some` per delivery, then `None` once if it ends as its
+/// user asked.
 impl Resolve for Delivery {
-    fn resolve(raw: RawResult) -> Result<Self, Error> {
+    type Output = Option<Delivery>;
+
+    fn resolve(raw: RawResult) -> Result<Option<Delivery>, Error> {
         match raw.0? {
-            Raw::Delivery(d) => Ok(d),
-            _ => Err(mismatch()),
+            Raw::Delivery(d) => Ok(Some(d)),
+            Raw::ConsumerEnded => Ok(None),
+            Raw::Outcome(_) => Err(mismatch()),
         }
     }
 
-    fn from_delivery(d: Delivery) -> Result<Self, Error> {
-        Ok(d)
+    fn from_delivery(d: Delivery) -> Result<Option<Delivery>, Error> {
+        Ok(Some(d))
     }
 }
 
@@ -480,17 +507,11 @@ impl Promises {
         }
     }
 
-    /// No more results will come for `id` (a cancelled consumer).
+    /// A consumer ended as its user asked (cancelled, or the user closed
+    /// the connection): its last result is that end, as a value.
     pub fn end(&mut self, id: PromiseId) {
-        let Some(slot) = self.slot_mut(id) else {
-            return;
-        };
-        slot.done = true;
-        if slot.results.is_empty()
-            && (slot.callback.is_some() || slot.forgotten)
-            && !slot.in_callback
-        {
-            self.slots.remove(id.key as usize);
+        if self.slot_mut(id).is_some_and(|s| !s.done) {
+            self.push(id, Ok(Raw::ConsumerEnded), true);
         }
     }
 

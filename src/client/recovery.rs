@@ -583,7 +583,12 @@ impl Client {
         r.remove_where(|x| matches!(x, Entity::Consumer { .. }));
         for tag in tags {
             let id = self.promises.id_of(tag);
-            self.promises.push(id, Err(e.clone()), true);
+            if matches!(e, Error::ConnectionClosed) {
+                // The user closed: the consumers end as asked.
+                self.promises.end(id);
+            } else {
+                self.promises.push(id, Err(e.clone()), true);
+            }
         }
     }
 

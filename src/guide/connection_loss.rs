@@ -91,7 +91,8 @@
 //!     println!("{:?} (redelivered: {})", d.body_str(), d.redelivered);
 //! }
 //!
-//! /// One connection's life: returns only with the error that ended it.
+//! /// One connection's life: the error that ended it, or `Ok` once the
+//! /// consumer ended as asked.
 //! fn consume(url: &str) -> Result<(), Error> {
 //!     let mut client = Client::new(url)?;
 //!     let connected = client.handshake();
@@ -100,11 +101,12 @@
 //!     let declared = client.queue_declare(QueueDeclare::named("jobs").durable());
 //!     client.wait(declared)?;
 //!     let consumer = client.basic_consume_with(Consume::queue("jobs").prefetch(10));
-//!     loop {
-//!         let d = client.wait(consumer)?;
+//!     // `None`: the consumer ended as asked (cancelled, or we closed).
+//!     while let Some(d) = client.wait(consumer)? {
 //!         handle(&d);
 //!         client.basic_ack(&d)?;
 //!     }
+//!     Ok(())
 //! }
 //!
 //! let url = "amqp://guest:guest@127.0.0.1:5672/%2f";

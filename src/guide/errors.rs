@@ -46,7 +46,9 @@
 //! [`Options::max_message_size`](crate::Options::max_message_size); the
 //! message stays in its queue) and
 //! [`ConnectionClosed`](crate::Error::ConnectionClosed) (this client closed it):
-//! all end the connection and fail every pending promise.
+//! all end the connection and fail every pending promise (a consumer ended
+//! by this client's own close gets `Ok(None)` instead: see
+//! [promises](super::promises)).
 //!
 //! # Errors of one operation
 //!

@@ -3,7 +3,8 @@
 //! Every operation returns a [`Promise<T>`](crate::Promise) at once: a small
 //! `Copy` id (12 bytes) typed by what the operation resolves to —
 //! `Promise<()>` for a publish or a bind, `Promise<QueueDeclareOk>` for a
-//! declare, `Promise<Delivery>` for a consumer. The id carries a generation,
+//! declare, `Promise<Delivery>` for a consumer (whose results are
+//! `Option<Delivery>`, below). The id carries a generation,
 //! so an id whose results were all taken is reported as
 //! [`Error::UnknownPromise`], never confused with a newer operation in the
 //! same slot; and it carries the id of the client that made it, so another
@@ -38,7 +39,7 @@
 //! # Consumers yield many results
 //!
 //! A consumer's promise resolves once per delivery: each `wait` returns the
-//! next message, a callback runs once per message. Deliveries that arrive
+//! next message as `Some(delivery)`, a callback runs once per message. Deliveries that arrive
 //! before anyone takes them are held, up to
 //! [`Options::max_buffered_bytes`](crate::Options::max_buffered_bytes)
 //! (see [backpressure](super::backpressure)). [`Client::consumer_ready`]
@@ -46,19 +47,23 @@
 //! consumer on every queue, with the consumer tags.
 //!
 //! A consumer's promise ends in one of these ways; the results already
-//! there are still taken first, and then the promise is spent (`wait`
-//! fails with [`Error::UnknownPromise`]):
+//! there are still taken first, then the end, and then the promise is
+//! spent (`wait` fails with [`Error::UnknownPromise`]). An end the user
+//! asked for is a value, `Ok(None)`; any other end is an error:
 //!
-//! - [`Client::basic_cancel`]: the consumer ends quietly once the broker
-//!   confirms the cancel. Deliveries received before it stay valid to ack.
+//! - [`Client::basic_cancel`]: once the broker confirms the cancel, the
+//!   last result is `Ok(None)`. Deliveries received before it stay valid
+//!   to ack.
+//! - The user closes the connection ([`Client::close`] or `close_now`):
+//!   `Ok(None)` as well.
 //! - The broker cancels it (its queue was deleted, or the queue's node
 //!   failed): the last result is [`Error::ConsumerCancelled`] naming the
 //!   queue. A consumer over several queues ends as a whole.
 //! - Its channel fails (e.g. [`Error::NotFound`] for a missing queue,
 //!   [`Error::AccessRefused`] for an exclusive queue in use): that error is
 //!   the last result.
-//! - The connection ends: the connection's error is the last result
-//!   ([`Error::ConnectionClosed`] after [`Client::close`]).
+//! - The connection is lost (and [recovery](super::recovery) is off or
+//!   gives up): the connection's error is the last result.
 //!
 //! Forgetting a consumer drops its deliveries as they come, and those left
 //! unacked stay unacked until the channel closes: cancel it instead.
@@ -85,20 +90,17 @@
 //! let consumer = client.basic_consume(&queue);
 //! for _ in 0..3 {
 //!     let d = client.wait_timeout(consumer, Duration::from_secs(10))?;
-//!     client.basic_ack(&d)?;
+//!     client.basic_ack(&d.expect("not cancelled yet"))?;
 //! }
 //!
-//! // Cancelling ends the consumer: once what it had received is taken,
-//! // the promise is spent.
+//! // Cancelling ends the consumer: what it had received comes first, then
+//! // `None`, and then the promise is spent.
 //! let cancelled = client.basic_cancel(consumer);
 //! client.wait(cancelled)?;
-//! loop {
-//!     match client.wait(consumer) {
-//!         Ok(d) => client.basic_ack(&d)?,
-//!         Err(Error::UnknownPromise) => break,
-//!         Err(e) => return Err(e),
-//!     }
+//! while let Some(d) = client.wait(consumer)? {
+//!     client.basic_ack(&d)?;
 //! }
+//! assert!(matches!(client.wait(consumer), Err(Error::UnknownPromise)));
 //!
 //! let deleted = client.queue_delete(QueueDelete::new(&queue));
 //! client.wait(deleted)?;
@@ -119,4 +121,3 @@
 //! [`Error::ConsumerCancelled`]: crate::Error::ConsumerCancelled
 //! [`Error::NotFound`]: crate::Error::NotFound
 //! [`Error::AccessRefused`]: crate::Error::AccessRefused
-//! [`Error::ConnectionClosed`]: crate::Error::ConnectionClosed

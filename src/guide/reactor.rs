@@ -69,11 +69,13 @@
 //! let seen = received.clone();
 //! client.basic_consume_then(Consume::queue("jobs").prefetch(100), move |client, delivery| {
 //!     match delivery {
-//!         Ok(d) => {
+//!         Ok(Some(d)) => {
 //!             seen.set(seen.get() + 1);
 //!             client.basic_ack(&d).expect("an outstanding delivery");
 //!         }
-//!         Err(e) => eprintln!("consumer ended: {e}"),
+//!         // Cancelled, or the connection closed by us: not an error.
+//!         Ok(None) => {}
+//!         Err(e) => eprintln!("consumer failed: {e}"),
 //!     }
 //! });
 //!

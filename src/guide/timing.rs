@@ -86,8 +86,9 @@
 //!
 //! let published = client.basic_publish("", &queue, b"work");
 //! let consumer = client.basic_consume_with(Consume::queue(&queue).prefetch(100));
-//! let d = client.wait_timeout(consumer, Duration::from_secs(10))?;
-//! client.basic_ack(&d)?;
+//! if let Some(d) = client.wait_timeout(consumer, Duration::from_secs(10))? {
+//!     client.basic_ack(&d)?;
+//! }
 //! // With `Deferred` the ack may still be waiting in the client; this puts
 //! // it (and anything else queued) in the kernel's send buffer.
 //! client.flush(Duration::from_secs(1))?;

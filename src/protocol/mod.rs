@@ -218,7 +218,8 @@ pub enum Event {
         /// The message.
         delivery: Delivery,
     },
-    /// A consumer was cancelled by the user; no more deliveries come for it.
+    /// A consumer ended as its user asked: cancelled ([`Connection::cancel`]),
+    /// or the connection closed by the user. No more deliveries come for it.
     ConsumerEnded {
         /// The consume operation's tag.
         tag: Tag,

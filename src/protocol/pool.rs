@@ -233,7 +233,13 @@ impl Connection {
                 self.complete(t, Err(err.clone()));
             }
             if !k.ended {
-                self.complete(k.tag, Err(err));
+                if matches!(err, Error::ConnectionClosed) {
+                    // The user closed the connection: the consumer ends as
+                    // asked, a value rather than an error.
+                    self.events.push_back(Event::ConsumerEnded { tag: k.tag });
+                } else {
+                    self.complete(k.tag, Err(err));
+                }
             }
         }
         self.dispatch_waiting();

@@ -44,7 +44,7 @@ impl Connection {
     /// then `connection.close` goes out and `tag` completes on `close-ok`.
     /// `timeout` bounds the whole: what is still unsettled when it passes
     /// fails with [`Error::OutcomeUnknown`], and the connection is closed.
-    /// Consumers end with [`Error::ConnectionClosed`].
+    /// Consumers end with [`Event::ConsumerEnded`].
     pub fn close(&mut self, tag: Tag, now: Instant, timeout: Duration) {
         tr_info!(?timeout, "closing gracefully");
         if self.state == State::Open {

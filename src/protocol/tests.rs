@@ -2819,6 +2819,41 @@ fn garbage_after_our_close_finishes_at_once() {
 // ----------------------------------------------------------------------
 // 14. Closing.
 
+/// The user's close ends a consumer as asked ([`Event::ConsumerEnded`]),
+/// not with an error; a connection lost ends it with the error.
+#[test]
+fn user_close_ends_consumers_quietly_a_loss_with_the_error() {
+    let mut h = H::new(Config::default());
+    h.consumer(20, 1, "c", 0);
+    let _ = h.events();
+    h.conn.close_now(50, h.now, Duration::from_secs(1));
+    let _ = h.sent();
+    h.recv(0, ConnectionCloseOk {});
+    let events = h.events();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::ConsumerEnded { tag: 20 })),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Complete { tag: 20, .. })),
+        "{events:?}"
+    );
+
+    let mut h = H::new(Config::default());
+    h.consumer(20, 1, "c", 0);
+    let _ = h.events();
+    h.conn.handle_eof();
+    let events = h.events();
+    assert_matches!(result_of(&events, 20), Err(Error::ConnectionBroken(_)));
+    assert!(!events
+        .iter()
+        .any(|e| matches!(e, Event::ConsumerEnded { .. })));
+}
+
 #[test]
 fn graceful_close_waits_for_close_ok() {
     for variant in ["close-ok", "deadline", "eof"] {

@@ -90,7 +90,9 @@ pub fn delete_exchange(c: &mut Client, exchange: &str) {
 
 /// The next delivery of `consumer`, which must come within [`W`].
 pub fn next(c: &mut Client, consumer: Promise<Delivery>) -> Delivery {
-    c.wait_timeout(consumer, W).expect("a delivery")
+    c.wait_timeout(consumer, W)
+        .expect("a delivery")
+        .expect("the consumer ended")
 }
 
 /// Asserts that `consumer` receives nothing within [`QUIET`].
