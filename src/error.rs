@@ -126,6 +126,12 @@ pub enum Error {
     /// The socket failed or the peer went away.
     #[error("connection broken: {0}")]
     ConnectionBroken(Arc<io::Error>),
+    /// The TLS layer ended the connection: most often the server's
+    /// certificate was refused ([`TlsErrorKind::ServerCertificate`]), and
+    /// the message says what it was checked against and what to change.
+    #[cfg(feature = "tls")]
+    #[error("tls: {0}")]
+    Tls(TlsError),
     /// No bytes arrived for two heartbeat intervals.
     #[error("heartbeat timeout: no data from the broker for {0:?}")]
     HeartbeatTimeout(std::time::Duration),
@@ -279,6 +285,13 @@ impl Error {
             | Error::BlockedTimeout(_)
             | Error::ConnectTimeout
             | Error::ConnectionClosed => ErrorCategory::ConnectionLost,
+            #[cfg(feature = "tls")]
+            Error::Tls(e) => match e.kind {
+                TlsErrorKind::ServerCertificate | TlsErrorKind::RefusedByPeer => {
+                    ErrorCategory::Config
+                }
+                TlsErrorKind::Protocol => ErrorCategory::ConnectionLost,
+            },
             Error::Nacked | Error::ConsumerCancelled { .. } => ErrorCategory::Refused,
             Error::Protocol(_)
             | Error::ProtocolViolation(_)
@@ -364,6 +377,8 @@ impl Error {
             | Error::NoAuthMechanism(_)
             | Error::Protocol(_)
             | Error::ProtocolViolation(_) => true,
+            #[cfg(feature = "tls")]
+            Error::Tls(_) => true,
             Error::OutcomeUnknown(cause) => cause.is_connection_error(),
             // The spec makes 320, 402 and every 5xx code connection
             // errors; a 403 or 404 is one when it came in connection.close
@@ -388,9 +403,44 @@ impl Error {
         }
     }
 
+    /// A socket error, or the TLS error it carries ([`Error::Tls`]).
     pub(crate) fn io(e: io::Error) -> Error {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = e.get_ref().and_then(|e| e.downcast_ref::<TlsError>()) {
+            return Error::Tls(tls.clone());
+        }
         Error::ConnectionBroken(Arc::new(e))
     }
+}
+
+/// Why TLS ended a connection ([`Error::Tls`]).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+#[non_exhaustive]
+pub struct TlsError {
+    /// What failed.
+    pub kind: TlsErrorKind,
+    /// rustls's description, and for a refused certificate what it was
+    /// checked against and what to change.
+    pub message: String,
+}
+
+/// What failed in TLS ([`TlsError::kind`]).
+#[cfg(feature = "tls")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsErrorKind {
+    /// This client refused the server's certificate: an issuer it does not
+    /// trust, a name the certificate does not have, expired, revoked...
+    /// Fix the trust settings ([`crate::TlsOptions::verification`]) or the
+    /// broker's certificate; retrying will not help.
+    ServerCertificate,
+    /// The server ended the handshake with an alert (e.g. it does not
+    /// trust this client's certificate).
+    RefusedByPeer,
+    /// Anything else: not TLS on the other end, a malformed record.
+    Protocol,
 }
 
 impl From<io::Error> for Error {

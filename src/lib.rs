@@ -21,12 +21,12 @@ pub mod protocol;
 mod protocol;
 mod url;
 
-#[cfg(feature = "tls")]
-pub use client::TlsOptions;
 pub use client::{
     AddressOrder, Client, ConnectedAddress, ConnectionEvent, Consume, Options, Promise, PromiseId,
     Qos, RawResult, Recovery, Requeue, Resolve, Unroutable, WhenFull,
 };
+#[cfg(feature = "tls")]
+pub use client::{ServerVerification, TlsOptions};
 pub use codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
     QueueDeclareOk, QueueDelete, QueueUnbind,
@@ -36,6 +36,8 @@ pub use codec::{
     Timestamp, MAX_NESTING_DEPTH,
 };
 pub use error::{Error, ErrorCategory, Reply};
+#[cfg(feature = "tls")]
+pub use error::{TlsError, TlsErrorKind};
 pub use protocol::negotiate::{Tuned, MAX_FRAME_MAX};
 pub use protocol::{AckTiming, Confirms, Stats};
 pub use protocol::{Delivery, Returned};

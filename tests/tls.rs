@@ -10,7 +10,7 @@
 
 mod common;
 
-use puka::{Client, Error, Options, QueueDeclare, TlsOptions};
+use puka::{Client, Error, Options, QueueDeclare, ServerVerification, TlsErrorKind, TlsOptions};
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -234,33 +234,51 @@ fn ip_address_in_the_certificate() {
     close(c);
 }
 
+/// Asserts that `e` is a refused server certificate whose message names
+/// `advice` (what it was checked against, what to change).
+fn assert_certificate_error(e: &Error, advice: &str) {
+    match e {
+        Error::Tls(t) if t.kind == TlsErrorKind::ServerCertificate => {}
+        e => panic!("not a server certificate error: {e:?}"),
+    }
+    assert!(e.to_string().contains(advice), "{e} lacks {advice:?}");
+}
+
 #[test]
 fn wrong_ca_is_refused() {
-    tls_err(
+    let e = tls_err(
         URL,
         with_ca("wrong-ca.pem"),
         &["UnknownIssuer", "unknown issuer"],
     );
+    assert_certificate_error(&e, "TlsOptions::ca_file only");
 }
 
 #[test]
 fn default_roots_do_not_trust_the_test_ca() {
-    // No ca_file: the webpki roots, which do not know the test CA.
-    tls_err(
+    // ServerVerification::Webpki: the webpki roots, which do not know the
+    // test CA.
+    assert_eq!(
+        Options::default().tls.verification,
+        ServerVerification::Webpki
+    );
+    let e = tls_err(
         URL,
         Options::default(),
         &["UnknownIssuer", "unknown issuer"],
     );
+    assert_certificate_error(&e, "webpki");
 }
 
 #[test]
 fn wrong_server_name_is_refused() {
     // Verified against the SNI name, which the certificate does not have.
-    tls_err(
+    let e = tls_err(
         "amqps://guest:guest@127.0.0.1:5671/%2f?server_name_indication=wrong.example",
         with_ca("ca.pem"),
         &["NotValidForName", "not valid for name"],
     );
+    assert_certificate_error(&e, "server_name_indication");
 }
 
 #[test]
@@ -306,10 +324,14 @@ fn client_certificate_with_plain_login() {
 #[test]
 fn client_certificate_from_an_unknown_ca_is_refused() {
     // The broker verifies client certificates it is given (verify_peer).
-    tls_err(
+    let e = tls_err(
         URL,
         with_client_cert("wrong-client.pem", "wrong-client-key.pem"),
         &["alert", "certificate", "UnknownCA"],
+    );
+    assert!(
+        matches!(&e, Error::Tls(t) if t.kind == TlsErrorKind::RefusedByPeer),
+        "{e:?}"
     );
 }
 

@@ -167,7 +167,7 @@ impl Client {
     pub(super) fn wrap(&self, sock: TcpStream, name: &str) -> Result<Transport, Error> {
         #[cfg(feature = "tls")]
         if let Some(config) = &self.tls_config {
-            let t = transport::TlsStream::new(sock, config.clone(), name)?;
+            let t = transport::TlsStream::new(sock, config, name)?;
             return Ok(Transport::Tls(Box::new(t)));
         }
         let _ = name;

@@ -18,7 +18,7 @@ pub use options::{Options, WhenFull};
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
 pub use recovery::Recovery;
 #[cfg(feature = "tls")]
-pub use transport::TlsOptions;
+pub use transport::{ServerVerification, TlsOptions};
 
 use crate::codec::method::{
     ExchangeBind, ExchangeDeclare, ExchangeDelete, ExchangeUnbind, QueueBind, QueueDeclare,
@@ -198,7 +198,7 @@ pub struct Client {
     #[cfg(feature = "tracing")]
     span: tracing::Span,
     #[cfg(feature = "tls")]
-    tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    tls_config: Option<transport::TlsConfig>,
 }
 
 impl std::fmt::Debug for Client {

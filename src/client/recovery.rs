@@ -873,6 +873,10 @@ fn recoverable(e: &Error, phase: Phase) -> bool {
         Error::ConnectionBroken(_) | Error::HeartbeatTimeout(_) => {
             !matches!(phase, Phase::Starting)
         }
+        // Like a broken socket: a refused certificate may be one node's,
+        // and the next address (or a renewed certificate) may pass.
+        #[cfg(feature = "tls")]
+        Error::Tls(_) => !matches!(phase, Phase::Starting),
         Error::ConnectTimeout => matches!(phase, Phase::Connecting { .. } | Phase::Waiting { .. }),
         Error::ConnectionForced(r) => {
             r.code == reply_code::CONNECTION_FORCED && !matches!(phase, Phase::Starting)

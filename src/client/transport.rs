@@ -27,9 +27,9 @@ pub(crate) fn set_keepalive(sock: &TcpStream) -> io::Result<()> {
 }
 
 #[cfg(feature = "tls")]
-pub use tls::TlsOptions;
+pub use tls::{ServerVerification, TlsOptions};
 #[cfg(feature = "tls")]
-pub(crate) use tls::TlsStream;
+pub(crate) use tls::{TlsConfig, TlsStream};
 
 /// A connected (or connecting) socket.
 #[derive(Debug)]
@@ -103,7 +103,7 @@ impl Transport {
 
 #[cfg(feature = "tls")]
 mod tls {
-    use crate::error::Error;
+    use crate::error::{Error, TlsError, TlsErrorKind};
     use crate::protocol::Connection;
     use mio::net::TcpStream;
     use rustls::pki_types::pem::PemObject;
@@ -113,34 +113,83 @@ mod tls {
     use std::path::PathBuf;
     use std::sync::Arc;
 
+    /// How the client decides whether to trust the server's certificate
+    /// ([`TlsOptions::verification`]).
+    ///
+    /// Every variant but [`DangerousSkip`](Self::DangerousSkip) checks the
+    /// certificate chain, its validity dates and its purpose, and that it
+    /// names the host (or the `server_name_indication` of the URL).
+    #[derive(Clone, Debug, Default, PartialEq, Eq)]
+    #[non_exhaustive]
+    pub enum ServerVerification {
+        /// Against the webpki roots: Mozilla's CA list, built into puka (the
+        /// `webpki-roots` crate), the same on every machine. The default.
+        #[default]
+        Webpki,
+        /// Against the operating system's trust store and policy, through
+        /// the `rustls-platform-verifier` crate (feature
+        /// `tls-platform-verifier`): on Linux the system's CA bundle, or
+        /// only the certificates of `SSL_CERT_FILE` / `SSL_CERT_DIR` when
+        /// either variable is set; Security.framework on Apple systems;
+        /// the Windows certificate store; Android's trust manager (which
+        /// the app must initialise, see that crate). On Linux the store is
+        /// read when the client is made ([`crate::Client::with_options`]);
+        /// finding no certificate there at all is an [`Error::Config`].
+        #[cfg(feature = "tls-platform-verifier")]
+        Platform,
+        /// Against the CA certificates in this PEM file only (neither the
+        /// webpki roots nor the system's): for a broker whose certificate
+        /// comes from a private CA.
+        CaFile(PathBuf),
+        /// No verification at all: any certificate, for any name, is
+        /// accepted (the handshake signatures are still checked). Only for
+        /// tests against a throwaway broker: the connection is open to
+        /// interception.
+        DangerousSkip,
+    }
+
     /// TLS settings for `amqps://` URLs.
     ///
-    /// Certificate and hostname verification are on by default, against the
-    /// webpki (Mozilla) roots, or only against `ca_file` when it is given.
-    /// Set with builder methods (the struct is `#[non_exhaustive]`):
+    /// Certificate and host name verification are on by default, against the
+    /// webpki (Mozilla) roots; [`ServerVerification`] lists the other
+    /// choices. The process-wide rustls
+    /// [`CryptoProvider`](rustls::crypto::CryptoProvider) is used when the
+    /// program installed one, else *ring*. Set with builder methods (the
+    /// struct is `#[non_exhaustive]`):
     ///
     /// ```
-    /// use puka::{Options, TlsOptions};
+    /// use puka::{Options, ServerVerification, TlsOptions};
     /// let tls = TlsOptions::default()
     ///     .ca_file("/etc/rabbitmq/ca.pem")
     ///     .client_cert("client.pem", "client-key.pem");
+    /// assert_eq!(
+    ///     tls.verification,
+    ///     ServerVerification::CaFile("/etc/rabbitmq/ca.pem".into())
+    /// );
     /// let options = Options::default().tls(tls);
     /// # let _ = options;
+    /// ```
+    ///
+    /// With the `tls-platform-verifier` feature, the operating system's
+    /// trust store instead:
+    ///
+    /// ```
+    /// # #[cfg(feature = "tls-platform-verifier")] {
+    /// use puka::{Options, TlsOptions};
+    /// let options = Options::default().tls(TlsOptions::default().platform_verifier());
+    /// # let _ = options;
+    /// # }
     /// ```
     #[derive(Clone, Default)]
     #[non_exhaustive]
     pub struct TlsOptions {
-        /// PEM file of the CA certificates to trust instead of the webpki roots.
-        pub ca_file: Option<PathBuf>,
+        /// How the server's certificate is verified.
+        pub verification: ServerVerification,
         /// PEM file of the client certificate chain (for mutual TLS and the
         /// EXTERNAL mechanism).
         pub client_cert_file: Option<PathBuf>,
         /// PEM file of the client certificate's private key.
         pub client_key_file: Option<PathBuf>,
-        /// Accepts any server certificate and host name. Only for tests
-        /// against a throwaway broker: it makes the connection open to
-        /// interception.
-        pub dangerous_skip_verification: bool,
         /// A complete rustls configuration, overriding all the fields
         /// above: an escape hatch outside semver (it exposes rustls's
         /// types), so only with the `unstable` feature.
@@ -149,12 +198,26 @@ mod tls {
     }
 
     impl TlsOptions {
-        /// Trusts only the CA certificates in this PEM file (instead of the
-        /// webpki roots).
+        /// Verifies the server's certificate as `verification` says.
         #[must_use]
-        pub fn ca_file(mut self, path: impl Into<PathBuf>) -> Self {
-            self.ca_file = Some(path.into());
+        pub fn verification(mut self, verification: ServerVerification) -> Self {
+            self.verification = verification;
             self
+        }
+
+        /// Trusts only the CA certificates in this PEM file (instead of the
+        /// webpki roots): [`ServerVerification::CaFile`].
+        #[must_use]
+        pub fn ca_file(self, path: impl Into<PathBuf>) -> Self {
+            self.verification(ServerVerification::CaFile(path.into()))
+        }
+
+        /// Trusts what the operating system trusts:
+        /// [`ServerVerification::Platform`].
+        #[cfg(feature = "tls-platform-verifier")]
+        #[must_use]
+        pub fn platform_verifier(self) -> Self {
+            self.verification(ServerVerification::Platform)
         }
 
         /// Presents this client certificate chain and its private key (PEM
@@ -166,29 +229,27 @@ mod tls {
             self
         }
 
-        /// Accepts any server certificate and host name: only for tests
-        /// against a throwaway broker.
+        /// Accepts any server certificate and host name
+        /// ([`ServerVerification::DangerousSkip`]): only for tests against
+        /// a throwaway broker.
         #[must_use]
-        pub fn dangerous_skip_verification(mut self) -> Self {
-            self.dangerous_skip_verification = true;
-            self
+        pub fn dangerous_skip_verification(self) -> Self {
+            self.verification(ServerVerification::DangerousSkip)
         }
     }
 
     impl std::fmt::Debug for TlsOptions {
         fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.debug_struct("TlsOptions")
-                .field("ca_file", &self.ca_file)
+            let mut d = f.debug_struct("TlsOptions");
+            d.field("verification", &self.verification)
                 .field("client_cert_file", &self.client_cert_file)
                 .field(
                     "client_key_file",
                     &self.client_key_file.as_ref().map(|_| "***"),
-                )
-                .field(
-                    "dangerous_skip_verification",
-                    &self.dangerous_skip_verification,
-                )
-                .finish()
+                );
+            #[cfg(feature = "unstable")]
+            d.field("config", &self.config.as_ref().map(|_| "ClientConfig"));
+            d.finish()
         }
     }
 
@@ -196,42 +257,101 @@ mod tls {
         Error::Config(msg)
     }
 
+    /// A rustls configuration and what to tell the user when the server's
+    /// certificate does not pass it.
+    #[derive(Debug, Clone)]
+    pub(crate) struct TlsConfig {
+        config: Arc<ClientConfig>,
+        /// Which certificates were trusted, and what to do about it: the
+        /// tail of a certificate error's message.
+        advice: &'static str,
+    }
+
+    impl ServerVerification {
+        /// The tail of the message of a certificate this verification
+        /// refused.
+        fn advice(&self) -> &'static str {
+            match self {
+                ServerVerification::Webpki => {
+                    "checked against the webpki (Mozilla) roots, the default: for a broker \
+                     whose certificate comes from a private CA, trust that CA with \
+                     TlsOptions::ca_file or the platform verifier"
+                }
+                #[cfg(feature = "tls-platform-verifier")]
+                ServerVerification::Platform => {
+                    "checked by the platform verifier (the operating system's trust store; \
+                     on Linux SSL_CERT_FILE or SSL_CERT_DIR when set): add the broker's CA \
+                     there, or trust it with TlsOptions::ca_file"
+                }
+                ServerVerification::CaFile(_) => {
+                    "checked against TlsOptions::ca_file only: that file must hold the CA \
+                     that issued the broker's certificate"
+                }
+                ServerVerification::DangerousSkip => "verification was off",
+            }
+        }
+    }
+
     impl TlsOptions {
         /// Builds the rustls configuration these options describe.
-        pub(crate) fn client_config(&self) -> Result<Arc<ClientConfig>, Error> {
+        pub(crate) fn client_config(&self) -> Result<TlsConfig, Error> {
             #[cfg(feature = "unstable")]
             if let Some(c) = &self.config {
-                return Ok(c.clone());
+                return Ok(TlsConfig {
+                    config: c.clone(),
+                    advice: "checked by the rustls configuration of TlsOptions::config",
+                });
             }
             // The process-wide provider when the program installed one,
-            // else ring (the one puka is built with).
+            // else ring (the one puka is built with). Every verifier below
+            // gets this same provider.
             let provider = rustls::crypto::CryptoProvider::get_default()
                 .cloned()
                 .unwrap_or_else(|| Arc::new(rustls::crypto::ring::default_provider()));
-            let builder = ClientConfig::builder_with_provider(provider)
+            let builder = ClientConfig::builder_with_provider(provider.clone())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| bad(format!("tls: {e}")))?;
-            let builder = if self.dangerous_skip_verification {
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(danger::NoVerification::new()))
-            } else {
-                let mut roots = RootCertStore::empty();
-                match &self.ca_file {
-                    Some(path) => {
-                        for cert in CertificateDer::pem_file_iter(path)
-                            .map_err(|e| bad(format!("tls: reading CA file: {e}")))?
-                        {
-                            let cert =
-                                cert.map_err(|e| bad(format!("tls: parsing CA file: {e}")))?;
-                            roots
-                                .add(cert)
-                                .map_err(|e| bad(format!("tls: CA certificate: {e}")))?;
-                        }
-                    }
-                    None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+            let builder = match &self.verification {
+                ServerVerification::Webpki => {
+                    let mut roots = RootCertStore::empty();
+                    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                    builder.with_root_certificates(roots)
                 }
-                builder.with_root_certificates(roots)
+                #[cfg(feature = "tls-platform-verifier")]
+                ServerVerification::Platform => {
+                    let verifier =
+                        rustls_platform_verifier::Verifier::new(provider).map_err(|e| {
+                            bad(format!(
+                                "tls: platform verifier: {e} (on Linux it reads \
+                                 SSL_CERT_FILE or SSL_CERT_DIR when set, else the \
+                                 system's CA bundle)"
+                            ))
+                        })?;
+                    builder
+                        .dangerous()
+                        .with_custom_certificate_verifier(Arc::new(verifier))
+                }
+                ServerVerification::CaFile(path) => {
+                    let mut roots = RootCertStore::empty();
+                    for cert in CertificateDer::pem_file_iter(path)
+                        .map_err(|e| bad(format!("tls: reading CA file: {e}")))?
+                    {
+                        let cert = cert.map_err(|e| bad(format!("tls: parsing CA file: {e}")))?;
+                        roots
+                            .add(cert)
+                            .map_err(|e| bad(format!("tls: CA certificate: {e}")))?;
+                    }
+                    if roots.is_empty() {
+                        return Err(bad(format!(
+                            "tls: no certificate in the CA file {}",
+                            path.display()
+                        )));
+                    }
+                    builder.with_root_certificates(roots)
+                }
+                ServerVerification::DangerousSkip => builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(danger::NoVerification(provider))),
             };
             let config = match (&self.client_cert_file, &self.client_key_file) {
                 (Some(cert), Some(key)) => {
@@ -252,8 +372,40 @@ mod tls {
                     ))
                 }
             };
-            Ok(Arc::new(config))
+            Ok(TlsConfig {
+                config: Arc::new(config),
+                advice: self.verification.advice(),
+            })
         }
+    }
+
+    /// The typed error for a failed TLS handshake or record: what the
+    /// protocol layer sees is an `io::Error` carrying it, which
+    /// [`Error::io`] turns back into [`Error::Tls`].
+    fn tls_failure(e: rustls::Error, advice: &str) -> io::Error {
+        use rustls::CertificateError::{NotValidForName, NotValidForNameContext};
+        let (kind, message) = match &e {
+            rustls::Error::InvalidCertificate(NotValidForName | NotValidForNameContext { .. }) => (
+                TlsErrorKind::ServerCertificate,
+                format!(
+                    "the server's certificate was refused: {e}; connect by a name the \
+                     certificate has, or set the URL's server_name_indication to one"
+                ),
+            ),
+            rustls::Error::InvalidCertificate(_) => (
+                TlsErrorKind::ServerCertificate,
+                format!("the server's certificate was refused: {e}; {advice}"),
+            ),
+            rustls::Error::AlertReceived(_) => (
+                TlsErrorKind::RefusedByPeer,
+                format!(
+                    "the server refused the handshake: {e} (a client certificate it does \
+                     not trust, or no protocol version or cipher in common?)"
+                ),
+            ),
+            _ => (TlsErrorKind::Protocol, e.to_string()),
+        };
+        io::Error::new(io::ErrorKind::InvalidData, TlsError { kind, message })
     }
 
     /// Reads that keep `Interrupted` out of the caller's way.
@@ -271,18 +423,21 @@ mod tls {
     pub(crate) struct TlsStream {
         pub sock: TcpStream,
         pub tls: ClientConnection,
+        /// From [`TlsConfig`]: for the message of a refused certificate.
+        advice: &'static str,
     }
 
     impl TlsStream {
-        pub fn new(
-            sock: TcpStream,
-            config: Arc<ClientConfig>,
-            server_name: &str,
-        ) -> Result<Self, Error> {
+        pub fn new(sock: TcpStream, config: &TlsConfig, server_name: &str) -> Result<Self, Error> {
             let name = ServerName::try_from(server_name.to_string())
                 .map_err(|_| bad(format!("tls: invalid server name {server_name:?}")))?;
-            let tls = ClientConnection::new(config, name).map_err(|e| bad(format!("tls: {e}")))?;
-            Ok(TlsStream { sock, tls })
+            let tls = ClientConnection::new(config.config.clone(), name)
+                .map_err(|e| bad(format!("tls: {e}")))?;
+            Ok(TlsStream {
+                sock,
+                tls,
+                advice: config.advice,
+            })
         }
 
         /// Hands queued frames to rustls and TLS records to the socket,
@@ -345,10 +500,7 @@ mod tls {
                 if let Err(e) = t.tls.process_new_packets() {
                     // Send the alert rustls queued, then fail.
                     let _ = t.tls.write_tls(&mut t.sock);
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!("tls: {e}"),
-                    ));
+                    return Err(tls_failure(e, t.advice));
                 }
                 if t.tls.wants_write() {
                     // Handshake messages to send: the caller's flush sends
@@ -367,6 +519,80 @@ mod tls {
         }
     }
 
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn verification_defaults_to_the_webpki_roots() {
+            let o = TlsOptions::default();
+            assert_eq!(o.verification, ServerVerification::Webpki);
+            assert_eq!(ServerVerification::default(), ServerVerification::Webpki);
+            assert!(o.client_config().is_ok());
+        }
+
+        #[test]
+        fn builders_set_the_verification() {
+            let o = TlsOptions::default().ca_file("/ca.pem");
+            assert_eq!(
+                o.verification,
+                ServerVerification::CaFile(PathBuf::from("/ca.pem"))
+            );
+            let o = o.dangerous_skip_verification();
+            assert_eq!(o.verification, ServerVerification::DangerousSkip);
+            #[cfg(feature = "tls-platform-verifier")]
+            assert_eq!(
+                o.platform_verifier().verification,
+                ServerVerification::Platform
+            );
+        }
+
+        #[test]
+        fn debug_hides_the_key_path() {
+            let o = TlsOptions::default()
+                .ca_file("/etc/ca.pem")
+                .client_cert("/etc/client.pem", "/secret/dir/client-key.pem");
+            let s = format!("{o:?}");
+            assert!(!s.contains("secret"), "{s}");
+            assert!(!s.contains("client-key"), "{s}");
+            assert!(s.contains("***"), "{s}");
+            assert!(s.contains("CaFile(\"/etc/ca.pem\")"), "{s}");
+            assert!(s.contains("/etc/client.pem"), "{s}");
+        }
+
+        #[test]
+        fn a_missing_or_empty_ca_file_is_a_config_error() {
+            let o = TlsOptions::default().ca_file("/nonexistent/puka-ca.pem");
+            assert!(matches!(o.client_config(), Err(Error::Config(_))));
+            let empty =
+                std::env::temp_dir().join(format!("puka-empty-ca-{}.pem", std::process::id()));
+            std::fs::write(&empty, "").unwrap();
+            let r = TlsOptions::default().ca_file(&empty).client_config();
+            let _ = std::fs::remove_file(&empty);
+            match r {
+                Err(Error::Config(m)) => assert!(m.contains("no certificate"), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+
+        #[test]
+        fn a_refused_certificate_becomes_a_typed_error_with_advice() {
+            let cert = rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer);
+            let e = Error::io(tls_failure(cert, ServerVerification::Webpki.advice()));
+            let Error::Tls(t) = &e else { panic!("{e:?}") };
+            assert_eq!(t.kind, TlsErrorKind::ServerCertificate);
+            assert!(e.is_connection_error());
+            assert_eq!(e.category(), crate::ErrorCategory::Config);
+            let msg = e.to_string();
+            assert!(msg.starts_with("tls: "), "{msg}");
+            assert!(msg.contains("UnknownIssuer"), "{msg}");
+            assert!(msg.contains("ca_file"), "{msg}");
+            let other = Error::io(tls_failure(rustls::Error::General("x".into()), "unused"));
+            assert!(matches!(&other, Error::Tls(t) if t.kind == TlsErrorKind::Protocol));
+            assert_eq!(other.category(), crate::ErrorCategory::ConnectionLost);
+        }
+    }
+
     mod danger {
         use rustls::client::danger::{
             HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
@@ -374,17 +600,13 @@ mod tls {
         use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
         use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
         use rustls::{DigitallySignedStruct, SignatureScheme};
+        use std::sync::Arc;
 
         /// Accepts every certificate (but still checks the handshake
         /// signatures). Used only when the user asks for it by name.
+        /// Its provider is the connection's, for the signature algorithms.
         #[derive(Debug)]
-        pub struct NoVerification(CryptoProvider);
-
-        impl NoVerification {
-            pub fn new() -> Self {
-                NoVerification(rustls::crypto::ring::default_provider())
-            }
-        }
+        pub struct NoVerification(pub Arc<CryptoProvider>);
 
         impl ServerCertVerifier for NoVerification {
             fn verify_server_cert(

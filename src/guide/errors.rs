@@ -50,6 +50,14 @@
 //! by this client's own close gets `Ok(None)` instead: see
 //! [promises](super::promises)).
 //!
+//! With the `tls` feature, `Error::Tls` ends the connection too. Its
+//! `TlsError::kind` says what failed: `ServerCertificate` (this client
+//! refused the broker's certificate: the message names what it was checked
+//! against — the webpki roots, `TlsOptions::ca_file`, the platform
+//! verifier — or the name it lacks, and what to change; retrying will not
+//! help), `RefusedByPeer` (the broker ended the handshake, e.g. it does not
+//! trust the client certificate) or `Protocol` (no TLS on the other end).
+//!
 //! # Errors of one operation
 //!
 //! - [`OutcomeUnknown(cause)`](crate::Error::OutcomeUnknown): the operation was
