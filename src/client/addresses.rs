@@ -7,11 +7,17 @@
 //! gets one non-blocking TCP connect bounded by [`Options::connect_timeout`].
 //! The first connect that completes ends the walk: the AMQP handshake then
 //! runs on it, bounded by the URL's `connection_timeout` counted from there.
-//! A failure after the TCP connect (a refused login, a handshake timeout)
-//! ends the attempt; it does not move on to the next address.
+//! A handshake that fails in a way another broker might not (the socket
+//! closed or reset, bytes that are not AMQP, a handshake timeout, a
+//! `connection.close` other than a refused login or vhost) moves on to the
+//! next address of the walk, on a fresh protocol connection — the first
+//! connect and a recovery's reconnection alike ([`Client::next_transport`]).
+//! A refused login or vhost ends the attempt: it would be the same
+//! everywhere. Operations queued before the failed handshake fail with it.
 
-use super::{transport, Client, Options, Writing, OWN_TOKEN};
+use super::{transport, Client, Options, Reading, Writing, OWN_TOKEN};
 use crate::error::Error;
+use crate::protocol::{Connection, Tag};
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::Interest;
@@ -177,6 +183,23 @@ impl Addresses {
         self.failures.push((label, e));
     }
 
+    /// Records why the handshake on the connected address failed (`e`):
+    /// the walk goes on, and the failure is part of its error if every
+    /// address fails.
+    pub(super) fn handshake_failed(&mut self, e: &Error) {
+        let Some(a) = self.connected.take() else {
+            return;
+        };
+        let label = self.endpoints[a.index].label();
+        let kind = match e {
+            Error::ConnectTimeout => io::ErrorKind::TimedOut,
+            Error::ConnectionBroken(io) => io.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        self.failures
+            .push((label, io::Error::new(kind, format!("handshake: {e}"))));
+    }
+
     /// The error that ends an attempt where every address failed:
     /// [`Error::ConnectTimeout`] when every connect timed out, the one
     /// failure when there was one, else each address with its failure.
@@ -211,7 +234,53 @@ impl Addresses {
     }
 }
 
+/// Whether a handshake that failed with `e` moves on to the next address:
+/// yes unless the broker refused the login or the vhost, or the user
+/// closed (the same would happen everywhere).
+pub(super) fn moves_on(e: &Error) -> bool {
+    !matches!(
+        e,
+        Error::AccessRefused(_)
+            | Error::NotAllowed(_)
+            | Error::InvalidPath(_)
+            | Error::NoAuthMechanism(_)
+            | Error::ConnectionClosed
+            | Error::Config(_)
+            | Error::InvalidArgument(_)
+    )
+}
+
 impl Client {
+    /// Starts over on a fresh protocol connection (the same settings, the
+    /// current secret) whose handshake completes `handshake`, with a TCP
+    /// connect to the next address of the walk (a new walk when it is used
+    /// up). The one path of the first connect moving on after a failed
+    /// handshake and of a recovery's reconnection.
+    pub(super) fn next_transport(&mut self, handshake: Tag, now: Instant) {
+        let config = self.conn.config().clone();
+        self.conn = Connection::new(config, handshake, now);
+        self.reading = Reading::UpToDate;
+        if !self.addresses.has_pending() {
+            self.addresses.start_attempt();
+        }
+        match self.connect_next() {
+            // The shut-down socket of the last connection goes (a reactor's
+            // registry forgets a closed descriptor by itself).
+            Ok(()) => self.closed_sock = None,
+            Err(e) => {
+                // No address took the connect: the attempt failed at once.
+                let io = match e {
+                    Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
+                    Error::ConnectTimeout => {
+                        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+                    }
+                    e => io::Error::other(e.to_string()),
+                };
+                self.conn.handle_io_error(io);
+            }
+        }
+    }
+
     /// Starts a non-blocking TCP connect to the next address of the
     /// attempt (the handshake timer waits meanwhile).
     ///

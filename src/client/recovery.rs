@@ -10,6 +10,7 @@
 //! before the loss can no longer be acked (their channel is gone: a local
 //! [`Error::UnknownDeliveryTag`]).
 
+use super::addresses;
 use super::*;
 use crate::codec::method::{ExchangeBind, QueueBind};
 use crate::codec::{reply_code, ShortString};
@@ -664,22 +665,8 @@ impl Client {
         tr_info!(attempt, "reconnecting");
         self.conn_events
             .push_back(ConnectionEvent::Reconnecting { attempt });
-        let config = self.conn.config().clone();
-        self.conn = Connection::new(config, handshake, now);
-        // The shut-down socket of the lost connection goes (a reactor's
-        // registry forgets a closed descriptor by itself).
-        self.closed_sock = None;
-        self.reading = Reading::UpToDate;
-        if !self.addresses.has_pending() {
-            self.addresses.start_attempt();
-        }
-        if let Err(e) = self.connect_next() {
-            // No address took the connect: the attempt failed at once.
-            let io = match e {
-                Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
-                e => io::Error::other(e.to_string()),
-            };
-            self.conn.handle_io_error(io);
+        self.next_transport(handshake, now);
+        if self.conn.is_closed() {
             self.after_io();
         }
     }
@@ -859,20 +846,20 @@ fn rename_queue(record: &mut [Entity], old: &str, new: &str) {
     }
 }
 
-/// Whether a connection that ended with `e` is recovered: a lost socket,
-/// a silent peer, or a node shutting down (320) — once connected; during a
-/// reconnection also a connect that timed out. Never our own close, a
-/// refused login or vhost, or a protocol violation.
+/// Whether a connection that ended with `e` is recovered: once connected,
+/// a lost socket, a silent peer, or a node shutting down (320); during a
+/// reconnection, any failure that moves on to the next address (as the
+/// first connect's: [`addresses::moves_on`]). Never our own close, a
+/// refused login or vhost, or a protocol violation of an open connection.
 fn recoverable(e: &Error, phase: Phase) -> bool {
-    match e {
-        Error::ConnectionBroken(_) | Error::HeartbeatTimeout(_) => {
-            !matches!(phase, Phase::Starting)
-        }
-        Error::ConnectTimeout => matches!(phase, Phase::Connecting { .. } | Phase::Waiting { .. }),
-        Error::ConnectionForced(r) => {
-            r.code == reply_code::CONNECTION_FORCED && !matches!(phase, Phase::Starting)
-        }
-        _ => false,
+    match phase {
+        Phase::Starting => false,
+        Phase::Connecting { .. } | Phase::Waiting { .. } => addresses::moves_on(e),
+        Phase::Connected => match e {
+            Error::ConnectionBroken(_) | Error::HeartbeatTimeout(_) => true,
+            Error::ConnectionForced(r) => r.code == reply_code::CONNECTION_FORCED,
+            _ => false,
+        },
     }
 }
 
