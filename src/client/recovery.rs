@@ -114,6 +114,17 @@ enum Entity {
         queues: Vec<ConsumeQueue>,
         no_ack: bool,
         prefetch: u16,
+        /// The channel-wide window (`basic.qos` with `global`:
+        /// `(prefetch_size, prefetch_count)`) last set on its channel,
+        /// restored before the consumer starts again.
+        channel_qos: Option<(u32, u16)>,
+    },
+    /// A channel-wide `basic.qos` sent for the consumer `consumer`: only
+    /// ever pending, it lands on that consumer's record when it succeeds.
+    ChannelQos {
+        consumer: Tag,
+        size: u32,
+        count: u16,
     },
     /// Transactions were selected (`tx.select`): the new publish channel,
     /// and the channels holding deliveries, are made transactional again.
@@ -131,6 +142,7 @@ impl Entity {
             Entity::ExchangeBinding(_)
             | Entity::QueueBinding(_)
             | Entity::Consumer { .. }
+            | Entity::ChannelQos { .. }
             | Entity::Tx
             | Entity::Gone => 1,
         }
@@ -154,6 +166,7 @@ impl Entity {
                 let names: Vec<&str> = queues.iter().map(|q| q.queue.as_str()).collect();
                 format!("consumer of {names:?}")
             }
+            Entity::ChannelQos { .. } => "channel prefetch window".to_string(),
             Entity::Tx => "transaction mode".to_string(),
             Entity::Gone => "nothing (removed)".to_string(),
         }
@@ -422,7 +435,24 @@ impl Client {
             queues,
             no_ack,
             prefetch,
+            channel_qos: None,
         });
+    }
+
+    /// Records a `basic.qos` with `global` sent as `tag` on the channel of
+    /// `consumer` (when recovery is on): once it succeeded, that window is
+    /// set again before the consumer is restored.
+    pub(super) fn note_channel_qos(&mut self, tag: Tag, consumer: Tag, size: u32, count: u16) {
+        if let Some(r) = self.recovery.as_mut() {
+            r.pending.insert(
+                tag,
+                Entity::ChannelQos {
+                    consumer,
+                    size,
+                    count,
+                },
+            );
+        }
     }
 
     /// Sees a completion before it reaches its promise: keeps the record
@@ -477,6 +507,26 @@ impl Client {
                         server_named: true,
                         consumed: false,
                     },
+                    (
+                        Entity::ChannelQos {
+                            consumer,
+                            size,
+                            count,
+                        },
+                        _,
+                    ) => {
+                        for e in &mut r.record {
+                            if let Entity::Consumer {
+                                tag, channel_qos, ..
+                            } = e
+                            {
+                                if *tag == consumer {
+                                    *channel_qos = Some((size, count));
+                                }
+                            }
+                        }
+                        return Some(result);
+                    }
                     (e, _) => e,
                 };
                 r.record.push(entity);
@@ -752,17 +802,19 @@ impl Client {
                 queues,
                 no_ack,
                 prefetch,
+                channel_qos,
             } => {
                 // The consumer's own promise tag: its deliveries go on
-                // arriving there.
-                self.conn.consume(tag, queues, no_ack, prefetch);
+                // arriving there; a channel-wide window first.
+                self.conn
+                    .consume_with_channel_qos(tag, queues, no_ack, prefetch, channel_qos);
             }
             Entity::Tx => {
                 let t = r.tag();
                 r.restoring.insert(t, i);
                 self.conn.tx_select(t);
             }
-            Entity::Gone => return,
+            Entity::ChannelQos { .. } | Entity::Gone => return,
         }
         self.after_io();
     }
@@ -955,6 +1007,7 @@ mod tests {
             }],
             no_ack: false,
             prefetch: 0,
+            channel_qos: None,
         });
         if let Entity::Queue { name, .. } = &mut r.record[0] {
             *name = "amq.gen-2".into();
