@@ -18,14 +18,14 @@
 use super::{transport, Client, Options, Reading, Writing, OWN_TOKEN};
 use crate::error::Error;
 use crate::protocol::{Connection, Tag};
+use crate::rng::XorShift;
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::Interest;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The order in which a connection attempt tries the broker addresses
 /// ([`Options::address_order`]).
@@ -234,21 +234,7 @@ impl Addresses {
     }
 }
 
-/// Whether a handshake that failed with `e` moves on to the next address:
-/// yes unless the broker refused the login or the vhost, or the user
-/// closed (the same would happen everywhere).
-pub(super) fn moves_on(e: &Error) -> bool {
-    !matches!(
-        e,
-        Error::AccessRefused(_)
-            | Error::NotAllowed(_)
-            | Error::InvalidPath(_)
-            | Error::NoAuthMechanism(_)
-            | Error::ConnectionClosed
-            | Error::Config(_)
-            | Error::InvalidArgument(_)
-    )
-}
+pub(super) use crate::recover::moves_on;
 
 impl Client {
     /// Starts over on a fresh protocol connection (the same settings, the
@@ -394,46 +380,6 @@ impl Client {
     /// did): which of several addresses the client is connected to.
     pub fn connected_address(&self) -> Option<&ConnectedAddress> {
         self.addresses.connected.as_ref()
-    }
-}
-
-/// xorshift64*, seeded from the clock, the process id and a counter: only
-/// to spread clients over addresses, nothing secret.
-#[derive(Debug)]
-pub(super) struct XorShift(u64);
-
-impl XorShift {
-    pub(super) fn seeded() -> XorShift {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // splitmix64 of the mixed inputs: a nonzero, well-spread state.
-        let mut z = nanos
-            ^ (u64::from(std::process::id()) << 32)
-            ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        XorShift((z ^ (z >> 31)) | 1)
-    }
-
-    pub(super) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Fisher–Yates.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
     }
 }
 

@@ -159,7 +159,7 @@ impl Client {
             reading: Reading::UpToDate,
             writing: Writing::Ready,
             moving_on: false,
-            recovery: recovery_policy.map(recovery::RecoveryState::new),
+            recovery: recovery_policy.map(recovery::recoverer),
             #[cfg(feature = "tracing")]
             span: connection_span(&client_name, &host),
         };
