@@ -19,6 +19,11 @@ pub mod guide;
 pub mod protocol;
 #[cfg(not(feature = "unstable"))]
 mod protocol;
+#[cfg(feature = "unstable")]
+pub mod recover;
+#[cfg(not(feature = "unstable"))]
+mod recover;
+mod rng;
 mod url;
 
 pub use client::{

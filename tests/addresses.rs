@@ -7,12 +7,14 @@ mod common;
 mod support;
 
 use mio::{Events, Poll, Token};
+use puka::codec::method::ConnectionClose;
+use puka::codec::Method;
 use puka::UrlError;
 use puka::{AddressOrder, Client, Error, Options, QueueDeclare};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
-use support::fake_broker::{FakeBroker, Step};
+use support::fake_broker::{self as fb, FakeBroker, Step};
 use support::W;
 
 /// A loopback port nothing listens on (bound, then released).
@@ -296,4 +298,120 @@ fn addresses_must_agree_on_all_but_host_and_port() {
     let none: [&str; 0] = [];
     let r = Client::with_addresses(&none, Options::default());
     assert!(matches!(r, Err(Error::Url(UrlError::NoAddress))), "{r:?}");
+}
+
+/// A fake broker that completes the handshake and then stays.
+fn good_broker() -> FakeBroker {
+    let mut steps = fb::handshake(2047, 131_072, 0);
+    steps.push(Step::Sleep(Duration::from_secs(2)));
+    FakeBroker::start(steps)
+}
+
+fn close(code: u16, text: &str) -> Step {
+    Step::Method(
+        0,
+        Method::ConnectionClose(ConnectionClose {
+            reply_code: code,
+            reply_text: text.into(),
+            class_id: 0,
+            method_id: 0,
+        }),
+    )
+}
+
+/// The first connect's handshake fails at the first address in a way the
+/// next might not: the client moves on within the same connect.
+#[test]
+fn a_failed_handshake_moves_on_to_the_next_address() {
+    let mut forced = fb::until_start_ok();
+    forced.extend([
+        close(320, "CONNECTION_FORCED - shutdown"),
+        Step::Sleep(Duration::from_millis(500)),
+    ]);
+    let cases: Vec<(&str, Vec<Step>)> = vec![
+        ("closes", vec![Step::ReadHeader, Step::Close]),
+        ("resets", vec![Step::ReadHeader, Step::Reset]),
+        (
+            "not AMQP",
+            vec![
+                Step::ReadHeader,
+                Step::Send(b"HTTP/1.1 400 Bad Request\r\n\r\n".to_vec()),
+                Step::Sleep(Duration::from_millis(500)),
+            ],
+        ),
+        ("320 in the handshake", forced),
+        (
+            "silent",
+            vec![Step::ReadHeader, Step::Sleep(Duration::from_secs(3))],
+        ),
+    ];
+    for (what, steps) in cases {
+        let bad = FakeBroker::start(steps);
+        let good = good_broker();
+        let urls = [
+            bad.url("connection_timeout=400"),
+            good.url("connection_timeout=400"),
+        ];
+        let mut c =
+            Client::with_addresses(&urls, in_order(Duration::from_secs(1))).expect("client");
+        let p = c.handshake();
+        c.wait_timeout(p, W)
+            .unwrap_or_else(|e| panic!("{what}: not connected: {e:?}"));
+        assert!(c.is_open(), "{what}");
+        assert_eq!(c.connected_address().map(|a| a.index), Some(1), "{what}");
+        assert!(bad.record().accepted, "{what}: the first address was tried");
+        drop(c);
+    }
+}
+
+/// A refused login or vhost would be refused everywhere: the connect ends
+/// with it, and the next address is not tried.
+#[test]
+fn a_refused_login_or_vhost_does_not_move_on() {
+    let mut login = fb::until_start_ok();
+    login.extend([
+        close(403, "ACCESS_REFUSED - Login was refused"),
+        Step::Sleep(Duration::from_millis(500)),
+    ]);
+    let mut vhost = fb::until_open(2047, 131_072, 0);
+    vhost.extend([
+        close(530, "NOT_ALLOWED - vhost not found"),
+        Step::Sleep(Duration::from_millis(500)),
+    ]);
+    for (what, steps) in [("login", login), ("vhost", vhost)] {
+        let bad = FakeBroker::start(steps);
+        let good = good_broker();
+        let urls = [bad.url(""), good.url("")];
+        let mut c =
+            Client::with_addresses(&urls, in_order(Duration::from_secs(1))).expect("client");
+        let p = c.handshake();
+        let err = c.wait_timeout(p, W).expect_err(what);
+        assert!(
+            matches!(err, Error::AccessRefused(_) | Error::NotAllowed(_)),
+            "{what}: {err:?}"
+        );
+        assert!(c.is_closed(), "{what}");
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            !good.record().accepted,
+            "{what}: the next address was tried"
+        );
+    }
+}
+
+/// When every address fails, the error names the failed handshake too.
+#[test]
+fn a_failed_handshake_then_a_refused_address_names_both() {
+    let bad = FakeBroker::start(vec![Step::ReadHeader, Step::Close]);
+    let refused = refused_port();
+    let urls = [
+        bad.url(""),
+        format!("amqp://guest:guest@127.0.0.1:{refused}/%2f"),
+    ];
+    let mut c = Client::with_addresses(&urls, in_order(Duration::from_secs(1))).expect("client");
+    let p = c.handshake();
+    let err = c.wait_timeout(p, W).expect_err("every address fails");
+    let text = err.to_string();
+    assert!(text.contains("handshake:"), "{text}");
+    assert!(text.contains(&refused.to_string()), "{text}");
 }

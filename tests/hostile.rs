@@ -1431,3 +1431,101 @@ fn recovery_restores_in_order_under_the_new_queue_name() {
     }
     assert!(renamed, "QueueRenamed reported");
 }
+
+/// A channel-wide window (`basic_qos` with `global`) is restored with its
+/// consumer: on the new channel, before the consumer's own window and its
+/// `basic.consume`.
+#[test]
+fn recovery_restores_a_global_qos_before_its_consumer() {
+    use puka::codec::method::{BasicConsumeOk, BasicQosOk};
+    use puka::{AddressOrder, Consume, Options, Qos, Recovery};
+    let _s = serial();
+    let qos_ok = || Step::Method(1, Method::BasicQosOk(BasicQosOk {}));
+    let consume_ok = || {
+        Step::Method(
+            1,
+            Method::BasicConsumeOk(BasicConsumeOk {
+                consumer_tag: "kept-tag".into(),
+            }),
+        )
+    };
+    let mut first = fb::handshake(2047, FRAME_MAX, 0);
+    first.extend(fb::open_channel(1));
+    first.extend([
+        Step::Expect("basic.qos"),
+        qos_ok(),
+        Step::Expect("basic.consume"),
+        consume_ok(),
+        Step::Expect("basic.qos"),
+        qos_ok(),
+        Step::Sleep(Duration::from_millis(100)),
+        Step::Close,
+    ]);
+    let mut second = fb::handshake(2047, FRAME_MAX, 0);
+    second.extend(fb::open_channel(1));
+    second.extend([
+        Step::Expect("basic.qos"),
+        qos_ok(),
+        Step::Expect("basic.qos"),
+        qos_ok(),
+        Step::Expect("basic.consume"),
+        consume_ok(),
+        Step::Sleep(Duration::from_secs(2)),
+    ]);
+    let fb1 = FakeBroker::start(first);
+    let fb2 = FakeBroker::start(second);
+    let mut c = Client::with_addresses(
+        &[fb1.url(""), fb2.url("")],
+        Options::default()
+            .address_order(AddressOrder::InOrder)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(20)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    let consumer = c.basic_consume_with(Consume::queue("q").consumer_tag("kept-tag").prefetch(5));
+    c.consumer_ready(consumer)
+        .wait_timeout(&mut c, W)
+        .expect("consumer");
+    c.basic_qos(consumer, Qos::prefetch(7).size(0).global())
+        .wait_timeout(&mut c, W)
+        .expect("global qos");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while fb2.record().method("basic.consume").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "not restored: {:?}",
+            fb2.record().method_names()
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+    c.run_loop(Some(Duration::from_millis(200)))
+        .expect("run_loop");
+    let record = fb2.record();
+    assert!(record.failures.is_empty(), "{:?}", record.failures);
+    let replayed: Vec<String> = record
+        .methods()
+        .filter(|(ch, _)| *ch == 1)
+        .filter_map(|(_, m)| match m {
+            Method::BasicQos(q) => Some(format!("qos {} global={}", q.prefetch_count, q.global)),
+            Method::BasicConsume(b) => Some(format!("consume {}", b.consumer_tag)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        replayed,
+        [
+            "qos 7 global=true",
+            "qos 5 global=false",
+            "consume kept-tag"
+        ]
+    );
+    while let Some(e) = c.next_connection_event() {
+        assert!(
+            !matches!(e, puka::ConnectionEvent::RecoveryFailed { .. }),
+            "{e:?}"
+        );
+    }
+}

@@ -8,6 +8,7 @@ fn main() -> std::io::Result<()> {
     for (target, seeds) in [
         ("decode_frames", puka_fuzz::decode_seeds()),
         ("connection", puka_fuzz::connection_seeds()),
+        ("recovery", puka_fuzz::recovery_seeds()),
     ] {
         let dir = root.join(target);
         std::fs::create_dir_all(&dir)?;

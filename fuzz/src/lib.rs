@@ -20,6 +20,9 @@ use std::fmt::Debug;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+mod recovery;
+pub use recovery::check_recovery;
+
 /// Smallest and largest `frame_max` the decode target uses.
 pub const FRAME_MAX_RANGE: (u32, u32) = (4096, 1 << 20);
 
@@ -1453,6 +1456,33 @@ fn get_ok(tag: u64) -> BasicGetOk {
 /// Tags the script seeds' operations get: the first op is 100.
 pub const SCRIPT_TAG0: Tag = 100;
 
+/// Seeds of the recovery target: a topology built and answered, then a
+/// loss and a reconnection with each kind of handshake, the restore
+/// answered well, refused, or interrupted.
+pub fn recovery_seeds() -> Vec<(String, Vec<u8>)> {
+    // declare exchange, server-named queue, named exclusive queue, bind,
+    // consume (prefetch, tagged), global qos, tx; answer everything.
+    let topology = [
+        0, 13, 1, 0, 13, 2, 0x11, 13, 3, 2, 13, 4, 1, 1, 13, 5, 7, 13, 6, 13,
+    ];
+    let mut seeds = Vec::new();
+    for (name, handshake) in [("good", 0u8), ("eof", 5), ("refused", 6), ("garbage", 7)] {
+        for (restore, tail) in [
+            ("answered", &[13u8, 13, 13, 13][..]),
+            ("refused", &[17, 1, 17, 2, 13, 17, 0, 13][..]),
+            ("lost-again", &[16, 9, 0, 11, 0, 13, 13, 13][..]),
+            ("locked", &[17, 1, 19, 20, 11, 13, 13][..]),
+        ] {
+            let mut v = vec![3];
+            v.extend_from_slice(&topology);
+            v.extend_from_slice(&[9, 0, 11, handshake]);
+            v.extend_from_slice(tail);
+            seeds.push((format!("{name}-{restore}"), v));
+        }
+    }
+    seeds
+}
+
 /// Seeds in script form, one per new operation.
 pub fn script_seeds() -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
@@ -1709,7 +1739,9 @@ mod tests {
                 t(0)
             ]
         );
-        assert_eq!(r.failed, vec![tags::CONSUME, t(1)]);
+        // The consumer ends as asked by the close (not a failure).
+        assert_eq!(r.failed, vec![t(1)]);
+        assert_eq!(r.ended, vec![tags::CONSUME]);
         assert_eq!(
             run("script-drain-deadline").succeeded,
             vec![tags::CONNECT, t(0)]
@@ -1781,6 +1813,7 @@ mod tests {
     fn regressions() {
         each_file("regressions/decode_frames", check_decode);
         each_file("regressions/connection", check_connection);
+        each_file("regressions/recovery", check_recovery);
     }
 
     /// The committed seed corpora pass too.
@@ -1788,5 +1821,19 @@ mod tests {
     fn committed_seeds() {
         each_file("seeds/decode_frames", check_decode);
         each_file("seeds/connection", check_connection);
+        each_file("seeds/recovery", check_recovery);
+    }
+
+    /// Scripted recoveries: a topology, a loss, a reconnection with each
+    /// kind of handshake, and the restore answered well or refused.
+    #[test]
+    fn recovery_scripts() {
+        for seed in recovery_seeds() {
+            eprintln!("seed {}", seed.0);
+            check_recovery(&seed.1);
+        }
+        for data in [&[][..], &[0], &[9, 9, 9], &[1, 11, 11, 11, 11]] {
+            check_recovery(data);
+        }
     }
 }

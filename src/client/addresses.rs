@@ -7,19 +7,25 @@
 //! gets one non-blocking TCP connect bounded by [`Options::connect_timeout`].
 //! The first connect that completes ends the walk: the AMQP handshake then
 //! runs on it, bounded by the URL's `connection_timeout` counted from there.
-//! A failure after the TCP connect (a refused login, a handshake timeout)
-//! ends the attempt; it does not move on to the next address.
+//! A handshake that fails in a way another broker might not (the socket
+//! closed or reset, bytes that are not AMQP, a handshake timeout, a
+//! `connection.close` other than a refused login or vhost) moves on to the
+//! next address of the walk, on a fresh protocol connection — the first
+//! connect and a recovery's reconnection alike ([`Client::next_transport`]).
+//! A refused login or vhost ends the attempt: it would be the same
+//! everywhere. Operations queued before the failed handshake fail with it.
 
-use super::{transport, Client, Options, Writing, OWN_TOKEN};
+use super::{transport, Client, Options, Reading, Writing, OWN_TOKEN};
 use crate::error::Error;
+use crate::protocol::{Connection, Tag};
+use crate::rng::XorShift;
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::Interest;
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// The order in which a connection attempt tries the broker addresses
 /// ([`Options::address_order`]).
@@ -177,6 +183,23 @@ impl Addresses {
         self.failures.push((label, e));
     }
 
+    /// Records why the handshake on the connected address failed (`e`):
+    /// the walk goes on, and the failure is part of its error if every
+    /// address fails.
+    pub(super) fn handshake_failed(&mut self, e: &Error) {
+        let Some(a) = self.connected.take() else {
+            return;
+        };
+        let label = self.endpoints[a.index].label();
+        let kind = match e {
+            Error::ConnectTimeout => io::ErrorKind::TimedOut,
+            Error::ConnectionBroken(io) => io.kind(),
+            _ => io::ErrorKind::Other,
+        };
+        self.failures
+            .push((label, io::Error::new(kind, format!("handshake: {e}"))));
+    }
+
     /// The error that ends an attempt where every address failed:
     /// [`Error::ConnectTimeout`] when every connect timed out, the one
     /// failure when there was one, else each address with its failure.
@@ -211,7 +234,39 @@ impl Addresses {
     }
 }
 
+pub(super) use crate::recover::moves_on;
+
 impl Client {
+    /// Starts over on a fresh protocol connection (the same settings, the
+    /// current secret) whose handshake completes `handshake`, with a TCP
+    /// connect to the next address of the walk (a new walk when it is used
+    /// up). The one path of the first connect moving on after a failed
+    /// handshake and of a recovery's reconnection.
+    pub(super) fn next_transport(&mut self, handshake: Tag, now: Instant) {
+        let config = self.conn.config().clone();
+        self.conn = Connection::new(config, handshake, now);
+        self.reading = Reading::UpToDate;
+        if !self.addresses.has_pending() {
+            self.addresses.start_attempt();
+        }
+        match self.connect_next() {
+            // The shut-down socket of the last connection goes (a reactor's
+            // registry forgets a closed descriptor by itself).
+            Ok(()) => self.closed_sock = None,
+            Err(e) => {
+                // No address took the connect: the attempt failed at once.
+                let io = match e {
+                    Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
+                    Error::ConnectTimeout => {
+                        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+                    }
+                    e => io::Error::other(e.to_string()),
+                };
+                self.conn.handle_io_error(io);
+            }
+        }
+    }
+
     /// Starts a non-blocking TCP connect to the next address of the
     /// attempt (the handshake timer waits meanwhile).
     ///
@@ -325,46 +380,6 @@ impl Client {
     /// did): which of several addresses the client is connected to.
     pub fn connected_address(&self) -> Option<&ConnectedAddress> {
         self.addresses.connected.as_ref()
-    }
-}
-
-/// xorshift64*, seeded from the clock, the process id and a counter: only
-/// to spread clients over addresses, nothing secret.
-#[derive(Debug)]
-pub(super) struct XorShift(u64);
-
-impl XorShift {
-    pub(super) fn seeded() -> XorShift {
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-        // splitmix64 of the mixed inputs: a nonzero, well-spread state.
-        let mut z = nanos
-            ^ (u64::from(std::process::id()) << 32)
-            ^ count.wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        XorShift((z ^ (z >> 31)) | 1)
-    }
-
-    pub(super) fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Fisher–Yates.
-    fn shuffle<T>(&mut self, items: &mut [T]) {
-        for i in (1..items.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            items.swap(i, j);
-        }
     }
 }
 

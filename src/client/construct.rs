@@ -45,7 +45,11 @@ impl Client {
     /// default), resolving each host when its turn comes and giving each
     /// TCP connect [`Options::connect_timeout`]; the first to connect gets
     /// the AMQP handshake, bounded by the URL's `connection_timeout` (30 s
-    /// by default). [`Client::connected_address`] tells which it was.
+    /// by default). A handshake that fails there (the broker closes, sends
+    /// what is not AMQP, stays silent, or refuses with anything but a
+    /// refused login or vhost) moves on to the next address, on a fresh
+    /// connection: operations queued before it fail with its error.
+    /// [`Client::connected_address`] tells which it was.
     ///
     /// ```no_run
     /// use puka::{AddressOrder, Client, Options};
@@ -154,7 +158,8 @@ impl Client {
             loop_break: false,
             reading: Reading::UpToDate,
             writing: Writing::Ready,
-            recovery: recovery_policy.map(recovery::RecoveryState::new),
+            moving_on: false,
+            recovery: recovery_policy.map(recovery::recoverer),
             #[cfg(feature = "tracing")]
             span: connection_span(&client_name, &host),
         };

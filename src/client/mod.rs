@@ -12,11 +12,11 @@ mod reactor;
 mod recovery;
 mod transport;
 
+pub use crate::recover::Recovery;
 pub use addresses::{AddressOrder, ConnectedAddress};
 pub use args::{Consume, Qos, Requeue, Unroutable};
 pub use options::{Options, WhenFull};
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
-pub use recovery::Recovery;
 #[cfg(feature = "tls")]
 pub use transport::{ServerVerification, TlsOptions};
 
@@ -191,8 +191,11 @@ pub struct Client {
     reading: Reading,
     /// Whether a write may be tried now.
     writing: Writing,
+    /// The first handshake failed and the next address is to be tried
+    /// once the failed connection's end has been reported.
+    moving_on: bool,
     /// Automatic recovery, when [`Options::recovery`] asks for it.
-    recovery: Option<recovery::RecoveryState>,
+    recovery: Option<crate::recover::Recoverer>,
     /// The span every event of this connection is in (`amqp`, with the
     /// connection name and host).
     #[cfg(feature = "tracing")]
@@ -274,7 +277,7 @@ impl Client {
     pub fn stats(&self) -> protocol::Stats {
         let mut s = self.conn.stats();
         s.promises = self.promises.len();
-        s.reconnects = self.recovery.as_ref().map_or(0, |r| r.reconnects);
+        s.reconnects = self.recovery.as_ref().map_or(0, |r| r.reconnects());
         s
     }
 

@@ -450,15 +450,27 @@ impl Client {
         if let Some(p) = self.refuse_foreign(consumer) {
             return p;
         }
-        self.operation(|conn, tag| {
-            conn.qos(
-                tag,
+        in_span!(self);
+        let id = self.promises.create();
+        if qos.global {
+            // Recorded before it can complete (at once, for a consumer
+            // that is gone).
+            self.note_channel_qos(
+                id.tag(),
                 consumer.id.tag(),
                 qos.prefetch_size,
                 qos.prefetch_count,
-                qos.global,
             );
-        })
+        }
+        self.conn.qos(
+            id.tag(),
+            consumer.id.tag(),
+            qos.prefetch_size,
+            qos.prefetch_count,
+            qos.global,
+        );
+        self.after_io();
+        Promise::new(id)
     }
 
     /// Cancels a consumer (`basic.cancel`). Deliveries already received stay

@@ -333,8 +333,18 @@ impl Client {
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {
-                    if tag == self.connect_promise.id.tag() && result.is_ok() {
-                        self.recovery_connected();
+                    if tag == self.connect_promise.id.tag() {
+                        match &result {
+                            Ok(_) => self.recovery_connected(),
+                            // The first handshake failed where another
+                            // address may do: the walk goes on (at the
+                            // connection's end, which follows).
+                            Err(e) if self.addresses.has_pending() && addresses::moves_on(e) => {
+                                self.moving_on = true;
+                                continue;
+                            }
+                            Err(_) => {}
+                        }
                     }
                     let Some(result) = self.recovery_sees(tag, result) else {
                         continue;
@@ -364,6 +374,13 @@ impl Client {
                         let _ = sock.write_from(&mut self.conn);
                     }
                     self.drop_socket();
+                    if std::mem::take(&mut self.moving_on) {
+                        tr_warn!(error = %e, "handshake failed; trying the next address");
+                        self.addresses.handshake_failed(&e);
+                        let tag = self.connect_promise.id.tag();
+                        self.next_transport(tag, Instant::now());
+                        continue;
+                    }
                     if !self.recovery_takes_over(&e) {
                         self.recovery_fail_consumers(&e);
                         self.conn_events.push_back(ConnectionEvent::Closed(e));

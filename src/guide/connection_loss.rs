@@ -49,7 +49,9 @@
 //!   ([`ConnectionEvent::QueueRenamed`]) and its bindings and consumers
 //!   follow it; an auto-delete queue whose consumers have all left, and a
 //!   queue with `x-expires`, are not resurrected; a consumer the broker
-//!   cancelled is not revived; consumer tags stay the same; whatever the
+//!   cancelled is not revived; consumer tags stay the same, and so do their
+//!   prefetch windows (a channel-wide one, [`Qos::global`], is set again
+//!   before its consumer starts); whatever the
 //!   broker refuses comes as [`ConnectionEvent::RecoveryFailed`];
 //! - each consumer's promise goes on yielding deliveries; messages not
 //!   acked before the loss come again with `redelivered` set, and acking a
@@ -123,6 +125,7 @@
 //! # Ok::<(), puka::Error>(())
 //! ```
 //!
+//! [`Qos::global`]: crate::Qos::global
 //! [`Client`]: crate::Client
 //! [`Client::next_connection_event`]: crate::Client::next_connection_event
 //! [`Client::is_closed`]: crate::Client::is_closed

@@ -172,6 +172,22 @@ impl Connection {
         no_ack: bool,
         prefetch_count: u16,
     ) {
+        self.consume_with_channel_qos(tag, queues, no_ack, prefetch_count, None);
+    }
+
+    /// As [`Connection::consume`], with a channel-wide prefetch window
+    /// (`basic.qos` with `global` set: `(prefetch_size, prefetch_count)`)
+    /// sent on the new channel before the consumer starts — what a
+    /// recovery restores after [`Connection::qos`] with `global`. A refusal
+    /// closes the channel: the consumer fails with it.
+    pub fn consume_with_channel_qos(
+        &mut self,
+        tag: Tag,
+        queues: Vec<ConsumeQueue>,
+        no_ack: bool,
+        prefetch_count: u16,
+        channel_qos: Option<(u32, u16)>,
+    ) {
         if self.refuse(tag) {
             return;
         }
@@ -201,7 +217,13 @@ impl Connection {
             return;
         }
         let mut consumer = Consumer::new(tag, no_ack);
-        consumer.prefetch = prefetch_count;
+        // A channel-wide window makes the one the broker applies unsure:
+        // acks are not deferred (as after `qos`).
+        consumer.prefetch = if channel_qos.is_some() {
+            1
+        } else {
+            prefetch_count
+        };
         consumer.direct_reply_to = queues.iter().any(|q| q.queue == DIRECT_REPLY_TO);
         let Some(ch) = self.open_channel(Role::Consumer(consumer)) else {
             self.complete(tag, Err(self.no_channel_error()));
@@ -211,6 +233,15 @@ impl Connection {
             // Acks are transactional like publishes while a transaction is
             // selected (see `tx_select`).
             self.select_tx(ch);
+        }
+        if let Some((prefetch_size, count)) = channel_qos {
+            let m = Method::BasicQos(BasicQos {
+                prefetch_size,
+                prefetch_count: count,
+                global: true,
+            });
+            let _ = self.send_method(ch, &m);
+            self.chan(ch).expect.push_back(Expect::Qos(None));
         }
         if prefetch_count > 0 {
             let m = Method::BasicQos(BasicQos {
