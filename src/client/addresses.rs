@@ -307,8 +307,7 @@ impl Client {
             )?;
         }
         self.sock = Some(sock);
-        self.connecting = true;
-        self.writing = Writing::Ready;
+        self.writing = Writing::Connecting;
         Ok(())
     }
 
@@ -361,7 +360,7 @@ impl Client {
     /// its deadline moves on to the next address.
     pub(super) fn handle_connect_timeout(&mut self, now: Instant) {
         let due =
-            |c: &Client| c.connecting && c.addresses.connect_deadline().is_some_and(|d| now >= d);
+            |c: &Client| c.writing == Writing::Connecting && c.addresses.connect_deadline().is_some_and(|d| now >= d);
         if !due(self) {
             return;
         }

@@ -145,7 +145,6 @@ impl Client {
             options,
             sock: None,
             closed_sock: None,
-            connecting: false,
             addresses,
             poll: None,
             events: None,

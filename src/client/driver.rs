@@ -376,7 +376,7 @@ impl Client {
         let deadline = Instant::now() + timeout;
         self.conn.release_acks();
         loop {
-            self.writing = Writing::Ready;
+            self.writing.unblock();
             self.flush_queued();
             if !self.needs_write() {
                 return Ok(());

@@ -105,12 +105,24 @@ enum Reading {
 /// Whether a write may be tried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Writing {
+    /// The TCP connect is in progress: nothing is written until the socket
+    /// reports writable and the connect turns out to have finished.
+    Connecting,
     /// Try at the next flush.
     Ready,
     /// The last write stopped at `WouldBlock`: none is tried again until the
     /// socket reports writable (each try would be a failing syscall; with a
     /// full send buffer that was one per publish).
     Blocked,
+}
+
+impl Writing {
+    /// The socket may take bytes again (a connect still in progress stays).
+    fn unblock(&mut self) {
+        if *self == Writing::Blocked {
+            *self = Writing::Ready;
+        }
+    }
 }
 
 type ConnectionCallback = Box<dyn FnMut(&mut Client, ConnectionEvent)>;
@@ -178,7 +190,6 @@ pub struct Client {
     /// The last socket after the connection ended, kept so the file
     /// descriptor stays valid for `AsFd` (it is shut down).
     closed_sock: Option<TcpStream>,
-    connecting: bool,
     addresses: addresses::Addresses,
     poll: Option<Poll>,
     events: Option<Events>,
@@ -367,7 +378,7 @@ impl Drop for Client {
         if timeout.is_zero() || self.conn.is_closed() || self.sock.is_none() {
             // One last try without blocking, even if the previous write
             // would have blocked.
-            self.writing = Writing::Ready;
+            self.writing.unblock();
             self.flush_queued();
             return;
         }

@@ -11,7 +11,7 @@ impl Client {
     /// Whether frames wait to be written: watch the socket for writability.
     pub fn needs_write(&self) -> bool {
         match &self.sock {
-            Some(s) => self.connecting || self.conn.wants_write() || s.wants_write(),
+            Some(s) => self.writing == Writing::Connecting || self.conn.wants_write() || s.wants_write(),
             None => false,
         }
     }
@@ -29,7 +29,7 @@ impl Client {
         for d in [
             self.addresses
                 .connect_deadline()
-                .filter(|_| self.connecting),
+                .filter(|_| self.writing == Writing::Connecting),
             self.recovery_deadline(),
         ]
         .into_iter()
@@ -172,7 +172,7 @@ impl Client {
 
     /// `on_write` without handing results to their promises.
     pub(super) fn write_ready(&mut self) {
-        self.writing = Writing::Ready;
+        self.writing.unblock();
         if self.check_connected() {
             self.flush_queued();
         }
@@ -225,7 +225,7 @@ impl Client {
     /// Whether the TCP connect finished; starts the next address or fails
     /// the connection when it did not.
     pub(super) fn check_connected(&mut self) -> bool {
-        if !self.connecting {
+        if self.writing != Writing::Connecting {
             return self.sock.is_some();
         }
         let Some(sock) = self.sock.as_ref().map(Transport::tcp) else {
@@ -236,7 +236,7 @@ impl Client {
         }
         match sock.peer_addr() {
             Ok(_) => {
-                self.connecting = false;
+                self.writing = Writing::Ready;
                 self.tcp_connected();
                 true
             }
@@ -260,12 +260,12 @@ impl Client {
             let _ = sock.shutdown(std::net::Shutdown::Both);
             self.closed_sock = Some(sock);
         }
-        self.connecting = false;
+        self.writing = Writing::Ready;
     }
 
     pub(super) fn flush_queued(&mut self) {
         in_span!(self);
-        if self.connecting || self.writing == Writing::Blocked {
+        if self.writing != Writing::Ready {
             return;
         }
         // Acks that waited their time go out before control returns to the
