@@ -62,7 +62,7 @@
 //! - Its channel fails (e.g. [`Error::NotFound`] for a missing queue,
 //!   [`Error::AccessRefused`] for an exclusive queue in use): that error is
 //!   the last result.
-//! - The connection is lost (and [recovery](super::recovery) is off or
+//! - The connection is lost (and [recovery](super::connection_loss) is off or
 //!   gives up): the connection's error is the last result.
 //!
 //! Forgetting a consumer drops its deliveries as they come, and those left
