@@ -7,7 +7,7 @@ mod common;
 mod support;
 
 use mio::{Events, Poll, Token};
-use puka::codec::method::ConnectionClose;
+use puka::codec::method::{ConnectionClose, QueueDeclareOk};
 use puka::codec::Method;
 use puka::UrlError;
 use puka::{AddressOrder, Client, Error, Options, QueueDeclare};
@@ -362,6 +362,43 @@ fn a_failed_handshake_moves_on_to_the_next_address() {
         assert!(bad.record().accepted, "{what}: the first address was tried");
         drop(c);
     }
+}
+
+/// Work queued before a failed first handshake was never sent: it goes to
+/// the next address with the connection, and resolves there.
+#[test]
+fn work_queued_before_a_failed_handshake_goes_to_the_next_address() {
+    let bad = FakeBroker::start(vec![Step::ReadHeader, Step::Close]);
+    let mut steps = fb::handshake(2047, 131_072, 0);
+    steps.extend(fb::open_channel(1));
+    steps.push(Step::Expect("queue.declare"));
+    steps.push(Step::Method(
+        1,
+        Method::QueueDeclareOk(QueueDeclareOk {
+            queue: "held".into(),
+            message_count: 3,
+            consumer_count: 0,
+        }),
+    ));
+    steps.push(Step::Sleep(Duration::from_secs(2)));
+    let good = FakeBroker::start(steps);
+    let urls = [bad.url(""), good.url("")];
+    let mut c = Client::with_addresses(&urls, in_order(Duration::from_secs(1))).expect("client");
+    // Queued at once, before any handshake.
+    let declared = c.queue_declare(QueueDeclare::named("held"));
+    let ok = c
+        .wait_timeout(declared, W)
+        .expect("the declare went to the second address");
+    assert_eq!((ok.queue.as_str(), ok.message_count), ("held", 3));
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    let first = bad.record();
+    assert!(first.accepted, "the first address was tried");
+    assert!(
+        first.frames.is_empty(),
+        "nothing but the protocol header went to the first: {:?}",
+        first.frames
+    );
+    assert!(good.record().failures.is_empty(), "{:?}", good.record());
 }
 
 /// A refused login or vhost would be refused everywhere: the connect ends

@@ -13,7 +13,10 @@
 //! next address of the walk, on a fresh protocol connection — the first
 //! connect and a recovery's reconnection alike ([`Client::next_transport`]).
 //! A refused login or vhost ends the attempt: it would be the same
-//! everywhere. Operations queued before the failed handshake fail with it.
+//! everywhere. On the first connect, operations queued before the failed
+//! handshake (never sent) go on to the next address with the connection
+//! ([`crate::protocol::OnHandshakeFailure::Hold`]); on a reconnection they
+//! fail, as everything pending at a loss does.
 
 use super::{transport, Client, Options, Reading, Writing, OWN_TOKEN};
 use crate::error::Error;
@@ -245,6 +248,13 @@ impl Client {
     pub(super) fn next_transport(&mut self, handshake: Tag, now: Instant) {
         let config = self.conn.config().clone();
         self.conn = Connection::new(config, handshake, now);
+        self.connect_elsewhere();
+    }
+
+    /// A TCP connect to the next address of the walk (a new walk when it is
+    /// used up) for the connection as it is (fresh, or restarting its
+    /// handshake with the work queued before it).
+    pub(super) fn connect_elsewhere(&mut self) {
         self.reading = Reading::UpToDate;
         if !self.addresses.has_pending() {
             self.addresses.start_attempt();
@@ -359,8 +369,10 @@ impl Client {
     /// Fires the per-address connect timeout: a connect still pending at
     /// its deadline moves on to the next address.
     pub(super) fn handle_connect_timeout(&mut self, now: Instant) {
-        let due =
-            |c: &Client| c.writing == Writing::Connecting && c.addresses.connect_deadline().is_some_and(|d| now >= d);
+        let due = |c: &Client| {
+            c.writing == Writing::Connecting
+                && c.addresses.connect_deadline().is_some_and(|d| now >= d)
+        };
         if !due(self) {
             return;
         }

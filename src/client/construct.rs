@@ -47,8 +47,8 @@ impl Client {
     /// the AMQP handshake, bounded by the URL's `connection_timeout` (30 s
     /// by default). A handshake that fails there (the broker closes, sends
     /// what is not AMQP, stays silent, or refuses with anything but a
-    /// refused login or vhost) moves on to the next address, on a fresh
-    /// connection: operations queued before it fail with its error.
+    /// refused login or vhost) moves on to the next address, taking the
+    /// operations queued meanwhile (none of which was sent) with it.
     /// [`Client::connected_address`] tells which it was.
     ///
     /// ```no_run
@@ -124,6 +124,9 @@ impl Client {
             mechanism,
             ack_timing: options.ack_timing,
             blocked_timeout: options.blocked_timeout,
+            // A failed first handshake may move on to the next address
+            // with the work queued meanwhile (see `after_io`).
+            on_handshake_failure: protocol::OnHandshakeFailure::Hold,
         };
         #[cfg(feature = "tracing")]
         let (client_name, host) = (
@@ -157,7 +160,6 @@ impl Client {
             loop_break: false,
             reading: Reading::UpToDate,
             writing: Writing::Ready,
-            moving_on: false,
             recovery: recovery_policy.map(recovery::recoverer),
             #[cfg(feature = "tracing")]
             span: connection_span(&client_name, &host),

@@ -202,9 +202,6 @@ pub struct Client {
     reading: Reading,
     /// Whether a write may be tried now.
     writing: Writing,
-    /// The first handshake failed and the next address is to be tried
-    /// once the failed connection's end has been reported.
-    moving_on: bool,
     /// Automatic recovery, when [`Options::recovery`] asks for it.
     recovery: Option<crate::recover::Recoverer>,
     /// The span every event of this connection is in (`amqp`, with the

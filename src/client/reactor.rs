@@ -11,7 +11,9 @@ impl Client {
     /// Whether frames wait to be written: watch the socket for writability.
     pub fn needs_write(&self) -> bool {
         match &self.sock {
-            Some(s) => self.writing == Writing::Connecting || self.conn.wants_write() || s.wants_write(),
+            Some(s) => {
+                self.writing == Writing::Connecting || self.conn.wants_write() || s.wants_write()
+            }
             None => false,
         }
     }
@@ -333,18 +335,8 @@ impl Client {
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {
-                    if tag == self.connect_promise.id.tag() {
-                        match &result {
-                            Ok(_) => self.recovery_connected(),
-                            // The first handshake failed where another
-                            // address may do: the walk goes on (at the
-                            // connection's end, which follows).
-                            Err(e) if self.addresses.has_pending() && addresses::moves_on(e) => {
-                                self.moving_on = true;
-                                continue;
-                            }
-                            Err(_) => {}
-                        }
+                    if tag == self.connect_promise.id.tag() && result.is_ok() {
+                        self.recovery_connected();
                     }
                     let Some(result) = self.recovery_sees(tag, result) else {
                         continue;
@@ -368,19 +360,33 @@ impl Client {
                     self.conn_events.push_back(ConnectionEvent::Blocked(reason))
                 }
                 Event::Unblocked => self.conn_events.push_back(ConnectionEvent::Unblocked),
+                Event::HandshakeFailed(e) => {
+                    // The work queued before the handshake is held: the
+                    // first connect takes it to the next address when
+                    // another broker might do; else it fails (`Closed`
+                    // follows, and a reconnection's recovery takes that).
+                    if !self.recovering() && self.addresses.has_pending() && addresses::moves_on(&e)
+                    {
+                        tr_warn!(error = %e, "handshake failed; trying the next address");
+                        self.addresses.handshake_failed(&e);
+                        // Best effort: a close for a protocol violation.
+                        if let Some(sock) = self.sock.as_mut() {
+                            let _ = sock.write_from(&mut self.conn);
+                        }
+                        self.drop_socket();
+                        let now = Instant::now();
+                        self.conn.restart_handshake(now);
+                        self.connect_elsewhere();
+                    } else {
+                        self.conn.release_held();
+                    }
+                }
                 Event::Closed(e) => {
                     // Best effort: let a close or close-ok reach the broker.
                     if let Some(sock) = self.sock.as_mut() {
                         let _ = sock.write_from(&mut self.conn);
                     }
                     self.drop_socket();
-                    if std::mem::take(&mut self.moving_on) {
-                        tr_warn!(error = %e, "handshake failed; trying the next address");
-                        self.addresses.handshake_failed(&e);
-                        let tag = self.connect_promise.id.tag();
-                        self.next_transport(tag, Instant::now());
-                        continue;
-                    }
                     if !self.recovery_takes_over(&e) {
                         self.recovery_fail_consumers(&e);
                         self.conn_events.push_back(ConnectionEvent::Closed(e));

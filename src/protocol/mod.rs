@@ -139,6 +139,23 @@ pub struct Config {
     /// (`connection.blocked`) before it is closed with
     /// [`Error::BlockedTimeout`]; `None`: no limit.
     pub blocked_timeout: Option<Duration>,
+    /// What a failed handshake does with the work queued meanwhile.
+    pub on_handshake_failure: OnHandshakeFailure,
+}
+
+/// What a failed handshake does with the operations queued before it
+/// (none of which was sent: the broker never opened the connection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum OnHandshakeFailure {
+    /// Fail them with the handshake's error, and end the connection.
+    #[default]
+    Fail,
+    /// Keep them and report [`Event::HandshakeFailed`]: the caller then
+    /// starts over on another socket ([`Connection::restart_handshake`]),
+    /// where they go out once that handshake is done, or gives up
+    /// ([`Connection::release_held`]).
+    Hold,
 }
 
 /// The default limit on an incoming message body: 64 MiB.
@@ -160,6 +177,7 @@ impl Default for Config {
             mechanism: Mechanism::Plain,
             ack_timing: AckTiming::Prompt,
             blocked_timeout: None,
+            on_handshake_failure: OnHandshakeFailure::Fail,
         }
     }
 }
@@ -237,6 +255,11 @@ pub enum Event {
     PublishChannelClosed(Error),
     /// The connection is finished; every pending operation has been failed.
     Closed(Error),
+    /// The handshake failed and the work queued meanwhile is held
+    /// ([`OnHandshakeFailure::Hold`]): restart on a new socket
+    /// ([`Connection::restart_handshake`]) or give up
+    /// ([`Connection::release_held`], which ends with [`Event::Closed`]).
+    HandshakeFailed(Error),
 }
 
 /// The most idle pooled channels kept open; a channel going idle beyond it
@@ -408,6 +431,9 @@ enum State {
     },
     /// We sent `connection.close` and wait for `close-ok`.
     Closing,
+    /// The handshake failed (with the error in `dead`); the queued work
+    /// is held ([`OnHandshakeFailure::Hold`]).
+    HandshakeFailed,
     Closed,
 }
 
@@ -415,6 +441,11 @@ impl State {
     /// Open for frames: the handshake is done and no close was sent.
     fn is_live(self) -> bool {
         matches!(self, State::Open | State::Draining { .. })
+    }
+
+    /// Nothing more is read or timed: closed, or a failed handshake held.
+    fn is_over(self) -> bool {
+        matches!(self, State::Closed | State::HandshakeFailed)
     }
 }
 

@@ -51,14 +51,14 @@ impl Connection {
         }
         // The read buffer is split once per batch of whole frames (not once
         // per frame); payloads are parsed in place.
-        'batches: while self.state != State::Closed {
+        'batches: while !self.state.is_over() {
             let frame_max = self.tuned.frame_max;
             let result = match frame::split_frames(&mut self.read_buf, frame_max) {
                 Ok(whole) if whole.is_empty() => break,
                 Ok(whole) => {
                     let mut result = Ok(());
                     for f in frame::frames(&whole) {
-                        if self.state == State::Closed {
+                        if self.state.is_over() {
                             break 'batches;
                         }
                         self.stats.frames_in += 1;

@@ -65,6 +65,9 @@ impl Connection {
     /// [`Error::ConnectionClosed`].
     pub fn close_now(&mut self, tag: Tag, now: Instant, timeout: Duration) {
         tr_info!("closing now");
+        if self.state == State::HandshakeFailed {
+            self.release_held();
+        }
         match self.state {
             State::Draining { tag: first, .. } => {
                 // The first close gives up waiting; it completes with this.
@@ -217,8 +220,18 @@ impl Connection {
     /// fail everything with `err` now (not waiting for close-ok).
     pub(super) fn violation(&mut self, code: u16, text: String, err: Error) {
         tr_error!(code, text = %text, "protocol violation by the peer; closing");
-        if matches!(self.state, State::Closing | State::Closed) {
+        if matches!(
+            self.state,
+            State::Closing | State::Closed | State::HandshakeFailed
+        ) {
             self.finish(err);
+            return;
+        }
+        if self.holds_on_failure() {
+            // The close is queued for the caller to write before it drops
+            // this socket; no close-ok is awaited.
+            self.send_connection_close(code, &text, 0, 0);
+            self.hold(err);
             return;
         }
         self.send_connection_close(code, &text, 0, 0);
@@ -262,10 +275,41 @@ impl Connection {
     /// The connection is over: fail everything with `err`, complete a
     /// pending close, and report [`Event::Closed`].
     pub(super) fn finish(&mut self, err: Error) {
-        if self.state == State::Closed {
+        if self.state.is_over() {
             return;
         }
         let err = self.dead.clone().unwrap_or(err);
+        if self.holds_on_failure() {
+            self.hold(err);
+            return;
+        }
+        self.end_with(err);
+    }
+
+    /// Whether a failure now keeps the queued work
+    /// ([`OnHandshakeFailure::Hold`]): the handshake is not done (so
+    /// nothing of that work was sent) and the user is not closing.
+    fn holds_on_failure(&self) -> bool {
+        self.config.on_handshake_failure == OnHandshakeFailure::Hold
+            && matches!(
+                self.state,
+                State::AwaitStart | State::AwaitSecureOrTune | State::AwaitOpenOk
+            )
+            && self.close_tag.is_none()
+    }
+
+    /// The handshake failed with `err`: the queued work is kept for
+    /// another socket ([`Event::HandshakeFailed`]).
+    fn hold(&mut self, err: Error) {
+        tr_warn!(error = %err, "handshake failed; queued work held");
+        self.state = State::HandshakeFailed;
+        self.dead = Some(err.clone());
+        self.read_buf.clear();
+        self.events.push_back(Event::HandshakeFailed(err));
+    }
+
+    /// Fails everything with `err` and reports [`Event::Closed`].
+    fn end_with(&mut self, err: Error) {
         if matches!(err, Error::ConnectionClosed) {
             tr_info!("connection closed");
         } else {
@@ -284,6 +328,45 @@ impl Connection {
         self.dead = Some(err.clone());
         self.read_buf.clear();
         self.events.push_back(Event::Closed(err));
+    }
+
+    /// After [`Event::HandshakeFailed`]: starts the handshake over (on the
+    /// caller's new socket), keeping the work queued before it, which goes
+    /// out once this handshake is done. The protocol header is queued; the
+    /// handshake deadline starts at `now`. Does nothing in any other state.
+    pub fn restart_handshake(&mut self, now: Instant) {
+        if self.state != State::HandshakeFailed {
+            return;
+        }
+        self.state = State::AwaitStart;
+        self.dead = None;
+        self.read_buf.clear();
+        // Only the failed handshake's own frames can be here: the queued
+        // work waits in `deferred` until open-ok.
+        self.write_buf.clear();
+        self.write_buf.extend_from_slice(&frame::PROTOCOL_HEADER);
+        self.tuned = Tuned {
+            channel_max: negotiate::DEFAULT_CHANNEL_MAX,
+            frame_max: FRAME_MIN_SIZE,
+            heartbeat: 0,
+        };
+        self.server_properties = FieldTable::new();
+        self.heard = Heard::At(now);
+        self.beat = Beat::Off;
+        self.handshake_deadline = self.config.connect_timeout.map(|t| now + t);
+        self.close_deadline = None;
+        self.blocked = None;
+    }
+
+    /// After [`Event::HandshakeFailed`]: gives up, failing the held work
+    /// with the handshake's error ([`Event::Closed`] follows). Does nothing
+    /// in any other state.
+    pub fn release_held(&mut self) {
+        if self.state != State::HandshakeFailed {
+            return;
+        }
+        let err = self.dead.take().unwrap_or(Error::ConnectionClosed);
+        self.end_with(err);
     }
 
     pub(super) fn unexpected(&mut self, what: &str) {

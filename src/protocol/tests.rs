@@ -2315,6 +2315,75 @@ fn access_refused_with_deferred_work(confirms: Confirms) {
     assert!(h.conn.take_output().is_empty());
 }
 
+/// With [`OnHandshakeFailure::Hold`], a failed handshake keeps the work
+/// queued before it: restarted on a new socket, that work goes out after
+/// the new handshake; released, it fails with the handshake's error.
+#[test]
+fn a_held_handshake_failure_keeps_the_queued_work() {
+    let now = Instant::now();
+    let config = Config {
+        on_handshake_failure: OnHandshakeFailure::Hold,
+        ..Config::default()
+    };
+    let mut conn = Connection::new(config.clone(), CONNECT, now);
+    conn.rpc(10, declare("q"));
+    conn.publish(11, "", "q", false, false, &BasicProperties::default(), b"m");
+    assert_eq!(&conn.take_output()[..], &frame::PROTOCOL_HEADER[..]);
+    conn.handle_eof();
+    assert_matches!(
+        conn.poll_event(),
+        Some(Event::HandshakeFailed(Error::ConnectionBroken(_)))
+    );
+    assert_matches!(conn.poll_event(), None);
+    assert!(!conn.is_closed() && !conn.is_open());
+    assert!(conn.poll_timeout().is_none(), "nothing is timed while held");
+    // Input and timers do nothing while held.
+    feed(&mut conn, now, &method_bytes(0, server_start()));
+    conn.handle_timeout(now + Duration::from_secs(60));
+    assert_matches!(conn.poll_event(), None);
+
+    conn.restart_handshake(now);
+    drive_handshake(&mut conn, now, &config, default_tune());
+    let mut h = H::wrap(conn, now, true);
+    let sent = h.sent();
+    let declare_ch = sent
+        .iter()
+        .find_map(|s| match s {
+            Sent::M(ch, Method::QueueDeclare(d)) if d.queue == "q" => Some(*ch),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("the held declare went out: {sent:?}"));
+    assert!(
+        sent.iter()
+            .any(|s| matches!(s, Sent::Publish { body, .. } if body == b"m")),
+        "the held publish went out: {sent:?}"
+    );
+    h.recv(declare_ch, ChannelOpenOk {});
+    h.recv(
+        declare_ch,
+        QueueDeclareOk {
+            queue: "q".into(),
+            message_count: 0,
+            consumer_count: 0,
+        },
+    );
+    assert_matches!(h.result(10), Ok(Outcome::QueueDeclared(_)));
+
+    // Given up: the held work fails once, with the handshake's error.
+    let mut conn = Connection::new(config, CONNECT, now);
+    conn.rpc(10, declare("q"));
+    conn.handle_eof();
+    assert_matches!(conn.poll_event(), Some(Event::HandshakeFailed(_)));
+    conn.release_held();
+    let mut h = H::wrap(conn, now, false);
+    let events = h.events();
+    assert_matches!(result_of(&events, CONNECT), Err(Error::ConnectionBroken(_)));
+    assert_matches!(result_of(&events, 10), Err(Error::ConnectionBroken(_)));
+    assert_matches!(closed_error(&events), Error::ConnectionBroken(_));
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(h.conn.is_closed());
+}
+
 #[test]
 fn pooled_operations_beyond_channel_max_wait_for_a_channel() {
     let mut h = H::with_tune(Config::default(), tune(2, 131_072, 60));

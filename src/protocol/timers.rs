@@ -17,7 +17,7 @@ impl Connection {
 
     /// When [`Connection::handle_timeout`] next needs to be called.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.state == State::Closed {
+        if self.state.is_over() {
             return None;
         }
         let mut t = self.handshake_deadline;
@@ -51,7 +51,7 @@ impl Connection {
     /// Fires the timers due at `now`: heartbeats to send, a peer silent for
     /// two heartbeat intervals, a handshake or close that took too long.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.state == State::Closed {
+        if self.state.is_over() {
             return;
         }
         self.heard.stamp(now);
