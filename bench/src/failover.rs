@@ -19,6 +19,14 @@
 //! the client must recover. At the end a fresh client drains the queue and
 //! every Ok-confirmed id must be in it.
 //!
+//! Before each kill the queue must have its three members running, and the
+//! queue's Raft leader is recorded (`rabbitmqctl eval`, `ra:members`): the
+//! kills of the leader are the slow ones on RabbitMQ 3.10 (the channel the
+//! client opens on reconnecting nacks every publish until the old leader's
+//! node is back; bench/README.md). `--scenario failover_probe` shows that
+//! alone: it kills the leader and compares a channel opened at once with
+//! fresh ones.
+//!
 //! The program holds the cluster tests' lock (a listening socket on
 //! 127.0.0.1:25710) for its whole run, and puts back any node it leaves
 //! down. Everything the client does runs in this thread; the scripts and
@@ -50,6 +58,8 @@ struct Opts {
     kills: usize,
     rate: u64,
     outage: Duration,
+    /// `--scenario failover_probe`: the stale-leader demonstration instead.
+    probe: bool,
 }
 
 fn parse(argv: &[String]) -> Result<Opts, String> {
@@ -57,6 +67,7 @@ fn parse(argv: &[String]) -> Result<Opts, String> {
         kills: 20,
         rate: 200,
         outage: Duration::from_secs(60),
+        probe: false,
     };
     let mut it = argv.iter();
     while let Some(a) = it.next() {
@@ -64,8 +75,10 @@ fn parse(argv: &[String]) -> Result<Opts, String> {
         match a.as_str() {
             "--scenario" => {
                 let v = val()?;
-                if v != "failover" {
-                    return Err("--scenario failover cannot be combined with others".into());
+                match v.as_str() {
+                    "failover" => {}
+                    "failover_probe" => o.probe = true,
+                    _ => return Err("--scenario failover cannot be combined with others".into()),
                 }
             }
             "--kills" => o.kills = val()?.parse().map_err(|_| "bad --kills")?,
@@ -73,7 +86,11 @@ fn parse(argv: &[String]) -> Result<Opts, String> {
             "--outage" => {
                 o.outage = Duration::from_secs_f64(val()?.parse().map_err(|_| "bad --outage")?)
             }
-            other => return Err(format!("unknown argument {other} (failover takes --kills, --rate, --outage)")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other} (failover takes --kills, --rate, --outage)"
+                ))
+            }
         }
     }
     Ok(o)
@@ -170,9 +187,54 @@ fn rabbitmqctl(args: &[&str]) -> Vec<String> {
     v
 }
 
+/// The quorum queue as the broker sees it: the Raft leader (`ra:members`
+/// asked of the member on the node asked), the leader the queue record
+/// names (the server a channel's quorum-queue client tries first), the
+/// member count and how many members run (leader or follower).
+#[derive(Debug)]
+struct QueueState {
+    leader: String,
+    record: String,
+    members: usize,
+    running: usize,
+}
+
+fn queue_state_cmd(node: &str, queue: &str) -> Vec<String> {
+    let expr = format!(
+        "{{ok,Q}}=rabbit_amqqueue:lookup(rabbit_misc:r(<<\"/\">>,queue,<<\"{queue}\">>)), \
+         {{N,R}}=amqqueue:get_pid(Q), {{ok,Ms,{{_,L}}}}=ra:members({{N,node()}}), \
+         Up=length([1||{{_,Nd}}<-Ms, lists:member(rpc:call(Nd,ets,lookup,[ra_state,N],1000),\
+         [[{{N,leader}}],[{{N,follower}}]])]), \
+         io:format(\"leader=~s record=~s members=~b running=~b~n\",[L,R,length(Ms),Up])."
+    );
+    rabbitmqctl(&["-n", node, "-q", "eval", &expr])
+}
+
+fn parse_queue_state(out: &str) -> Result<QueueState, String> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("leader="))
+        .ok_or_else(|| format!("no queue state in {out:?}"))?;
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k))
+            .map(str::to_string)
+            .ok_or_else(|| format!("no {k} in {line:?}"))
+    };
+    let num = |k: &str| field(k)?.parse::<usize>().map_err(|e| format!("{k}: {e}"));
+    Ok(QueueState {
+        leader: field("leader=")?,
+        record: field("record=")?,
+        members: num("members=")?,
+        running: num("running=")?,
+    })
+}
+
 /// One kill's figures.
 struct Kill {
     node: usize,
+    /// The killed node was the queue's Raft leader.
+    leader_killed: bool,
     disconnected: bool,
     reconnected_to: Option<String>,
     secs: f64,
@@ -357,6 +419,47 @@ impl Run {
         self.reconnected = None;
         self.events.clear();
     }
+
+    /// The queue's state from the first node (of those up) that answers.
+    fn queue_state(&mut self, nodes: &[String]) -> Result<QueueState, String> {
+        let mut errs = Vec::new();
+        for (i, n) in nodes.iter().enumerate() {
+            if !port_open(i) {
+                continue;
+            }
+            match self
+                .bg(queue_state_cmd(n, &self.queue.clone()))
+                .and_then(|o| parse_queue_state(&o))
+            {
+                Ok(st) => return Ok(st),
+                Err(e) => errs.push(e),
+            }
+        }
+        Err(format!("no node tells the queue's state: {errs:?}"))
+    }
+
+    /// Waits (driving the client) until the queue has three members, all
+    /// running: the state every kill starts from.
+    fn await_members(&mut self, nodes: &[String]) -> Result<QueueState, String> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let st = self.queue_state(nodes);
+            match st {
+                Ok(st) if st.members == 3 && st.running == 3 => return Ok(st),
+                _ if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "the queue's three members are not all running: {st:?}"
+                    ))
+                }
+                _ => {
+                    let until = Instant::now() + Duration::from_millis(500);
+                    self.drive_until(Duration::from_secs(1), "members", |_| {
+                        Instant::now() >= until
+                    })?;
+                }
+            }
+        }
+    }
 }
 
 /// The cluster's node names and URLs, from `bash scripts/cluster` (which
@@ -366,7 +469,15 @@ fn start_cluster() -> Result<(Vec<String>, Vec<String>), String> {
     let out = rx.recv().map_err(|_| "helper thread died")??;
     let nodes: Vec<String> = out
         .lines()
-        .filter_map(|l| Some(l.split_once(": node ")?.1.split_once(" is up")?.0.to_string()))
+        .filter_map(|l| {
+            Some(
+                l.split_once(": node ")?
+                    .1
+                    .split_once(" is up")?
+                    .0
+                    .to_string(),
+            )
+        })
         .collect();
     let urls: Vec<String> = out
         .lines()
@@ -374,7 +485,9 @@ fn start_cluster() -> Result<(Vec<String>, Vec<String>), String> {
         .map(|u| u.trim().to_string())
         .collect();
     if nodes.len() != 3 || urls.len() != 3 {
-        return Err(format!("scripts/cluster reported nodes {nodes:?}, urls {urls:?}"));
+        return Err(format!(
+            "scripts/cluster reported nodes {nodes:?}, urls {urls:?}"
+        ));
     }
     Ok((nodes, urls))
 }
@@ -467,6 +580,9 @@ fn run(o: &Opts) -> Result<bool, String> {
     client
         .wait_timeout(p, Duration::from_secs(15))
         .map_err(|e| format!("declare: {e}"))?;
+    if o.probe {
+        return probe(client, &nodes, &urls, &queue);
+    }
     let mut r = Run {
         client,
         shared: Rc::new(RefCell::new(Shared::default())),
@@ -488,7 +604,11 @@ fn run(o: &Opts) -> Result<bool, String> {
         // Steady state: publishing confirmed, then a second more.
         r.settle(Duration::from_secs(60))?;
         let until = Instant::now() + Duration::from_secs(1);
-        r.drive_until(Duration::from_secs(2), "steady", |_| Instant::now() >= until)?;
+        r.drive_until(Duration::from_secs(2), "steady", |_| {
+            Instant::now() >= until
+        })?;
+        // All three members run; which one leads.
+        let st = r.await_members(&nodes)?;
         let out = r.bg(rabbitmqctl(&[
             "-n",
             &nodes[0],
@@ -570,10 +690,14 @@ fn run(o: &Opts) -> Result<bool, String> {
         }
         let secs = {
             let s = r.shared.borrow();
-            s.first_after.unwrap().duration_since(s.kill_at.unwrap()).as_secs_f64()
+            s.first_after
+                .unwrap()
+                .duration_since(s.kill_at.unwrap())
+                .as_secs_f64()
         };
         let kill = Kill {
             node,
+            leader_killed: st.leader == nodes[node],
             disconnected: r.disconnected_at.is_some(),
             reconnected_to: r.reconnected.as_ref().map(|(_, a)| a.clone()),
             secs,
@@ -582,12 +706,17 @@ fn run(o: &Opts) -> Result<bool, String> {
         let from_restart = restart_at
             .map(|t| {
                 let s = r.shared.borrow();
-                format!("{:.3}", s.first_after.unwrap().duration_since(t).as_secs_f64())
+                format!(
+                    "{:.3}",
+                    s.first_after.unwrap().duration_since(t).as_secs_f64()
+                )
             })
             .unwrap_or_else(|| "-".into());
         println!(
-            "result scenario=failover kill={k} node={} disconnected={} reconnected_to={} after_restart={} kill_to_first_confirm_s={:.3} restart_to_first_confirm_s={from_restart}",
+            "result scenario=failover kill={k} node={} leader={} leader_killed={} disconnected={} reconnected_to={} after_restart={} kill_to_first_confirm_s={:.3} restart_to_first_confirm_s={from_restart}",
             nodes[kill.node],
+            st.leader,
+            kill.leader_killed,
             kill.disconnected,
             kill.reconnected_to.as_deref().unwrap_or("-"),
             kill.after_restart,
@@ -603,14 +732,18 @@ fn run(o: &Opts) -> Result<bool, String> {
                     Err(mpsc::TryRecvError::Disconnected) => return Err("helper died".into()),
                 }
             },
-            None => r.bg(script(&["start-node", &(node + 1).to_string()])).map(drop)?,
+            None => r
+                .bg(script(&["start-node", &(node + 1).to_string()]))
+                .map(drop)?,
         }
     }
 
     // The full outage: all three nodes down for `o.outage`.
     r.settle(Duration::from_secs(60))?;
     let until = Instant::now() + Duration::from_secs(2);
-    r.drive_until(Duration::from_secs(3), "steady", |_| Instant::now() >= until)?;
+    r.drive_until(Duration::from_secs(3), "steady", |_| {
+        Instant::now() >= until
+    })?;
     let rss_before = rss_kib();
     let (failed_before, unknown_before, published_before) = {
         let s = r.shared.borrow();
@@ -622,7 +755,10 @@ fn run(o: &Opts) -> Result<bool, String> {
         r.bg(script(&["kill-node", &n.to_string()]))?;
     }
     let outage_start = Instant::now();
-    println!("# failover: all three nodes killed; publishing on for {:?}", o.outage);
+    println!(
+        "# failover: all three nodes killed; publishing on for {:?}",
+        o.outage
+    );
     let until = outage_start + o.outage;
     r.drive_until(o.outage + Duration::from_secs(5), "outage", |_| {
         Instant::now() >= until
@@ -643,7 +779,9 @@ fn run(o: &Opts) -> Result<bool, String> {
         )
     };
     let until = Instant::now() + Duration::from_secs(5);
-    r.drive_until(Duration::from_secs(6), "steady", |_| Instant::now() >= until)?;
+    r.drive_until(Duration::from_secs(6), "steady", |_| {
+        Instant::now() >= until
+    })?;
     let rss_after = rss_kib();
     println!(
         "result scenario=failover_outage secs={:.0} published={outage_published} failed={outage_failed} \
@@ -682,33 +820,83 @@ fn run(o: &Opts) -> Result<bool, String> {
     // The table.
     let secs: Vec<f64> = kills.iter().map(|k| k.secs).collect();
     let max = secs.iter().copied().fold(f64::NAN, f64::max);
+    // The figures of the kills of the queue's leader and of the others.
+    let split = |leader: bool| {
+        let v: Vec<f64> = kills
+            .iter()
+            .filter(|k| k.leader_killed == leader)
+            .map(|k| k.secs)
+            .collect();
+        let restarted = kills
+            .iter()
+            .filter(|k| k.leader_killed == leader && k.after_restart)
+            .count();
+        if v.is_empty() {
+            return "none".to_string();
+        }
+        let lo = v.iter().copied().fold(f64::NAN, f64::min);
+        let hi = v.iter().copied().fold(f64::NAN, f64::max);
+        format!(
+            "{} kills: {lo:.2}–{hi:.2} s (median {:.2} s; {restarted} only after the restart)",
+            v.len(),
+            median(&v)
+        )
+    };
     let no_loss = kills.iter().filter(|k| !k.disconnected).count();
     let after_restart = kills.iter().filter(|k| k.after_restart).count();
     let kinds = |m: &BTreeMap<String, u64>| {
         if m.is_empty() {
             "—".to_string()
         } else {
-            m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            m.iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         }
     };
     println!();
     println!("| failover figure | value |");
     println!("| --- | --- |");
-    println!("| kills of the client's node | {} (client saw no loss in {no_loss}) |", kills.len());
+    println!(
+        "| kills of the client's node | {} (client saw no loss in {no_loss}) |",
+        kills.len()
+    );
     println!(
         "| kills whose first confirm came only after the node was restarted ({} s down) | {after_restart} |",
         NODE_DOWN_LIMIT.as_secs()
+    );
+    println!(
+        "| kill → first confirm, the queue's leader killed | {} |",
+        split(true)
+    );
+    println!(
+        "| kill → first confirm, a follower killed | {} |",
+        split(false)
     );
     println!("| kill → first confirm, p50 | {:.3} s |", median(&secs));
     println!("| kill → first confirm, max | {max:.3} s |");
     println!(
         "| kill → first confirm, each | {} |",
-        secs.iter().map(|s| format!("{s:.2}")).collect::<Vec<_>>().join(" ")
+        secs.iter()
+            .map(|s| format!("{s:.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
     );
-    println!("| publishes issued | {} ({} skipped: client full) |", s.published, skipped);
+    println!(
+        "| publishes issued | {} ({} skipped: client full) |",
+        s.published, skipped
+    );
     println!("| confirmed (Ok) | {} |", s.confirmed);
-    println!("| outcome unknown | {} ({}) |", s.unknown, kinds(&s.unknown_kinds));
-    println!("| failed (nacked or connection error) | {} ({}) |", s.failed, kinds(&s.failed_kinds));
+    println!(
+        "| outcome unknown | {} ({}) |",
+        s.unknown,
+        kinds(&s.unknown_kinds)
+    );
+    println!(
+        "| failed (nacked or connection error) | {} ({}) |",
+        s.failed,
+        kinds(&s.failed_kinds)
+    );
     println!("| messages found in the queue afterwards | {found} ({duplicates} duplicate ids) |");
     println!("| confirmed messages lost | {lost} |");
     println!(
@@ -718,7 +906,10 @@ fn run(o: &Opts) -> Result<bool, String> {
     println!("| client RSS before / peak / after the outage | {rss_before} / {rss_peak} / {rss_after} KiB |");
     println!("| cluster restart (scripts/cluster) | {restarted_secs:.1} s |");
     println!("| restart done → first confirm | {recover_secs:.3} s |");
-    println!("| total run time | {:.0} s |", started.elapsed().as_secs_f64());
+    println!(
+        "| total run time | {:.0} s |",
+        started.elapsed().as_secs_f64()
+    );
     Ok(lost == 0)
 }
 
@@ -784,4 +975,121 @@ fn drain(urls: &[String], queue: &str, confirmed: &[u64]) -> Result<(usize, usiz
         set.len()
     );
     Ok((set.len(), ids.len() - set.len(), lost))
+}
+
+/// A command run to its end (blocking): its stdout.
+fn run_cmd(cmd: Vec<String>) -> Result<String, String> {
+    spawn(cmd)
+        .recv()
+        .map_err(|_| "helper thread died".to_string())?
+}
+
+/// `--scenario failover_probe`: the nacks of the slow kills without the
+/// publishing loop. The quorum queue's Raft leader L is killed; at once a
+/// connection to a surviving node X publishes (its channel's quorum-queue
+/// client is set up by that first publish, from the queue record, which
+/// still names L). Then every 0.5 s, for 8 s, that channel and a channel of
+/// a brand-new connection to X each publish once, beside what X says the
+/// Raft leader and the record's leader are. Then L is started again and the
+/// first channel publishes until it gets a confirm.
+fn probe(
+    mut setup: Client,
+    nodes: &[String],
+    urls: &[String],
+    queue: &str,
+) -> Result<bool, String> {
+    let p = setup.basic_publish("", queue, b"probe");
+    setup
+        .wait_timeout(p, Duration::from_secs(15))
+        .map_err(|e| format!("first publish: {e}"))?;
+    let st = parse_queue_state(&run_cmd(queue_state_cmd(&nodes[0], queue))?)?;
+    let l = nodes
+        .iter()
+        .position(|n| *n == st.leader)
+        .ok_or_else(|| format!("leader {} is no node", st.leader))?;
+    let x = (l + 1) % 3;
+    let p = setup.close();
+    let _ = setup.wait_timeout(p, Duration::from_secs(5));
+    drop(setup);
+    println!(
+        "# failover_probe: queue {queue}: {st:?}; killing the leader {}, publishing through {}",
+        nodes[l], nodes[x]
+    );
+    let connect = || -> Result<Client, String> {
+        let mut c = Client::new(&urls[x]).map_err(|e| e.to_string())?;
+        let p = c.handshake();
+        c.wait_timeout(p, Duration::from_secs(5))
+            .map_err(|e| format!("connect to {}: {e}", urls[x]))?;
+        Ok(c)
+    };
+    let once = |c: &mut Client| -> String {
+        let p = c.basic_publish("", queue, b"probe");
+        match c.wait_timeout(p, Duration::from_secs(5)) {
+            Ok(()) => "ack".into(),
+            Err(e) => kind(&e),
+        }
+    };
+    // A connection to L sees the kill at once (as the bench's client does);
+    // the kill-node script returns only once the VM is gone and its port
+    // closed, which under load can be after the record is updated.
+    let mut watch = Client::new(&urls[l]).map_err(|e| e.to_string())?;
+    let p = watch.handshake();
+    watch
+        .wait_timeout(p, Duration::from_secs(5))
+        .map_err(|e| format!("connect to {}: {e}", urls[l]))?;
+    let t0 = Instant::now();
+    let killing = spawn(script(&["kill-node", &(l + 1).to_string()]));
+    while watch.run_loop(Some(Duration::from_millis(5))).is_ok() && !watch.is_closed() {
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err("the connection to the killed node did not end".into());
+        }
+    }
+    let mut a = connect()?;
+    let first = once(&mut a);
+    println!(
+        "result scenario=failover_probe t_s={:.2} channel_a_first_publish={first} (connection opened {:.2} s after the kill began)",
+        t0.elapsed().as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    killing.recv().map_err(|_| "helper thread died")??;
+    for step in 1..=16u32 {
+        let at = t0 + Duration::from_millis(500) * step;
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        let ra = once(&mut a);
+        let mut b = connect()?;
+        let rb = once(&mut b);
+        let p = b.close();
+        let _ = b.wait_timeout(p, Duration::from_secs(5));
+        let st = run_cmd(queue_state_cmd(&nodes[x], queue)).and_then(|o| parse_queue_state(&o));
+        let (leader, record) = match &st {
+            Ok(st) => (st.leader.as_str(), st.record.as_str()),
+            Err(_) => ("?", "?"),
+        };
+        println!(
+            "result scenario=failover_probe t_s={:.2} channel_a={ra} fresh_channel={rb} raft_leader={leader} record_leader={record}",
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    let restart = Instant::now();
+    let rx = spawn(script(&["start-node", &(l + 1).to_string()]));
+    let mut ok_at = None;
+    while restart.elapsed() < RECOVER_LIMIT {
+        if once(&mut a) == "ack" {
+            ok_at = Some(restart.elapsed().as_secs_f64());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    rx.recv().map_err(|_| "helper thread died")??;
+    println!(
+        "result scenario=failover_probe channel_a_first_ack_after_restart_s={}",
+        ok_at
+            .map(|s| format!("{s:.2}"))
+            .unwrap_or_else(|| "none".into())
+    );
+    let p = a.queue_delete(QueueDelete::new(queue));
+    let _ = a.wait_timeout(p, Duration::from_secs(15));
+    let p = a.close();
+    let _ = a.wait_timeout(p, Duration::from_secs(5));
+    Ok(ok_at.is_some())
 }

@@ -123,7 +123,8 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
 Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms.
 Failover (issue 15; alone): --scenario failover [--kills 20] [--rate 200]
-  [--outage 60] on the local 3-node cluster of scripts/cluster.
+  [--outage 60] on the local 3-node cluster of scripts/cluster;
+  --scenario failover_probe: the RabbitMQ 3.10 stale-leader nacks, alone.
   --url URL            broker (default $AMQP_URL or amqp://guest:guest@127.0.0.1:5672/%2f)
 ";
 
@@ -325,7 +326,10 @@ fn main() {
         // A scale figure in a fresh process (see scale.rs).
         std::process::exit(scale::child(&argv[2..]));
     }
-    if argv.windows(2).any(|w| w[0] == "--scenario" && w[1] == "failover") {
+    if argv
+        .windows(2)
+        .any(|w| w[0] == "--scenario" && (w[1] == "failover" || w[1] == "failover_probe"))
+    {
         // The failover figures on the local 3-node cluster (failover.rs).
         std::process::exit(failover::main(&argv[1..]));
     }
