@@ -366,6 +366,14 @@ impl<'a> FrameRef<'a> {
         self.buf.slice(self.start..self.end)
     }
 
+    /// The payload as a plain slice of the shared buffer, to parse by hand
+    /// where a [`Reader`] checks too much.
+    #[inline]
+    pub fn as_slice(&self) -> &'a [u8] {
+        let buf: &'a [u8] = self.buf;
+        buf.get(self.start..self.end).unwrap_or_default()
+    }
+
     /// The payload's length.
     #[inline]
     pub fn len(&self) -> usize {

@@ -47,7 +47,7 @@ use delivery::Names;
 pub use delivery::{ChannelRef, Delivery, Returned};
 pub use stats::Stats;
 
-use crate::codec::frame::{self, encode_method, FrameRef, FRAME_MIN_SIZE};
+use crate::codec::frame::{self, encode_method, FrameRef, Frames, FRAME_MIN_SIZE};
 use crate::codec::method::*;
 use crate::codec::wire::{truncate_utf8, Reader};
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
