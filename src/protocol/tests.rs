@@ -4422,7 +4422,7 @@ fn delivery_run_frames(violation: bool) -> Vec<BytesMut> {
             BasicDeliver {
                 consumer_tag: ctag.into(),
                 delivery_tag: tag,
-                redelivered: tag % 2 == 0,
+                redelivered: tag.is_multiple_of(2),
                 exchange: "ex".into(),
                 routing_key: rk.into(),
             },
