@@ -4567,3 +4567,17 @@ fn whole_messages_in_one_read_match_frame_by_frame() {
         }
     }
 }
+
+#[test]
+fn held_gets_hash_is_fnv1a() {
+    use std::hash::Hasher;
+    let hash = |s: &[u8]| {
+        let mut h = Fnv1a::default();
+        h.write(s);
+        h.finish()
+    };
+    // The published FNV-1a 64 test vectors.
+    assert_eq!(hash(b""), 0xcbf2_9ce4_8422_2325);
+    assert_eq!(hash(b"a"), 0xaf63_dc4c_8601_ec8c);
+    assert_eq!(hash(b"foobar"), 0x8594_4171_f739_67e8);
+}
