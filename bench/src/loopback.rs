@@ -68,6 +68,38 @@ fn method(dst: &mut BytesMut, channel: u16, m: impl Into<Method>) {
     frame::encode_method(dst, channel, &m.into()).expect("encode");
 }
 
+/// Where each message of a block of [`deliveries`] holds its delivery tag
+/// (a big-endian u64): a consumer refuses tags that do not rise, so each
+/// repetition of the block is renumbered.
+fn tag_offsets(block: &[u8]) -> Vec<usize> {
+    // Frame header (7), class and method (4), then the consumer tag
+    // "ctag.1" (1 + 6): the delivery tag follows.
+    const AT: usize = 7 + 4 + 1 + 6;
+    let mut offsets = Vec::new();
+    let mut pos = 0;
+    while pos + 7 <= block.len() {
+        let size = u32::from_be_bytes([
+            block[pos + 3],
+            block[pos + 4],
+            block[pos + 5],
+            block[pos + 6],
+        ]);
+        if block[pos] == frame::FRAME_METHOD {
+            offsets.push(pos + AT);
+        }
+        pos += size as usize + 8;
+    }
+    offsets
+}
+
+/// Adds `by` to every delivery tag of `block`.
+fn renumber(block: &mut [u8], offsets: &[usize], by: u64) {
+    for &at in offsets {
+        let tag = u64::from_be_bytes(block[at..at + 8].try_into().expect("8 bytes"));
+        block[at..at + 8].copy_from_slice(&(tag + by).to_be_bytes());
+    }
+}
+
 /// `count` deliveries with `size`-byte bodies, as RabbitMQ sends a no-ack
 /// consumer on channel 1: basic.deliver, content header, body.
 fn deliveries(count: usize, size: usize) -> Vec<u8> {
@@ -187,8 +219,13 @@ fn handshake(sock: &mut TcpStream, done: fn(&Method) -> bool) -> Res<BytesMut> {
 
 /// What a server thread does after accepting.
 enum Serve {
-    /// Handshake, then write `block` `reps` times.
-    Deliver { block: Vec<u8>, reps: usize },
+    /// Handshake, then write `block` `reps` times, its `k` delivery tags
+    /// renumbered each time so that they keep rising.
+    Deliver {
+        block: Vec<u8>,
+        k: usize,
+        reps: usize,
+    },
     /// Handshake, then read `expect` bytes; returns when the last arrived.
     Swallow { expect: u64 },
     /// No handshake: write `block` `reps` times.
@@ -227,9 +264,14 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
         let (mut sock, _) = l.accept().ctx("accept")?;
         let _ = sock.set_nodelay(true);
         match what {
-            Serve::Deliver { block, reps } => {
+            Serve::Deliver { mut block, k, reps } => {
+                let offsets = tag_offsets(&block);
+                assert_eq!(offsets.len(), k, "one delivery tag per message");
                 handshake(&mut sock, |m| matches!(m, Method::BasicConsume(_)))?;
-                for _ in 0..reps {
+                for rep in 0..reps {
+                    if rep > 0 {
+                        renumber(&mut block, &offsets, k as u64);
+                    }
                     sock.write_all(&block).ctx("write")?;
                 }
                 let t = Instant::now();
@@ -283,7 +325,7 @@ fn puka_consume(size: usize, reps: usize) -> Res<LoopFigure> {
     let (block, k) = block(size, deliveries);
     let bytes = (block.len() * reps) as u64;
     let n = k * reps;
-    let (port, h) = server(Serve::Deliver { block, reps })?;
+    let (port, h) = server(Serve::Deliver { block, k, reps })?;
     let mut c = puka_client(port)?;
     let m = Meter::thread();
     let consumer = c.basic_consume_with(Consume::queue("bench").no_ack());

@@ -10,6 +10,7 @@ mod options;
 mod promise;
 mod reactor;
 mod recovery;
+mod results;
 mod transport;
 
 pub use crate::recover::Recovery;

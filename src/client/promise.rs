@@ -1,6 +1,7 @@
 //! Promises: small `Copy` ids for operations in flight, and the slab where
 //! their results and callbacks wait.
 
+use super::results::Results;
 use crate::codec::method::QueueDeclareOk;
 use crate::error::Error;
 use crate::protocol::{Delivery, Outcome, Tag};
@@ -261,7 +262,7 @@ const PUBLISH_BIT: u32 = 1 << 31;
 
 pub(crate) struct Slot {
     pub generation: u32,
-    pub results: VecDeque<Result<Raw, Error>>,
+    pub results: Results,
     pub callback: Option<Callback>,
     /// No more results will come.
     pub done: bool,
@@ -390,7 +391,7 @@ impl Promises {
         let generation = self.generation;
         let key = self.slots.insert(Slot {
             generation,
-            results: VecDeque::new(),
+            results: Results::new(),
             callback: None,
             done: false,
             in_callback: false,

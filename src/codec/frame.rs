@@ -366,6 +366,14 @@ impl<'a> FrameRef<'a> {
         self.buf.slice(self.start..self.end)
     }
 
+    /// The payload as a plain slice of the shared buffer, to parse by hand
+    /// where a [`Reader`] checks too much.
+    #[inline]
+    pub fn as_slice(&self) -> &'a [u8] {
+        let buf: &'a [u8] = self.buf;
+        buf.get(self.start..self.end).unwrap_or_default()
+    }
+
     /// The payload's length.
     #[inline]
     pub fn len(&self) -> usize {
@@ -513,6 +521,50 @@ fn encode_frame(
 /// A [`CodecError`] when a field cannot be encoded; `dst` is then unchanged.
 pub fn encode_method(dst: &mut BytesMut, channel: u16, method: &Method) -> Result<(), CodecError> {
     encode_frame(dst, FRAME_METHOD, channel, |d| method.encode(d))
+}
+
+/// Appends a `basic.ack` method frame, as [`encode_method`] would, in one
+/// piece: a consumer sends one per delivery (or per batch), and the general
+/// encoder writes it field by field.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use puka::codec::frame::{encode_basic_ack, encode_method};
+/// use puka::codec::method::BasicAck;
+///
+/// let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
+/// encode_basic_ack(&mut fast, 3, 42, true);
+/// let ack = BasicAck { delivery_tag: 42, multiple: true };
+/// encode_method(&mut general, 3, &ack.into()).unwrap();
+/// assert_eq!(fast, general);
+/// ```
+pub fn encode_basic_ack(dst: &mut BytesMut, channel: u16, delivery_tag: u64, multiple: bool) {
+    let c = channel.to_be_bytes();
+    let t = delivery_tag.to_be_bytes();
+    // Payload: class 60, method 80, the tag, the `multiple` bit: 13 bytes.
+    dst.put_slice(&[
+        FRAME_METHOD,
+        c[0],
+        c[1],
+        0,
+        0,
+        0,
+        13,
+        0,
+        60,
+        0,
+        80,
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        u8::from(multiple),
+        FRAME_END,
+    ]);
 }
 
 /// Appends one body frame carrying `payload` (the caller splits bodies to fit

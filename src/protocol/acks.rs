@@ -75,11 +75,8 @@ impl Connection {
             return;
         };
         c.pending_ack_count = 0;
-        let m = Method::BasicAck(BasicAck {
-            delivery_tag,
-            multiple: true,
-        });
-        let _ = self.encode_out(ch, &m);
+        frame::encode_basic_ack(self.out(), ch, delivery_tag, true);
+        self.stats.frames_out += 1;
     }
 
     pub(super) fn emit_pending_acks(&mut self) {

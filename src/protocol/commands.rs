@@ -66,9 +66,13 @@ impl Connection {
         let channel = if self.tx == TxState::Active && !no_ack {
             self.publish_channel()
         } else {
-            match self.held_gets.get(&queue) {
-                Some(&ch) if !no_ack => Some(ch),
-                _ => self.take_pooled_channel(),
+            // (Most gets find no message held: the map is empty.)
+            let held = (!no_ack && !self.held_gets.is_empty())
+                .then(|| self.held_gets.get(&queue).copied())
+                .flatten();
+            match held {
+                Some(ch) => Some(ch),
+                None => self.take_pooled_channel(),
             }
         };
         match channel {

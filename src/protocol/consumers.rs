@@ -37,6 +37,138 @@ impl Connection {
         }
     }
 
+    /// A whole small message in one pass: `f` is a `basic.deliver` and the
+    /// frames after it in `rest` its content header and single body frame
+    /// (or a header of an empty body) on the same channel, for a live
+    /// consumer of a plain channel. The delivery is built once and goes
+    /// straight to the event queue (no content slot, one channel lookup);
+    /// `rest` then moves past the frames taken.
+    ///
+    /// Returns false, having changed nothing, when anything differs from
+    /// that (a message split across reads or body frames, a frame that does
+    /// not parse, a tag that does not rise, a stray delivery): the frames
+    /// then take the general path, which reports whatever is wrong.
+    pub(super) fn whole_delivery<'a>(&mut self, f: &FrameRef<'a>, rest: &mut Frames<'a>) -> bool {
+        let ch = f.channel;
+        if !self.state.is_live() {
+            return false;
+        }
+        let max = self.config.max_message_size;
+        let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
+            return false;
+        };
+        let Role::Consumer(k) = &c.role else {
+            return false;
+        };
+        if c.closing || c.incoming.is_some() || k.ended {
+            return false;
+        }
+        // The method, as on_deliver_frame reads it but by hand: class and
+        // method (4), consumer tag, delivery tag (8), flags (1), exchange,
+        // routing key. Names that are not all ASCII take the general path,
+        // which checks them as UTF-8.
+        let p = f.as_slice();
+        let Some(&ctag_len) = p.get(4) else {
+            return false;
+        };
+        let ctag_at = 4;
+        let after_ctag = 5 + usize::from(ctag_len);
+        let (Some(consumer_tag), Some(fixed)) =
+            (p.get(5..after_ctag), p.get(after_ctag..after_ctag + 10))
+        else {
+            return false;
+        };
+        let mut tag_bytes = [0u8; 8];
+        tag_bytes.copy_from_slice(&fixed[..8]);
+        let delivery_tag = u64::from_be_bytes(tag_bytes);
+        let flags = fixed[8];
+        let exchange_at = after_ctag + 9;
+        let routing_key_at = exchange_at + 1 + usize::from(fixed[9]);
+        let Some(&rk_len) = p.get(routing_key_at) else {
+            return false;
+        };
+        let names_end = routing_key_at + 1 + usize::from(rk_len);
+        if !p.get(exchange_at..names_end).is_some_and(<[u8]>::is_ascii) {
+            return false;
+        }
+        // Our own tags are UTF-8: one that matches is.
+        if delivery_tag <= c.last_delivery_tag || !k.has_tag(consumer_tag) {
+            return false;
+        }
+        // The header: class, weight, body size, then the properties.
+        let mut ahead = rest.clone();
+        let Some(h) = ahead.next() else {
+            return false;
+        };
+        if h.frame_type != frame::FRAME_HEADER || h.channel != ch {
+            return false;
+        }
+        let hp = h.as_slice();
+        let Some(fixed) = hp.get(..14) else {
+            return false;
+        };
+        let mut size_bytes = [0u8; 8];
+        size_bytes.copy_from_slice(&fixed[4..12]);
+        let body_size = u64::from_be_bytes(size_bytes);
+        if u16::from_be_bytes([fixed[0], fixed[1]]) != CLASS_BASIC || body_size > max {
+            return false;
+        }
+        let properties = if fixed[12..14] == [0, 0] {
+            BasicProperties::EMPTY
+        } else {
+            let mut r = h.reader();
+            let Ok(()) = r.skip(12, "content header") else {
+                return false;
+            };
+            let Ok(properties) = BasicProperties::decode(&mut r) else {
+                return false;
+            };
+            properties
+        };
+        // The body, in one frame.
+        let body = if body_size == 0 {
+            Bytes::new()
+        } else {
+            match ahead.next() {
+                Some(b)
+                    if b.frame_type == frame::FRAME_BODY
+                        && b.channel == ch
+                        && b.len() as u64 == body_size =>
+                {
+                    b.payload()
+                }
+                _ => return false,
+            }
+        };
+        *rest = ahead;
+        let (tag, no_ack) = (k.tag, k.no_ack);
+        c.last_delivery_tag = delivery_tag;
+        let channel = if no_ack {
+            None
+        } else {
+            c.unacked.push_back(delivery_tag);
+            Some(ChannelRef {
+                id: ch,
+                epoch: c.epoch,
+            })
+        };
+        self.stats.deliveries += 1;
+        self.stats.frames_in += if body_size == 0 { 1 } else { 2 };
+        self.events.push_back(Event::Delivery {
+            tag,
+            delivery: Delivery {
+                delivery_tag,
+                redelivered: flags & 0x01 != 0,
+                message_count: None,
+                properties,
+                body,
+                names: Names::in_frame(f.payload(), ctag_at, exchange_at, routing_key_at),
+                channel,
+            },
+        });
+        true
+    }
+
     /// `basic.deliver` on a plain channel, read in place: the names stay in
     /// the frame (see [`Names`]), nothing else is built.
     pub(super) fn on_deliver_frame(&mut self, ch: u16, f: &FrameRef<'_>) -> Result<(), CodecError> {

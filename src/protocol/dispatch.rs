@@ -5,6 +5,8 @@ use super::*;
 impl Connection {
     /// The first four bytes of a `basic.deliver` payload: class 60, method 60.
     pub(super) const BASIC_DELIVER_ID: u32 = 0x003C_003C;
+    /// The first four bytes of a `basic.get-ok` payload: class 60, method 71.
+    pub(super) const BASIC_GET_OK_ID: u32 = 0x003C_0047;
 
     /// Handles one frame; a payload that does not parse is the error.
     pub(super) fn handle_frame(&mut self, f: FrameRef<'_>) -> Result<(), CodecError> {
@@ -17,8 +19,16 @@ impl Connection {
                 // The hottest method, read straight into its struct when
                 // nothing about the channel needs the general path.
                 let mut r = f.reader();
-                if r.peek_u32() == Some(Self::BASIC_DELIVER_ID) && self.plain_channel(ch) {
-                    return self.on_deliver_frame(ch, &f);
+                match r.peek_u32() {
+                    Some(Self::BASIC_DELIVER_ID) if self.plain_channel(ch) => {
+                        return self.on_deliver_frame(ch, &f);
+                    }
+                    Some(Self::BASIC_GET_OK_ID) if self.plain_channel(ch) => {
+                        if let Some(at) = self.get_waiting_at(ch) {
+                            return self.on_get_ok_frame(ch, at, &f);
+                        }
+                    }
+                    _ => {}
                 }
                 let method = Method::read(&mut r)?;
                 self.handle_channel_method(ch, method);
@@ -240,6 +250,77 @@ impl Connection {
             )
     }
 
+    /// Where the `basic.get` that a `basic.get-ok` on `ch` answers waits in
+    /// the channel's queue (the first get: see [`Expect::accepts`]).
+    pub(super) fn get_waiting_at(&self, ch: u16) -> Option<usize> {
+        let c = self.channels.get(usize::from(ch))?.as_ref()?;
+        c.expect
+            .iter()
+            .position(|e| matches!(e, Expect::Get { .. }))
+    }
+
+    /// `basic.get-ok` on a plain channel whose get waits at `at`, read in
+    /// place: the names stay in the frame (see [`Names`]), as
+    /// `basic.deliver`'s do.
+    pub(super) fn on_get_ok_frame(
+        &mut self,
+        ch: u16,
+        at: usize,
+        f: &FrameRef<'_>,
+    ) -> Result<(), CodecError> {
+        let mut r = f.reader();
+        let base = r.position();
+        r.skip(4, "method id")?;
+        let delivery_tag = r.u64("basic.get-ok delivery-tag")?;
+        let redelivered = r.u8("basic.get-ok flags")? & 0x01 != 0;
+        let exchange_at = r.position() - base;
+        r.shortstr_bytes("basic.get-ok exchange")?;
+        let routing_key_at = r.position() - base;
+        r.shortstr_bytes("basic.get-ok routing-key")?;
+        let message_count = r.u32("basic.get-ok message-count")?;
+        // No consumer tag: an offset past any frame reads as empty.
+        let names = Names::in_frame(f.payload(), usize::MAX, exchange_at, routing_key_at);
+        self.on_get_ok(ch, at, delivery_tag, redelivered, message_count, names);
+        Ok(())
+    }
+
+    /// `basic.get-ok` answering the get at `at` of the channel's queue: the
+    /// start of its message.
+    pub(super) fn on_get_ok(
+        &mut self,
+        ch: u16,
+        at: usize,
+        delivery_tag: u64,
+        redelivered: bool,
+        message_count: u32,
+        names: Names,
+    ) {
+        if delivery_tag <= self.chan(ch).last_delivery_tag {
+            // The get stays queued, so the violation fails it too.
+            self.delivery_tag_not_rising(ch, delivery_tag);
+            return;
+        }
+        let c = self.chan(ch);
+        let Some(Expect::Get { tag, no_ack, queue }) = c.expect.remove(at) else {
+            return;
+        };
+        c.last_delivery_tag = delivery_tag;
+        let message = Delivery {
+            delivery_tag,
+            redelivered,
+            names,
+            message_count: Some(message_count),
+            properties: BasicProperties::default(),
+            body: Bytes::new(),
+            channel: None,
+        };
+        c.incoming = Some(Incoming::new(
+            IncomingKind::GetOk { tag, no_ack, queue },
+            message,
+        ));
+        // The channel returns to the pool when the content is in.
+    }
+
     /// A reply to the request at the head of the channel's queue.
     pub(super) fn on_reply(&mut self, ch: u16, method: Method) {
         let c = self.chan(ch);
@@ -284,30 +365,19 @@ impl Connection {
                 self.maybe_end_consumer(ch);
                 self.maybe_close_drained_consumer(ch);
             }
-            (Expect::Get { tag, no_ack, queue }, Method::BasicGetOk(ok)) => {
-                if ok.delivery_tag <= self.chan(ch).last_delivery_tag {
-                    // Put it back so the violation fails the get too.
-                    self.chan(ch)
-                        .expect
-                        .insert(at, Expect::Get { tag, no_ack, queue });
-                    self.delivery_tag_not_rising(ch, ok.delivery_tag);
-                    return;
-                }
-                self.chan(ch).last_delivery_tag = ok.delivery_tag;
-                let message = Delivery {
-                    delivery_tag: ok.delivery_tag,
-                    redelivered: ok.redelivered,
-                    names: Names::from_parts(ok.exchange.as_str(), ok.routing_key.as_str(), ""),
-                    message_count: Some(ok.message_count),
-                    properties: BasicProperties::default(),
-                    body: Bytes::new(),
-                    channel: None,
-                };
-                self.chan(ch).incoming = Some(Incoming::new(
-                    IncomingKind::GetOk { tag, no_ack, queue },
-                    message,
-                ));
-                // The channel returns to the pool when the content is in.
+            (expect @ Expect::Get { .. }, Method::BasicGetOk(ok)) => {
+                // Put it back: `on_get_ok` takes it where the fast path
+                // (`on_get_ok_frame`) finds it too.
+                self.chan(ch).expect.insert(at, expect);
+                let names = Names::from_parts(ok.exchange.as_str(), ok.routing_key.as_str(), "");
+                self.on_get_ok(
+                    ch,
+                    at,
+                    ok.delivery_tag,
+                    ok.redelivered,
+                    ok.message_count,
+                    names,
+                );
                 return;
             }
             (Expect::Get { tag, .. }, Method::BasicGetEmpty(_)) => {

@@ -176,8 +176,10 @@ impl Connection {
         let Some(queue) = c.held_get.take() else {
             return;
         };
-        if self.held_gets.get(&queue) == Some(&ch) {
-            self.held_gets.remove(&queue);
+        if let std::collections::hash_map::Entry::Occupied(held) = self.held_gets.entry(queue) {
+            if *held.get() == ch {
+                held.remove();
+            }
         }
         self.maybe_idle(ch);
     }

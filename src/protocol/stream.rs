@@ -57,11 +57,18 @@ impl Connection {
                 Ok(whole) if whole.is_empty() => break,
                 Ok(whole) => {
                     let mut result = Ok(());
-                    for f in frame::frames(&whole) {
+                    let mut rest = frame::frames(&whole);
+                    while let Some(f) = rest.next() {
                         if self.state.is_over() {
                             break 'batches;
                         }
                         self.stats.frames_in += 1;
+                        if f.frame_type == frame::FRAME_METHOD
+                            && f.reader().peek_u32() == Some(Self::BASIC_DELIVER_ID)
+                            && self.whole_delivery(&f, &mut rest)
+                        {
+                            continue;
+                        }
                         result = self.handle_frame(f);
                         if result.is_err() {
                             break;
