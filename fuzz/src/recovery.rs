@@ -4,13 +4,16 @@
 //! and arbitrary server replies (well-formed answers, channel errors, raw
 //! bytes) during the restore. It must never panic, and recovery must never
 //! be stuck: while it is recovering with the connection gone, it has a
-//! deadline.
+//! deadline. With the first byte's top bit, the first connect holds its
+//! queued work through failed handshakes (`OnHandshakeFailure::Hold`), as
+//! the client does: restarted on a "new socket" or released, as the input
+//! says.
 
 use bytes::BytesMut;
 use puka::codec::frame::{self, Frame};
 use puka::codec::method::*;
 use puka::codec::{FieldTable, Method};
-use puka::protocol::{Config, Connection, ConsumeQueue, Event, Tag};
+use puka::protocol::{Config, Connection, ConsumeQueue, Event, OnHandshakeFailure, Tag};
 use puka::recover::{Recoverer, Recovery};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -35,6 +38,8 @@ struct Run<'a> {
     consumers: Vec<Tag>,
     /// The connection ended and recovery did not take over.
     over: bool,
+    /// Handshakes restarted after a held failure.
+    restarts: u8,
 }
 
 impl Run<'_> {
@@ -97,6 +102,25 @@ impl Run<'_> {
                         .handle_complete(tag, result, &mut self.conn, self.now);
                 }
                 Event::ConsumerEnded { tag } => self.rec.consumer_ended(tag),
+                Event::HandshakeFailed(_) => {
+                    assert!(
+                        !self.conn.is_closed() && !self.conn.is_open(),
+                        "a held handshake failure is neither open nor closed"
+                    );
+                    // As the client: a reconnection's failure is released
+                    // to recovery; the first connect moves on or gives up.
+                    if self.rec.is_recovering() || self.restarts >= 3 || self.byte() & 1 == 0 {
+                        self.conn.release_held();
+                    } else {
+                        self.restarts += 1;
+                        self.conn.restart_handshake(self.now);
+                        self.out.clear();
+                        self.asked.clear();
+                        let how = self.byte();
+                        self.pump();
+                        self.handshake(how);
+                    }
+                }
                 Event::Closed(e) => {
                     let pending = self.byte() & 1 == 1;
                     if !self.rec.handle_loss(&e, pending, self.now) {
@@ -404,10 +428,19 @@ pub fn check_recovery(data: &[u8]) {
     let policy = Recovery::default()
         .initial_backoff(Duration::from_millis(100))
         .max_attempts(Some(u32::from(data.first().copied().unwrap_or(0) % 6) + 1));
+    let hold = data.first().is_some_and(|b| b & 0x80 != 0);
+    let config = Config {
+        on_handshake_failure: if hold {
+            OnHandshakeFailure::Hold
+        } else {
+            OnHandshakeFailure::Fail
+        },
+        ..Config::default()
+    };
     let mut run = Run {
         data,
         pos: 1,
-        conn: Connection::new(Config::default(), user(0), now),
+        conn: Connection::new(config, user(0), now),
         rec: Recoverer::new(policy, 1),
         now,
         asked: VecDeque::new(),
@@ -417,9 +450,21 @@ pub fn check_recovery(data: &[u8]) {
         queues: vec!["q0".into(), "q1".into()],
         consumers: Vec::new(),
         over: false,
+        restarts: 0,
     };
     run.drain();
-    run.feed(&crate::handshake_bytes());
+    if hold {
+        // Work queued before a first handshake the input picks.
+        run.op();
+        let how = run.byte();
+        run.handshake(how);
+        if !run.conn.is_open() {
+            // Given up (or still in a silent handshake): the connect failed.
+            return;
+        }
+    } else {
+        run.feed(&crate::handshake_bytes());
+    }
     run.rec.handle_connected();
     // Bounded: each op takes at least one byte.
     while run.pos < data.len() && !run.over {
