@@ -263,17 +263,8 @@ impl Client {
             // The shut-down socket of the last connection goes (a reactor's
             // registry forgets a closed descriptor by itself).
             Ok(()) => self.closed_sock = None,
-            Err(e) => {
-                // No address took the connect: the attempt failed at once.
-                let io = match e {
-                    Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
-                    Error::ConnectTimeout => {
-                        io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
-                    }
-                    e => io::Error::other(e.to_string()),
-                };
-                self.conn.handle_io_error(io);
-            }
+            // No address took the connect: the attempt failed at once.
+            Err(e) => self.conn.handle_connect_failure(e),
         }
     }
 
@@ -345,23 +336,8 @@ impl Client {
         tr_warn!(error = %e, "tcp connect failed");
         self.drop_socket();
         self.addresses.failed(e);
-        match self.connect_next() {
-            Ok(()) => {}
-            Err(Error::ConnectTimeout) => {
-                let now = Instant::now();
-                self.conn.set_handshake_deadline(Some(now));
-                self.conn.handle_timeout(now);
-                if !self.conn.is_closed() {
-                    // A close was asked for meanwhile: the timer is off.
-                    let e = io::Error::new(io::ErrorKind::TimedOut, "connection timed out");
-                    self.conn.handle_io_error(e);
-                }
-            }
-            Err(Error::ConnectionBroken(e)) => {
-                self.conn
-                    .handle_io_error(io::Error::new(e.kind(), e.to_string()));
-            }
-            Err(e) => self.conn.handle_io_error(io::Error::other(e.to_string())),
+        if let Err(e) = self.connect_next() {
+            self.conn.handle_connect_failure(e);
         }
         self.after_io();
     }

@@ -39,6 +39,13 @@ impl Connection {
         self.finish(Error::io(e));
     }
 
+    /// No transport could be set up (the caller's connect failed at every
+    /// address): the connection ends with `err`, the caller's account of
+    /// it (e.g. [`Error::ConnectTimeout`]), as a handshake failure does.
+    pub fn handle_connect_failure(&mut self, err: Error) {
+        self.finish(err);
+    }
+
     /// Closes the connection gracefully. New operations are refused at once;
     /// the replies and publisher confirms of those in flight are awaited,
     /// then `connection.close` goes out and `tag` completes on `close-ok`.
