@@ -459,7 +459,9 @@ impl Promises {
     pub fn publish_ok(&mut self, id: PromiseId) {
         match publish_seq(id) {
             Some(seq) if self.publish_callbacks.is_empty() => {
-                self.settle_publish(seq);
+                if self.settle_publish(seq) && !self.publish_forgotten.is_empty() {
+                    self.publish_forgotten.remove(&seq);
+                }
             }
             _ => self.push(id, Ok(Raw::Outcome(Outcome::Done)), true),
         }
@@ -493,7 +495,10 @@ impl Promises {
             return;
         };
         if slot.forgotten {
-            if last && !slot.in_callback {
+            if last && slot.in_callback {
+                // Freed when its callback returns (`restore_callback`).
+                slot.done = true;
+            } else if last {
                 self.slots.remove(id.key as usize);
             }
             return;
@@ -736,6 +741,33 @@ mod tests {
 
     fn ok() -> Result<Raw, Error> {
         Ok(Raw::Outcome(Outcome::Done))
+    }
+
+    #[test]
+    fn forgotten_publishes_written_leave_nothing_behind() {
+        let mut p = Promises::default();
+        let id = p.create_publish();
+        p.forget(id);
+        p.publish_ok(id);
+        assert!(p.publish_forgotten.is_empty());
+        assert_eq!(p.len(), 0);
+    }
+
+    #[test]
+    fn a_consumer_forgotten_in_its_callback_is_freed_when_it_ends() {
+        let mut p = Promises::default();
+        let id = p.create();
+        p.set_callback(id, Box::new(|_, _| {}));
+        p.push(id, ok(), false);
+        let Some(Some((_, cb, _))) = p.pop_ready() else {
+            panic!("the callback is ready");
+        };
+        // Inside the callback: forget, then the consumer ends (a nested
+        // `wait` saw its end).
+        p.forget(id);
+        p.end(id);
+        p.restore_callback(id, cb);
+        assert_eq!(p.len(), 0, "the slot is freed");
     }
 
     #[test]

@@ -41,9 +41,15 @@ impl Connection {
 
     /// No transport could be set up (the caller's connect failed at every
     /// address): the connection ends with `err`, the caller's account of
-    /// it (e.g. [`Error::ConnectTimeout`]), as a handshake failure does.
+    /// it (e.g. [`Error::ConnectTimeout`]). Nothing is held
+    /// ([`OnHandshakeFailure::Hold`]): there is no address left to move on
+    /// to.
     pub fn handle_connect_failure(&mut self, err: Error) {
-        self.finish(err);
+        if self.state.is_over() {
+            return;
+        }
+        let err = self.dead.clone().unwrap_or(err);
+        self.end_with(err);
     }
 
     /// Closes the connection gracefully. New operations are refused at once;

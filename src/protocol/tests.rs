@@ -2384,6 +2384,27 @@ fn a_held_handshake_failure_keeps_the_queued_work() {
     assert!(h.conn.is_closed());
 }
 
+/// A connect that found no transport at all has nowhere to move on to:
+/// even with [`OnHandshakeFailure::Hold`] the work fails, with the
+/// caller's error as it is.
+#[test]
+fn a_failed_connect_walk_holds_nothing() {
+    let now = Instant::now();
+    let config = Config {
+        on_handshake_failure: OnHandshakeFailure::Hold,
+        ..Config::default()
+    };
+    let mut conn = Connection::new(config, CONNECT, now);
+    conn.rpc(10, declare("q"));
+    conn.handle_connect_failure(Error::ConnectTimeout);
+    let mut h = H::wrap(conn, now, false);
+    let events = h.events();
+    assert_matches!(result_of(&events, CONNECT), Err(Error::ConnectTimeout));
+    assert_matches!(result_of(&events, 10), Err(Error::ConnectTimeout));
+    assert_matches!(closed_error(&events), Error::ConnectTimeout);
+    assert!(h.conn.is_closed());
+}
+
 #[test]
 fn pooled_operations_beyond_channel_max_wait_for_a_channel() {
     let mut h = H::with_tune(Config::default(), tune(2, 131_072, 60));

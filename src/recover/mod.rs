@@ -384,7 +384,9 @@ impl Recoverer {
             }
             return Some(result);
         }
-        if self.record.is_consumer(tag) {
+        // A consumer's promise completes only when it fails: the scan of
+        // the record is not paid by every get and RPC.
+        if result.is_err() && self.record.is_consumer(tag) {
             match &result {
                 // Lost with the connection: the consumer goes on after
                 // recovery, so this is not its end.
@@ -416,6 +418,8 @@ impl Recoverer {
                 self.events.push_back(Event::Disconnected(e.clone()));
                 1
             }
+            // The attempt goes on with the addresses its walk has left.
+            Phase::Connecting { attempt, .. } if walk_pending => attempt,
             Phase::Connecting { attempt, .. } => attempt + 1,
             Phase::Waiting { attempt, .. } => attempt,
             Phase::Starting => return false,
@@ -423,13 +427,14 @@ impl Recoverer {
         if self.policy.max_attempts.is_some_and(|max| attempt > max) {
             tr_warn!(attempts = attempt - 1, "recovery gives up");
             self.phase = Phase::Starting;
+            self.restore.clear();
             return false;
         }
-        let (attempt, at) = match self.phase {
-            Phase::Connecting { attempt, .. } if walk_pending => (attempt, now),
+        let at = match self.phase {
+            Phase::Connecting { .. } if walk_pending => now,
             _ => {
                 let noise = self.noise();
-                (attempt, now + self.policy.backoff(attempt, noise))
+                now + self.policy.backoff(attempt, noise)
             }
         };
         self.phase = Phase::Waiting { attempt, at };

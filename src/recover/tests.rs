@@ -476,6 +476,25 @@ fn attempts_run_out() {
     assert_eq!(h.rec.poll_timeout(), None);
 }
 
+/// The last attempt still goes through the addresses its walk has left:
+/// the attempt limit counts attempts, not addresses.
+#[test]
+fn the_last_attempt_walks_its_remaining_addresses() {
+    let mut h = Harness::new(Recovery::default().max_attempts(Some(1)));
+    h.lose();
+    assert_eq!(h.advance().map(|r| r.attempt), Some(1));
+    let lost = Error::io(io::Error::from(io::ErrorKind::ConnectionReset));
+    assert!(
+        h.rec.handle_loss(&lost, true, h.now),
+        "addresses are left in the walk of attempt 1"
+    );
+    assert_eq!(h.rec.poll_timeout(), Some(h.now), "the next one at once");
+    assert_eq!(h.advance().map(|r| r.attempt), Some(1));
+    // With no address left, attempt 1 is over, and so is recovery.
+    assert!(!h.rec.handle_loss(&lost, false, h.now));
+    assert!(!h.rec.is_recovering());
+}
+
 #[test]
 fn backoff_doubles_to_its_cap_with_bounded_jitter() {
     let r = Recovery::default()
