@@ -88,7 +88,10 @@ impl Connection {
             return false;
         };
         let names_end = routing_key_at + 1 + usize::from(rk_len);
-        if !p.get(exchange_at..names_end).is_some_and(<[u8]>::is_ascii) {
+        // The names' bytes, not their length octets (a name of 128 bytes
+        // or more is still ASCII).
+        let ascii = |r: std::ops::Range<usize>| p.get(r).is_some_and(<[u8]>::is_ascii);
+        if !ascii(exchange_at + 1..routing_key_at) || !ascii(routing_key_at + 1..names_end) {
             return false;
         }
         // Our own tags are UTF-8: one that matches is.

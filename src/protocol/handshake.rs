@@ -66,26 +66,29 @@ impl Connection {
             .and_then(|c| c.get("publisher_confirms"))
             .and_then(|v| v.as_bool())
             .unwrap_or(false);
-        self.confirm = match self.config.confirms {
-            Confirms::On => ConfirmMode::Confirmed,
-            Confirms::Auto if server_confirms => ConfirmMode::Confirmed,
-            Confirms::Off | Confirms::Auto => ConfirmMode::Plain,
-        };
-        if self.confirm == ConfirmMode::Plain {
-            // A publish channel opened before we knew asked for confirms
-            // (see publish_channel); it stays in confirm mode, which is
-            // harmless, but this keeps later channels plain.
-            if let Some(ch) = self.publish_channel {
-                if self
+        self.confirm = match self.publish_channel {
+            // A publish channel opened before this start (its frames wait
+            // for open-ok) keeps the mode it asked for — even one opened
+            // before a failed handshake that is being restarted: publishes
+            // must not wait for confirms its channel never selected.
+            Some(ch) => {
+                let selected = self
                     .chan(ch)
                     .expect
                     .iter()
-                    .any(|e| matches!(e, Expect::ConfirmSelectOk))
-                {
-                    self.confirm = ConfirmMode::Confirmed;
+                    .any(|e| matches!(e, Expect::ConfirmSelectOk));
+                if selected {
+                    ConfirmMode::Confirmed
+                } else {
+                    ConfirmMode::Plain
                 }
             }
-        }
+            None => match self.config.confirms {
+                Confirms::On => ConfirmMode::Confirmed,
+                Confirms::Auto if server_confirms => ConfirmMode::Confirmed,
+                Confirms::Off | Confirms::Auto => ConfirmMode::Plain,
+            },
+        };
         self.server_properties = start.server_properties;
         let response = match self.config.mechanism {
             Mechanism::Plain => {

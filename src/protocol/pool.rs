@@ -99,9 +99,13 @@ impl Connection {
         let want = match self.config.confirms {
             Confirms::Off => false,
             Confirms::On => true,
-            // Before connection.start we cannot know; ask anyway, as
-            // RabbitMQ always supports it.
-            Confirms::Auto => self.state == State::AwaitStart || self.confirms_enabled(),
+            // Before connection.start (or after a failed handshake, held
+            // for another broker) we cannot know; ask anyway, as RabbitMQ
+            // always supports it.
+            Confirms::Auto => {
+                matches!(self.state, State::AwaitStart | State::HandshakeFailed)
+                    || self.confirms_enabled()
+            }
         };
         self.confirm = if want {
             ConfirmMode::Confirmed

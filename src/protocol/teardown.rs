@@ -45,6 +45,10 @@ impl Connection {
     /// ([`OnHandshakeFailure::Hold`]): there is no address left to move on
     /// to.
     pub fn handle_connect_failure(&mut self, err: Error) {
+        if self.state == State::HandshakeFailed {
+            self.release_held();
+            return;
+        }
         if self.state.is_over() {
             return;
         }

@@ -2384,6 +2384,46 @@ fn a_held_handshake_failure_keeps_the_queued_work() {
     assert!(h.conn.is_closed());
 }
 
+/// A publish made while a failed handshake is held opens its channel in
+/// the mode the connection then uses: confirm mode asked for, and the
+/// publish settled by the broker's ack (it used to open a plain channel
+/// that the next broker's `connection.start` then expected confirms from).
+#[test]
+fn a_publish_while_held_gets_the_confirm_mode_the_connection_uses() {
+    let now = Instant::now();
+    let config = Config {
+        on_handshake_failure: OnHandshakeFailure::Hold,
+        ..Config::default()
+    };
+    let mut conn = Connection::new(config.clone(), CONNECT, now);
+    let _ = conn.take_output();
+    conn.handle_eof();
+    assert_matches!(conn.poll_event(), Some(Event::HandshakeFailed(_)));
+    conn.publish(11, "", "q", false, false, &BasicProperties::default(), b"m");
+    conn.restart_handshake(now);
+    drive_handshake(&mut conn, now, &config, default_tune());
+    let mut h = H::wrap(conn, now, true);
+    let sent = h.sent();
+    let ch = sent
+        .iter()
+        .find_map(|s| match s {
+            Sent::M(ch, Method::ConfirmSelect(_)) => Some(*ch),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("confirm.select on the publish channel: {sent:?}"));
+    assert!(h.conn.confirms_enabled());
+    h.recv(ch, ChannelOpenOk {});
+    h.recv(ch, ConfirmSelectOk {});
+    h.recv(
+        ch,
+        BasicAck {
+            delivery_tag: 1,
+            multiple: false,
+        },
+    );
+    assert_matches!(h.result(11), Ok(Outcome::Done));
+}
+
 /// A connect that found no transport at all has nowhere to move on to:
 /// even with [`OnHandshakeFailure::Hold`] the work fails, with the
 /// caller's error as it is.
