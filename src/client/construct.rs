@@ -177,6 +177,6 @@ impl Client {
             return Ok(Transport::Tls(Box::new(t)));
         }
         let _ = name;
-        Ok(Transport::Plain(sock))
+        Ok(Transport::Plain(PlainSocket::new(sock)))
     }
 }

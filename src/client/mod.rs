@@ -7,6 +7,7 @@ mod construct;
 mod driver;
 mod operations;
 mod options;
+mod plain;
 mod promise;
 mod reactor;
 mod recovery;
@@ -33,6 +34,7 @@ use crate::protocol::{
 use crate::url::ConnectionParams;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Registry, Token};
+use plain::{PlainSocket, Waited};
 use promise::{Promises, Raw, Taken};
 use std::collections::VecDeque;
 use std::io;

@@ -3,7 +3,11 @@
 use super::*;
 
 impl Client {
-    /// The socket's file descriptor, to watch in a select/poll loop.
+    /// The socket's file descriptor, to watch in a select/poll loop. Only
+    /// watch it: reads and writes go through [`Client::on_read`] and
+    /// [`Client::on_write`]. (A connected plain TCP socket is in blocking
+    /// mode, so that [`Client::wait`] can sleep in `recv`; the client's own
+    /// reads and writes pass `MSG_DONTWAIT` and never block.)
     pub fn fileno(&self) -> RawFd {
         self.as_raw_fd()
     }
@@ -239,6 +243,9 @@ impl Client {
         match sock.peer_addr() {
             Ok(_) => {
                 self.writing = Writing::Ready;
+                if let Some(sock) = self.sock.as_mut() {
+                    sock.handle_connected();
+                }
                 self.tcp_connected();
                 true
             }

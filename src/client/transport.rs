@@ -2,6 +2,7 @@
 //! rustls over one. Either way it is non-blocking and driven by the
 //! client's `on_read`/`on_write`, the TLS handshake included.
 
+use super::plain::PlainSocket;
 use crate::protocol::Connection;
 use mio::net::TcpStream;
 use std::io;
@@ -34,7 +35,7 @@ pub(crate) use tls::{TlsConfig, TlsStream};
 /// A connected (or connecting) socket.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    Plain(TcpStream),
+    Plain(PlainSocket),
     #[cfg(feature = "tls")]
     Tls(Box<tls::TlsStream>),
 }
@@ -42,7 +43,7 @@ pub(crate) enum Transport {
 impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
-            Transport::Plain(s) => s,
+            Transport::Plain(s) => &s.sock,
             #[cfg(feature = "tls")]
             Transport::Tls(t) => &t.sock,
         }
@@ -50,7 +51,7 @@ impl Transport {
 
     pub fn tcp_mut(&mut self) -> &mut TcpStream {
         match self {
-            Transport::Plain(s) => s,
+            Transport::Plain(s) => &mut s.sock,
             #[cfg(feature = "tls")]
             Transport::Tls(t) => &mut t.sock,
         }
@@ -58,7 +59,7 @@ impl Transport {
 
     pub fn into_tcp(self) -> TcpStream {
         match self {
-            Transport::Plain(s) => s,
+            Transport::Plain(s) => s.sock,
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.sock,
         }
@@ -72,11 +73,7 @@ impl Transport {
     /// never says so, since rustls may hold more plaintext than one read.
     pub fn read_into(&mut self, conn: &mut Connection) -> io::Result<(usize, bool)> {
         match self {
-            Transport::Plain(s) => {
-                let room = conn.read_capacity();
-                let n = conn.read_from(s)?;
-                Ok((n, n < room))
-            }
+            Transport::Plain(s) => s.read_into(conn),
             #[cfg(feature = "tls")]
             Transport::Tls(t) => Ok((conn.read_from(&mut tls::PlainReader(t))?, false)),
         }
@@ -85,9 +82,27 @@ impl Transport {
     /// Writes the connection's queued frames until the socket would block.
     pub fn write_from(&mut self, conn: &mut Connection) -> io::Result<()> {
         match self {
-            Transport::Plain(s) => conn.write_to(s).map(drop),
+            Transport::Plain(s) => s.write_from(conn),
             #[cfg(feature = "tls")]
             Transport::Tls(t) => t.write_from(conn),
+        }
+    }
+
+    /// The TCP connect finished.
+    pub fn handle_connected(&mut self) {
+        match self {
+            Transport::Plain(s) => s.handle_connected(),
+            #[cfg(feature = "tls")]
+            Transport::Tls(_) => {}
+        }
+    }
+
+    /// The plain socket, when a wait of `timeout` may sleep in its `recv`
+    /// ([`PlainSocket::recv_waiting`]); TLS waits in `epoll_wait`.
+    pub fn recv_waiter(&mut self, timeout: Option<Duration>) -> Option<&mut PlainSocket> {
+        match self {
+            Transport::Plain(s) if s.wants_recv_wait(timeout) => Some(s),
+            _ => None,
         }
     }
 

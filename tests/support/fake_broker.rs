@@ -60,6 +60,9 @@ pub struct Record {
     pub header: Vec<u8>,
     /// The client's frames, decoded, in order.
     pub frames: Vec<Frame>,
+    /// When each of `frames` was decoded (they arrive at most a few
+    /// milliseconds earlier).
+    pub frame_times: Vec<Instant>,
     /// The client's bytes could not be decoded (after `frames`).
     pub decode_error: Option<CodecError>,
     /// Script steps that did not go as written.
@@ -334,7 +337,11 @@ impl Conn<'_> {
         }
         while !self.garbage {
             match frame::decode(&mut self.buf, 1 << 24) {
-                Ok(Some(f)) => lock(&self.inner.record).frames.push(f),
+                Ok(Some(f)) => {
+                    let mut r = lock(&self.inner.record);
+                    r.frames.push(f);
+                    r.frame_times.push(Instant::now());
+                }
                 Ok(None) => break,
                 Err(e) => {
                     lock(&self.inner.record).decode_error = Some(e);
