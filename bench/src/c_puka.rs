@@ -111,29 +111,7 @@ pub fn run(job: &Job, ack_timing: AckTiming) -> Res<Outcome> {
             close(c)?;
             Ok(out)
         }
-        Scenario::Get => {
-            let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
-            let mut lat = Vec::with_capacity(job.n);
-            let mut got = 0;
-            let mut m = Meter::process();
-            for i in 0..job.n + WARMUP {
-                if i == WARMUP {
-                    m = Meter::process();
-                }
-                let t = Instant::now();
-                let p = c.basic_get(q);
-                let d = c.wait(p).ctx("get")?.ctx("get: queue empty")?;
-                if i >= WARMUP {
-                    lat.push(t.elapsed().as_secs_f64() * 1e6);
-                    got += 1;
-                }
-                c.basic_ack(&d).ctx("ack")?;
-            }
-            let mut out = m.outcome(got);
-            out.lat_us = lat;
-            close(c)?;
-            Ok(out)
-        }
+        Scenario::Get => get(job, ack_timing, Meter::process),
         Scenario::Rpc => {
             let total = job.n + WARMUP;
             let server = {
@@ -191,4 +169,32 @@ fn echo_server(url: &str, queue: &str, total: usize, ack_timing: AckTiming) -> R
         let _ = c.basic_publish_with("", &reply_to, &d.body, &props, puka::Unroutable::Drop);
     }
     close(c)
+}
+
+/// `job.n` timed gets (after [`WARMUP`] untimed ones), each acked before the
+/// next, CPU counted by `meter` (the process against a broker; the client
+/// thread against the loopback server).
+pub fn get(job: &Job, ack_timing: AckTiming, meter: fn() -> Meter) -> Res<Outcome> {
+    let q = job.queue.as_str();
+    let mut c = connect(&job.url, Confirms::Off, ack_timing)?;
+    let mut lat = Vec::with_capacity(job.n);
+    let mut got = 0;
+    let mut m = meter();
+    for i in 0..job.n + WARMUP {
+        if i == WARMUP {
+            m = meter();
+        }
+        let t = Instant::now();
+        let p = c.basic_get(q);
+        let d = c.wait(p).ctx("get")?.ctx("get: queue empty")?;
+        if i >= WARMUP {
+            lat.push(t.elapsed().as_secs_f64() * 1e6);
+            got += 1;
+        }
+        c.basic_ack(&d).ctx("ack")?;
+    }
+    let mut out = m.outcome(got);
+    out.lat_us = lat;
+    close(c)?;
+    Ok(out)
 }

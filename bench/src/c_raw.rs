@@ -147,6 +147,11 @@ pub fn run(job: &Job) -> Res<Outcome> {
     if job.scenario != Scenario::Get {
         return Err(format!("raw: only get, not {}", job.scenario.name()));
     }
+    get(job, Meter::process)
+}
+
+/// As `c_puka::get`: `job.n` timed gets, CPU counted by `meter`.
+pub fn get(job: &Job, meter: fn() -> Meter) -> Res<Outcome> {
     let mut c = connect(&job.url)?;
     let mut get = Vec::new();
     let mut a = vec![0, 0];
@@ -158,10 +163,10 @@ pub fn run(job: &Job) -> Res<Outcome> {
     let mut tag = None;
     let mut got = 0;
     let mut bytes = 0;
-    let mut m = Meter::process();
+    let mut m = meter();
     for i in 0..job.n + WARMUP {
         if i == WARMUP {
-            m = Meter::process();
+            m = meter();
         }
         let t = Instant::now();
         out.clear();

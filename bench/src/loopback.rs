@@ -1,8 +1,10 @@
 //! puka's client path alone: a loopback server (std::net, one thread) that
 //! speaks just enough AMQP — a scripted handshake — then either streams
-//! pre-encoded deliveries as fast as the socket takes them, or swallows the
-//! published frames. Beside each, the same bytes over a plain std
-//! `TcpStream` (no AMQP at either end): the raw loopback limit.
+//! pre-encoded deliveries as fast as the socket takes them, swallows the
+//! published frames, or answers each `basic.get` at once. Beside each, the
+//! same bytes over a plain std `TcpStream` (no AMQP at either end): the raw
+//! loopback limit; for `get`, the hand-encoded `raw` client of `c_raw`, so
+//! the round trip is the two clients' own cost with no broker in it.
 //!
 //! CPU is the client thread's alone (getrusage RUSAGE_THREAD): the server
 //! thread runs in the same process.
@@ -11,11 +13,11 @@ use crate::common::*;
 use bytes::BytesMut;
 use puka::codec::frame::{self, Frame};
 use puka::codec::method::{
-    BasicConsumeOk, BasicDeliver, BasicQosOk, ChannelOpenOk, ConfirmSelectOk, ConnectionOpenOk,
-    ConnectionStart, ConnectionTune,
+    BasicConsumeOk, BasicDeliver, BasicGetOk, BasicQosOk, ChannelCloseOk, ChannelOpenOk,
+    ConfirmSelectOk, ConnectionCloseOk, ConnectionOpenOk, ConnectionStart, ConnectionTune,
 };
 use puka::codec::{BasicProperties, FieldTable, Method};
-use puka::{Client, Confirms, Consume, Options};
+use puka::{AckTiming, Client, Confirms, Consume, Options};
 use std::hint::black_box;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -27,7 +29,7 @@ const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LoopFigure {
-    /// consume or publish
+    /// consume, publish or get
     pub direction: &'static str,
     /// puka or raw
     pub client: &'static str,
@@ -36,6 +38,8 @@ pub struct LoopFigure {
     pub bytes: u64,
     pub secs: f64,
     pub cpu: f64,
+    /// Median round trip (get only).
+    pub p50_us: Option<f64>,
 }
 
 impl LoopFigure {
@@ -46,9 +50,13 @@ impl LoopFigure {
         self.bytes as f64 / self.secs / 1e6
     }
     fn print(&self, round: usize) {
+        let p50 = self
+            .p50_us
+            .map(|p| format!(" p50_us={p:.1}"))
+            .unwrap_or_default();
         println!(
             "result scenario=loopback_{} client={} size={} n={} round={} secs={:.4} msgs_per_s={:.0} \
-             mb_per_s={:.1} wire_bytes={} cpu_s={:.4} cpu_us_per_msg={:.3}",
+             mb_per_s={:.1} wire_bytes={} cpu_s={:.4} cpu_us_per_msg={:.3}{p50}",
             self.direction,
             self.client,
             self.size,
@@ -232,6 +240,60 @@ enum Serve {
     RawWrite { block: Vec<u8>, reps: usize },
     /// No handshake: read `expect` bytes.
     RawRead { expect: u64 },
+    /// Handshake, then answer each `basic.get` with a `size`-byte message.
+    AnswerGets { size: usize },
+}
+
+/// Answers every `basic.get` at once with a message of `size` bytes
+/// (get-ok with a rising delivery tag, header, body), acks ignored, until
+/// the client closes; `buf` holds what the handshake read past its end.
+fn answer_gets(sock: &mut TcpStream, mut buf: BytesMut, size: usize) -> Res<Instant> {
+    let body = body(size);
+    let props = BasicProperties::default();
+    let mut tmp = vec![0u8; CHUNK];
+    let mut out = BytesMut::new();
+    let mut tag = 0u64;
+    loop {
+        while let Some(f) = frame::decode(&mut buf, FRAME_MAX).ctx("decode")? {
+            let Frame::Method { channel, method: m } = f else {
+                continue;
+            };
+            match m {
+                Method::BasicGet(_) => {
+                    tag += 1;
+                    method(
+                        &mut out,
+                        channel,
+                        BasicGetOk {
+                            delivery_tag: tag,
+                            redelivered: false,
+                            exchange: "".into(),
+                            routing_key: "bench".into(),
+                            message_count: 0,
+                        },
+                    );
+                    frame::encode_content(&mut out, channel, 60, &props, &body, FRAME_MAX)
+                        .expect("encode");
+                }
+                Method::ChannelClose(_) => method(&mut out, channel, ChannelCloseOk),
+                Method::ConnectionClose(_) => {
+                    method(&mut out, 0, ConnectionCloseOk);
+                    sock.write_all(&out).ctx("write close-ok")?;
+                    return Ok(Instant::now());
+                }
+                _ => {}
+            }
+        }
+        if !out.is_empty() {
+            sock.write_all(&out).ctx("write")?;
+            out.clear();
+        }
+        let n = sock.read(&mut tmp).ctx("read")?;
+        if n == 0 {
+            return Ok(Instant::now());
+        }
+        buf.extend_from_slice(&tmp[..n]);
+    }
 }
 
 fn swallow(sock: &mut TcpStream, mut got: u64, expect: u64) -> Res<Instant> {
@@ -302,6 +364,10 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
                 let t = swallow(&mut sock, 0, expect)?;
                 Ok(t)
             }
+            Serve::AnswerGets { size } => {
+                let rest = handshake(&mut sock, |m| matches!(m, Method::ChannelOpen(_)))?;
+                answer_gets(&mut sock, rest, size)
+            }
         }
     });
     Ok((port, h))
@@ -349,6 +415,7 @@ fn puka_consume(size: usize, reps: usize) -> Res<LoopFigure> {
         bytes,
         secs,
         cpu,
+        p50_us: None,
     })
 }
 
@@ -381,6 +448,36 @@ fn raw_consume(size: usize, reps: usize) -> Res<LoopFigure> {
         bytes,
         secs,
         cpu,
+        p50_us: None,
+    })
+}
+
+/// `n` gets (each acked before the next) against the answering server, by
+/// `client` (puka, or the hand-encoded raw client), client-thread CPU.
+fn get_round_trips(client: &'static str, size: usize, n: usize) -> Res<LoopFigure> {
+    let (port, h) = server(Serve::AnswerGets { size })?;
+    let job = Job {
+        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        scenario: crate::common::Scenario::Get,
+        queue: "bench".into(),
+        n,
+        size,
+    };
+    let out = if client == "puka" {
+        crate::c_puka::get(&job, AckTiming::Prompt, Meter::thread)?
+    } else {
+        crate::c_raw::get(&job, Meter::thread)?
+    };
+    join(h)?;
+    Ok(LoopFigure {
+        direction: "get",
+        client,
+        size,
+        n: out.count,
+        bytes: (out.count * size) as u64,
+        secs: out.secs,
+        cpu: out.cpu,
+        p50_us: Some(median(&out.lat_us)),
     })
 }
 
@@ -415,6 +512,7 @@ fn puka_publish(size: usize, n: usize) -> Res<LoopFigure> {
         bytes,
         secs,
         cpu,
+        p50_us: None,
     })
 }
 
@@ -443,6 +541,7 @@ fn raw_publish(size: usize, n: usize) -> Res<LoopFigure> {
         bytes,
         secs,
         cpu,
+        p50_us: None,
     })
 }
 
@@ -460,6 +559,7 @@ pub fn run_all(
         (n * 10).max(100_000)
     };
     let n64 = (n32 / 100).max(100);
+    let n_get = if quick { 2_000 } else { 20_000 };
     let mut figs = Vec::new();
     let k32 = block(32, deliveries).1;
     let k64 = block(65536, deliveries).1;
@@ -489,6 +589,14 @@ pub fn run_all(
                 Box::new(move || puka_publish(65536, n64)),
             ),
             ("publish 64K raw", Box::new(move || raw_publish(65536, n64))),
+            (
+                "get 32 puka",
+                Box::new(move || get_round_trips("puka", 32, n_get)),
+            ),
+            (
+                "get 32 raw",
+                Box::new(move || get_round_trips("raw", 32, n_get)),
+            ),
         ];
         for (name, f) in runs {
             let size = if name.contains(" 32 ") { 32 } else { 65536 };
@@ -573,4 +681,50 @@ pub fn summary(figs: &[LoopFigure]) {
             );
         }
     }
+
+    get_summary(figs);
+}
+
+/// The get round trips side by side: each round ran puka then raw, so the
+/// ratio is taken per round and its median given.
+fn get_summary(figs: &[LoopFigure]) {
+    let pick = |client: &str| -> Vec<&LoopFigure> {
+        figs.iter()
+            .filter(|f| f.direction == "get" && f.client == client)
+            .collect()
+    };
+    let (p, r) = (pick("puka"), pick("raw"));
+    if p.is_empty() || r.is_empty() {
+        return;
+    }
+    let rate = |v: &[&LoopFigure]| median(&v.iter().map(|f| f.rate()).collect::<Vec<_>>());
+    let p50 = |v: &[&LoopFigure]| median(&v.iter().filter_map(|f| f.p50_us).collect::<Vec<_>>());
+    let cpu = |v: &[&LoopFigure]| {
+        median(
+            &v.iter()
+                .map(|f| f.cpu * 1e6 / f.n as f64)
+                .collect::<Vec<_>>(),
+        )
+    };
+    let ratios: Vec<f64> = p.iter().zip(&r).map(|(a, b)| a.rate() / b.rate()).collect();
+    let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = ratios.iter().copied().fold(0.0, f64::max);
+    println!();
+    println!(
+        "| get, loopback server (no broker) | n | puka gets/s | raw gets/s | puka/raw rate, median of rounds [min–max] | p50 puka / raw | CPU µs/get puka / raw |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
+    println!(
+        "| 32 B | {} | {:.1}k | {:.1}k | {:.3} [{:.3}–{:.3}] | {:.1} / {:.1} µs | {:.2} / {:.2} |",
+        p[0].n,
+        rate(&p) / 1e3,
+        rate(&r) / 1e3,
+        median(&ratios),
+        lo,
+        hi,
+        p50(&p),
+        p50(&r),
+        cpu(&p),
+        cpu(&r)
+    );
 }

@@ -109,8 +109,9 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        puka-deferred is puka with AckTiming::Deferred; raw
                        (get only) is hand-encoded frames on a blocking socket
   --scenario LIST      publish,publish_confirm,consume_ack,consume_noack,get,
-                       rpc,loopback,memory (default all; loopback_consume or
-                       loopback_publish for half of loopback)
+                       rpc,loopback,memory (default all; loopback_consume,
+                       loopback_publish or loopback_get for a third of
+                       loopback)
   --size LIST          32,65536 (default both; broker and loopback scenarios)
   --counts LIST        N of the scale scenarios (default: connections
                        1,10,100,1000 (needs a broker allowed >1100 open
@@ -395,7 +396,7 @@ fn main() {
         }
     }
 
-    let loop_dirs: Vec<&str> = ["consume", "publish"]
+    let loop_dirs: Vec<&str> = ["consume", "publish", "get"]
         .into_iter()
         .filter(|d| wants(&args, "loopback") || wants(&args, &format!("loopback_{d}")))
         .collect();
