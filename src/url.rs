@@ -217,6 +217,9 @@ pub struct ConnectionParams {
     pub auth_mechanism: Option<String>,
     /// Server name to present in the TLS handshake (SNI) and to verify the
     /// certificate against, instead of [`host`](ConnectionParams::host).
+    /// For `amqps://` it (else the host) must be a DNS name or an IP
+    /// address: [`Client::new`](crate::Client::new) fails with
+    /// [`Error::Config`](crate::Error::Config) otherwise.
     pub server_name: Option<String>,
 }
 

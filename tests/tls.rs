@@ -419,3 +419,55 @@ fn each_address_gets_its_own_server_name() {
         "{e:?}"
     );
 }
+
+#[test]
+fn an_invalid_server_name_is_a_config_error_when_the_client_is_made() {
+    // No TLS node needed: nothing is sent. A listener shows that no TCP
+    // connect is even started.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("local_addr").port();
+    let good = format!("amqps://guest:s3cret@127.0.0.1:{port}/%2f");
+    let cases = [
+        // A host rustls refuses as a server name (`!` is allowed in a URL host).
+        (
+            vec![format!("amqps://guest:s3cret@bad!host:{port}/%2f")],
+            "bad!host",
+        ),
+        // A server_name_indication it refuses, for a host it takes.
+        (
+            vec![format!("{good}?server_name_indication=bad..name")],
+            "bad..name",
+        ),
+        // The second address's name, though the first is good.
+        (
+            vec![
+                good.clone(),
+                format!("{good}?server_name_indication=-bad.example"),
+            ],
+            "-bad.example",
+        ),
+    ];
+    let options = || Options::default().address_order(puka::AddressOrder::InOrder);
+    for (urls, name) in cases {
+        match Client::with_addresses(&urls, options()) {
+            Err(Error::Config(m)) => {
+                assert!(m.contains(&format!("{name:?}")), "{m}");
+                assert!(!m.contains("s3cret"), "{m}");
+            }
+            other => panic!("{urls:?}: {other:?}"),
+        }
+    }
+    match Client::new(&format!("amqps://guest:s3cret@bad!host:{port}/%2f")) {
+        Err(Error::Config(m)) => assert!(m.contains("\"bad!host\""), "{m}"),
+        other => panic!("Client::new: {other:?}"),
+    }
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("a TCP connect was made: {other:?}"),
+    }
+    // Without TLS there is no server name to check.
+    let plain =
+        format!("amqp://guest:s3cret@127.0.0.1:{port}/%2f?server_name_indication=bad..name");
+    Client::new(&plain).expect("a plain client ignores server_name_indication");
+}

@@ -18,7 +18,7 @@
 //! ([`crate::protocol::OnHandshakeFailure::Hold`]); on a reconnection they
 //! fail, as everything pending at a loss does.
 
-use super::{transport, Client, Options, Reading, Writing, OWN_TOKEN};
+use super::{transport, Client, Options, PlainSocket, Reading, Transport, Writing, OWN_TOKEN};
 use crate::error::Error;
 use crate::protocol::{Connection, Tag};
 use crate::rng::XorShift;
@@ -65,16 +65,74 @@ pub struct ConnectedAddress {
 struct Endpoint {
     host: String,
     port: u16,
+    /// The URL's `server_name_indication`.
     server_name: Option<String>,
+    /// TLS to this address, for an `amqps://` URL
+    /// ([`Addresses::with_tls`]); plain TCP when `None`.
+    #[cfg(feature = "tls")]
+    tls: Option<transport::TlsTarget>,
 }
 
 impl Endpoint {
+    /// `host:port`, with an IPv6 address in brackets.
     fn label(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// TLS to this address with `config`, for the URL's
+    /// `server_name_indication`, else its host.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the server name when rustls refuses it.
+    #[cfg(feature = "tls")]
+    fn use_tls(&mut self, config: &transport::TlsConfig) -> Result<(), Error> {
+        let (name, part) = match &self.server_name {
+            Some(name) => (name, "server_name_indication"),
+            None => (&self.host, "host"),
+        };
+        let Some(target) = transport::TlsTarget::new(config, name) else {
+            return Err(Error::Config(format!(
+                "tls: invalid server name {name:?} (the {part} of {}): neither a DNS \
+                 name nor an IP address",
+                self.label()
+            )));
+        };
+        self.tls = Some(target);
+        Ok(())
+    }
+
+    /// Puts TLS over a fresh socket when the address has it.
+    ///
+    /// # Errors
+    /// When rustls cannot start the session ([`transport::TlsStream::new`]).
+    fn wrap(&self, sock: TcpStream) -> Result<Transport, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(target) = &self.tls {
+            let t = transport::TlsStream::new(sock, target)?;
+            return Ok(Transport::Tls(Box::new(t)));
+        }
+        Ok(Transport::Plain(PlainSocket::new(sock)))
+    }
+}
+
+/// Why a TCP connect could not be started at one address.
+#[derive(Debug)]
+enum StartFailure {
+    /// The socket could not be made, connected or registered: the walk
+    /// moves on to the next address.
+    Socket(io::Error),
+    /// The TLS session could not be made: it would not be made for any
+    /// other address either, so the walk ends with this error.
+    Tls(Error),
+}
+
+impl From<io::Error> for StartFailure {
+    fn from(e: io::Error) -> StartFailure {
+        StartFailure::Socket(e)
     }
 }
 
@@ -115,6 +173,8 @@ impl Addresses {
                     host: p.host.clone(),
                     port: p.port,
                     server_name: p.server_name.clone(),
+                    #[cfg(feature = "tls")]
+                    tls: None,
                 })
                 .collect(),
             order: options.address_order,
@@ -132,6 +192,20 @@ impl Addresses {
         a
     }
 
+    /// These addresses with TLS to every one, with `config` (an `amqps://`
+    /// client): each address's server name is checked here, when the
+    /// client is made, rather than at its first connect.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the first server name rustls refuses.
+    #[cfg(feature = "tls")]
+    pub(super) fn with_tls(mut self, config: &transport::TlsConfig) -> Result<Addresses, Error> {
+        for e in &mut self.endpoints {
+            e.use_tls(config)?;
+        }
+        Ok(self)
+    }
+
     /// Whether the walk in progress has addresses left to try.
     pub(super) fn has_pending(&self) -> bool {
         !self.pending.is_empty() || !self.resolved.is_empty()
@@ -143,6 +217,16 @@ impl Addresses {
         if self.order == AddressOrder::Shuffled {
             self.rng.shuffle(&mut self.pending);
         }
+        self.current = None;
+        self.resolved.clear();
+        self.trying = None;
+        self.failures.clear();
+    }
+
+    /// Ends the walk in progress before its addresses are used up: the
+    /// next connect starts a new one.
+    fn end_attempt(&mut self) {
+        self.pending.clear();
         self.current = None;
         self.resolved.clear();
         self.trying = None;
@@ -272,7 +356,8 @@ impl Client {
     /// attempt (the handshake timer waits meanwhile).
     ///
     /// # Errors
-    /// When every address has failed: see [`Addresses::exhausted`].
+    /// When every address has failed: see [`Addresses::exhausted`]. When
+    /// the TLS session cannot be made: that error, and the walk ends.
     pub(super) fn connect_next(&mut self) -> Result<(), Error> {
         in_span!(self);
         self.conn.set_handshake_deadline(None);
@@ -281,24 +366,25 @@ impl Client {
             self.addresses.trying = Some((addr, Instant::now() + self.addresses.connect_timeout));
             match self.start_connect(i, addr) {
                 Ok(()) => return Ok(()),
-                Err(e) => self.addresses.failed(e),
+                Err(StartFailure::Socket(e)) => self.addresses.failed(e),
+                Err(StartFailure::Tls(e)) => {
+                    self.addresses.end_attempt();
+                    return Err(e);
+                }
             }
         }
         Err(self.addresses.exhausted())
     }
 
-    fn start_connect(&mut self, i: usize, addr: SocketAddr) -> io::Result<()> {
+    /// Starts a non-blocking TCP connect to `addr`, of endpoint `i`, with
+    /// TLS over it when the endpoint has it.
+    fn start_connect(&mut self, i: usize, addr: SocketAddr) -> Result<(), StartFailure> {
         let s = TcpStream::connect(addr)?;
         let _ = s.set_nodelay(true);
         let _ = transport::set_keepalive(&s);
-        let server_name = self.addresses.endpoints[i].server_name.clone();
-        let host = &self.addresses.endpoints[i].host;
-        let sock = self
-            .wrap(s, server_name.as_deref().unwrap_or(host))
-            .map_err(|e| match e {
-                Error::ConnectionBroken(e) => io::Error::new(e.kind(), e.to_string()),
-                e => io::Error::other(e.to_string()),
-            })?;
+        let sock = self.addresses.endpoints[i]
+            .wrap(s)
+            .map_err(StartFailure::Tls)?;
         if let Some(poll) = &self.poll {
             let fd = sock.tcp().as_raw_fd();
             poll.registry().register(

@@ -12,8 +12,11 @@ impl Client {
     /// [`Client::with_addresses`].
     ///
     /// # Errors
-    /// [`Error::Url`] for a bad URL; [`Error::ConnectionBroken`] when the
-    /// host does not resolve or no socket can be made.
+    /// [`Error::Url`] for a bad URL; [`Error::Config`] for an `amqps://` URL
+    /// whose TLS settings cannot be used (a CA or client certificate file
+    /// that cannot be read, a host or `server_name_indication` that is no
+    /// valid TLS server name); [`Error::ConnectionBroken`] when the host
+    /// does not resolve or no socket can be made.
     pub fn new(url: &str) -> Result<Client, Error> {
         Client::with_options(url, Options::default())
     }
@@ -70,6 +73,8 @@ impl Client {
     /// ([`UrlError::NoAddress`](crate::url::UrlError::NoAddress)) or URLs
     /// that disagree
     /// ([`UrlError::InconsistentAddresses`](crate::url::UrlError::InconsistentAddresses)).
+    /// [`Error::Config`] as for [`Client::new`], checked for every
+    /// address's TLS server name before any connect.
     /// When no TCP connect can even be started: [`Error::ConnectionBroken`]
     /// naming each address and its failure. Failures found later fail the
     /// [`Client::handshake`] promise the same way, or with
@@ -104,10 +109,10 @@ impl Client {
             return Err(Error::Config("amqps:// needs puka's `tls` feature".into()));
         }
         #[cfg(feature = "tls")]
-        let tls_config = if params.tls {
-            Some(options.tls.client_config()?)
+        let addresses = if params.tls {
+            addresses.with_tls(&options.tls.client_config()?)?
         } else {
-            None
+            addresses
         };
         let mechanism = protocol::negotiate::mechanism(params.auth_mechanism.as_deref())?;
         let config = Config {
@@ -153,8 +158,6 @@ impl Client {
             events: None,
             promises,
             connect_promise: Promise::new(connect_id),
-            #[cfg(feature = "tls")]
-            tls_config,
             conn_events: VecDeque::new(),
             conn_callback: None,
             loop_break: false,
@@ -166,17 +169,5 @@ impl Client {
         };
         client.connect_next()?;
         Ok(client)
-    }
-
-    /// Puts TLS over a fresh socket when the URL asks for it, for the
-    /// server `name`.
-    pub(super) fn wrap(&self, sock: TcpStream, name: &str) -> Result<Transport, Error> {
-        #[cfg(feature = "tls")]
-        if let Some(config) = &self.tls_config {
-            let t = transport::TlsStream::new(sock, config, name)?;
-            return Ok(Transport::Tls(Box::new(t)));
-        }
-        let _ = name;
-        Ok(Transport::Plain(PlainSocket::new(sock)))
     }
 }

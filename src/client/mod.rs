@@ -211,8 +211,6 @@ pub struct Client {
     /// connection name and host).
     #[cfg(feature = "tracing")]
     span: tracing::Span,
-    #[cfg(feature = "tls")]
-    tls_config: Option<transport::TlsConfig>,
 }
 
 impl std::fmt::Debug for Client {

@@ -30,7 +30,7 @@ pub(crate) fn set_keepalive(sock: &TcpStream) -> io::Result<()> {
 #[cfg(feature = "tls")]
 pub use tls::{ServerVerification, TlsOptions};
 #[cfg(feature = "tls")]
-pub(crate) use tls::{TlsConfig, TlsStream};
+pub(crate) use tls::{TlsConfig, TlsStream, TlsTarget};
 
 /// A connected (or connecting) socket.
 #[derive(Debug)]
@@ -442,16 +442,45 @@ mod tls {
         advice: &'static str,
     }
 
+    /// Where the TLS sessions to one broker address go: the configuration,
+    /// and the server name they send (SNI) and verify the certificate
+    /// against, checked when the client is made.
+    #[derive(Debug, Clone)]
+    pub(crate) struct TlsTarget {
+        config: TlsConfig,
+        name: ServerName<'static>,
+    }
+
+    impl TlsTarget {
+        /// `config` for the server `name` (the URL's
+        /// `server_name_indication`, else its host); `None` when rustls
+        /// refuses `name` as a server name, being neither a DNS name nor an
+        /// IP address (the caller says which part of which URL it is).
+        pub fn new(config: &TlsConfig, name: &str) -> Option<TlsTarget> {
+            let name = ServerName::try_from(name.to_owned()).ok()?;
+            Some(TlsTarget {
+                config: config.clone(),
+                name,
+            })
+        }
+    }
+
     impl TlsStream {
-        pub fn new(sock: TcpStream, config: &TlsConfig, server_name: &str) -> Result<Self, Error> {
-            let name = ServerName::try_from(server_name.to_string())
-                .map_err(|_| bad(format!("tls: invalid server name {server_name:?}")))?;
-            let tls = ClientConnection::new(config.config.clone(), name)
-                .map_err(|e| bad(format!("tls: {e}")))?;
+        /// A TLS session to `target` over the fresh socket `sock`, its
+        /// ClientHello queued.
+        ///
+        /// # Errors
+        /// [`Error::Config`] when rustls cannot start the session with this
+        /// configuration (the name was checked when the client was made;
+        /// what is left is the crypto provider failing, e.g. at key share
+        /// generation or random numbers).
+        pub fn new(sock: TcpStream, target: &TlsTarget) -> Result<Self, Error> {
+            let tls = ClientConnection::new(target.config.config.clone(), target.name.clone())
+                .map_err(|e| bad(format!("tls: cannot start a session: {e}")))?;
             Ok(TlsStream {
                 sock,
                 tls,
-                advice: config.advice,
+                advice: target.config.advice,
             })
         }
 
