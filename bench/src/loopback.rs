@@ -253,7 +253,18 @@ fn answer_gets(sock: &mut TcpStream, mut buf: BytesMut, size: usize) -> Res<Inst
     let mut tmp = vec![0u8; CHUNK];
     let mut out = BytesMut::new();
     let mut tag = 0u64;
+    let evict_kib: usize = std::env::var("PUKA_BENCH_EVICT_KIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut evict = vec![0u8; evict_kib * 1024];
     loop {
+        if !evict.is_empty() && !buf.is_empty() {
+            for i in (0..evict.len()).step_by(64) {
+                evict[i] = evict[i].wrapping_add(1);
+            }
+            black_box(&evict);
+        }
         while let Some(f) = frame::decode(&mut buf, FRAME_MAX).ctx("decode")? {
             let Frame::Method { channel, method: m } = f else {
                 continue;

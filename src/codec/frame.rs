@@ -14,7 +14,7 @@
 
 use super::method::{BasicPublish, Method};
 use super::properties::BasicProperties;
-use super::wire::Reader;
+use super::wire::{Reader, ShortString};
 use super::CodecError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -565,6 +565,60 @@ pub fn encode_basic_ack(dst: &mut BytesMut, channel: u16, delivery_tag: u64, mul
         u8::from(multiple),
         FRAME_END,
     ]);
+}
+
+/// Appends a `basic.get` method frame, as [`encode_method`] would, in one
+/// piece and without building a [`Method`]: a get round trip's request
+/// (reserved-1 zero).
+///
+/// ```
+/// use bytes::BytesMut;
+/// use puka::codec::frame::{encode_basic_get, encode_method};
+/// use puka::codec::method::BasicGet;
+///
+/// let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
+/// encode_basic_get(&mut fast, 3, &"jobs".into(), true).unwrap();
+/// let get = BasicGet { queue: "jobs".into(), no_ack: true };
+/// encode_method(&mut general, 3, &get.into()).unwrap();
+/// assert_eq!(fast, general);
+/// ```
+///
+/// # Errors
+/// [`CodecError::ShortStringTooLong`] for a queue name over 255 bytes;
+/// `dst` is then unchanged.
+pub fn encode_basic_get(
+    dst: &mut BytesMut,
+    channel: u16,
+    queue: &ShortString,
+    no_ack: bool,
+) -> Result<(), CodecError> {
+    let c = channel.to_be_bytes();
+    let name = queue.as_bytes();
+    let len = u8::try_from(name.len()).map_err(|_| CodecError::ShortStringTooLong(name.len()))?;
+    // Payload: class 60, method 70, reserved-1 (a short), the queue, the
+    // `no-ack` bit: 8 bytes and the name.
+    let size = 8 + u32::from(len);
+    let z = size.to_be_bytes();
+    dst.reserve(size as usize + 8);
+    dst.put_slice(&[
+        FRAME_METHOD,
+        c[0],
+        c[1],
+        z[0],
+        z[1],
+        z[2],
+        z[3],
+        0,
+        60,
+        0,
+        70,
+        0,
+        0,
+        len,
+    ]);
+    dst.put_slice(name);
+    dst.put_slice(&[u8::from(no_ack), FRAME_END]);
+    Ok(())
 }
 
 /// Appends one body frame carrying `payload` (the caller splits bodies to fit

@@ -82,14 +82,13 @@ impl Connection {
     }
 
     pub(super) fn send_get(&mut self, ch: u16, tag: Tag, queue: ShortString, no_ack: bool) {
-        let m = Method::BasicGet(BasicGet {
-            queue: queue.clone(),
-            no_ack,
-        });
-        if self.send_method(ch, &m).is_err() {
+        // As `send_method` does: a coalesced ack of this channel goes first.
+        self.emit_pending_ack(ch);
+        if frame::encode_basic_get(self.out(), ch, &queue, no_ack).is_err() {
             self.release_on_encode_error(ch, tag);
             return;
         }
+        self.stats.frames_out += 1;
         self.chan(ch)
             .expect
             .push_back(Expect::Get { tag, no_ack, queue });

@@ -2025,6 +2025,33 @@ fn cancel_after_consumer_ended_completes() {
 // 10. basic.get.
 
 #[test]
+fn a_get_whose_queue_name_cannot_be_encoded_fails_alone() {
+    let mut h = H::new(Config::default());
+    h.conn.basic_get(30, "q", true);
+    h.recv(1, ChannelOpenOk {});
+    h.recv(1, BasicGetEmpty);
+    assert_matches!(h.result(30), Ok(Outcome::Get(None)));
+    let _ = h.sent();
+    // 256 bytes do not fit a shortstr: the get fails, nothing is sent, and
+    // the channel serves the next get.
+    h.conn.basic_get(31, &"x".repeat(256), false);
+    assert_matches!(h.result(31), Err(Error::InvalidArgument(_)));
+    assert!(h.sent().is_empty());
+    h.conn.basic_get(32, &"y".repeat(255), false);
+    assert_eq!(
+        h.sent(),
+        vec![m(
+            1,
+            BasicGet {
+                queue: "y".repeat(255).into(),
+                no_ack: false
+            }
+        )]
+    );
+    assert!(h.conn.is_open());
+}
+
+#[test]
 fn basic_get_ok_and_empty() {
     let mut h = H::new(Config::default());
     h.conn.basic_get(30, "q", false);
