@@ -14,7 +14,7 @@
 
 use super::method::{BasicPublish, Method};
 use super::properties::BasicProperties;
-use super::wire::{Reader, ShortString};
+use super::wire::Reader;
 use super::CodecError;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -577,7 +577,7 @@ pub fn encode_basic_ack(dst: &mut BytesMut, channel: u16, delivery_tag: u64, mul
 /// use puka::codec::method::BasicGet;
 ///
 /// let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
-/// encode_basic_get(&mut fast, 3, &"jobs".into(), true).unwrap();
+/// encode_basic_get(&mut fast, 3, "jobs", true).unwrap();
 /// let get = BasicGet { queue: "jobs".into(), no_ack: true };
 /// encode_method(&mut general, 3, &get.into()).unwrap();
 /// assert_eq!(fast, general);
@@ -589,7 +589,7 @@ pub fn encode_basic_ack(dst: &mut BytesMut, channel: u16, delivery_tag: u64, mul
 pub fn encode_basic_get(
     dst: &mut BytesMut,
     channel: u16,
-    queue: &ShortString,
+    queue: &str,
     no_ack: bool,
 ) -> Result<(), CodecError> {
     let c = channel.to_be_bytes();

@@ -1,8 +1,8 @@
 //! One AMQP channel as the connection sees it: its role in the pool, the
 //! replies it waits for, and the content it is assembling.
 
-use super::Delivery;
 use super::Tag;
+use super::{Delivery, QueueKey};
 use crate::codec::{Method, ShortString};
 use crate::error::Reply;
 use bytes::{Bytes, BytesMut};
@@ -114,7 +114,7 @@ pub(super) enum Expect {
     Get {
         tag: Tag,
         no_ack: bool,
-        queue: ShortString,
+        queue: QueueKey,
     },
     /// A request answered by one method of `class`/`method`.
     Op {
@@ -214,7 +214,7 @@ pub(super) enum IncomingKind {
     GetOk {
         tag: Tag,
         no_ack: bool,
-        queue: ShortString,
+        queue: QueueKey,
     },
     /// A returned message, with the broker's reply.
     Return {
@@ -282,7 +282,7 @@ pub(super) struct Channel {
     pub tx_settled: Vec<u64>,
     /// A `basic.get` of this queue left deliveries outstanding here: the
     /// channel stays out of the pool until they are settled.
-    pub held_get: Option<ShortString>,
+    pub held_get: Option<QueueKey>,
 }
 
 impl Channel {

@@ -57,7 +57,6 @@ impl Connection {
         if self.refuse(tag) {
             return;
         }
-        let queue = ShortString::from(queue);
         // A message that needs an ack pins its channel until it is settled
         // (a channel error would take the message back): while a
         // transaction is selected the get runs on the transactional publish
@@ -68,7 +67,7 @@ impl Connection {
         } else {
             // (Most gets find no message held: the map is empty.)
             let held = (!no_ack && !self.held_gets.is_empty())
-                .then(|| self.held_gets.get(&queue).copied())
+                .then(|| self.held_gets.get(&QueueKey::of(queue)).copied())
                 .flatten();
             match held {
                 Some(ch) => Some(ch),
@@ -77,21 +76,27 @@ impl Connection {
         };
         match channel {
             Some(ch) => self.send_get(ch, tag, queue, no_ack),
-            None => self.wait_for_channel(Waiting::Get { tag, queue, no_ack }),
+            None => self.wait_for_channel(Waiting::Get {
+                tag,
+                queue: ShortString::from(queue),
+                no_ack,
+            }),
         }
     }
 
-    pub(super) fn send_get(&mut self, ch: u16, tag: Tag, queue: ShortString, no_ack: bool) {
+    pub(super) fn send_get(&mut self, ch: u16, tag: Tag, queue: &str, no_ack: bool) {
         // As `send_method` does: a coalesced ack of this channel goes first.
         self.emit_pending_ack(ch);
-        if frame::encode_basic_get(self.out(), ch, &queue, no_ack).is_err() {
+        if frame::encode_basic_get(self.out(), ch, queue, no_ack).is_err() {
             self.release_on_encode_error(ch, tag);
             return;
         }
         self.stats.frames_out += 1;
-        self.chan(ch)
-            .expect
-            .push_back(Expect::Get { tag, no_ack, queue });
+        self.chan(ch).expect.push_back(Expect::Get {
+            tag,
+            no_ack,
+            queue: QueueKey::of(queue),
+        });
     }
 
     /// Publishes a message on the publish channel. With confirms, `tag`

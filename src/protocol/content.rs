@@ -147,7 +147,7 @@ impl Connection {
                     c.unacked.push_back(message.delivery_tag);
                     message.channel = Some(cref);
                     if matches!(c.role, Role::Pool) && c.held_get.is_none() {
-                        self.held_gets.entry(queue.clone()).or_insert(ch);
+                        self.held_gets.entry(queue).or_insert(ch);
                         c.held_get = Some(queue);
                     }
                 }

@@ -474,12 +474,52 @@ fn next_epoch() -> u32 {
     EPOCHS.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Pooled channels holding unsettled `basic.get` deliveries, by queue.
+/// Pooled channels holding unsettled `basic.get` deliveries, by queue
+/// ([`QueueKey`]: the name's FNV-1a hash, made once per get).
 ///
-/// Looked up and updated on every get and its ack, so hashed with FNV-1a
-/// rather than SipHash (a third of a get's instructions went to hashing):
-/// the keys are the caller's own queue names, nothing a peer chooses.
-type HeldGets = std::collections::HashMap<ShortString, u16, BuildHasherDefault<Fnv1a>>;
+/// Looked up and updated on every get and its ack, so the name is not
+/// hashed with SipHash, cloned or compared there (a third of a get's
+/// instructions once went to that); the keys come from the caller's own
+/// queue names, nothing a peer chooses. Two names with one hash share a
+/// key: a get of one may then run on the channel holding the other's
+/// deliveries, which is still correct (a channel gets from any queue) and
+/// only keeps that channel out of the pool until both are settled.
+type HeldGets = std::collections::HashMap<QueueKey, u16, BuildHasherDefault<KeyHasher>>;
+
+/// The FNV-1a hash of a queue name, as [`HeldGets`] knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct QueueKey(u64);
+
+impl QueueKey {
+    /// The key of the queue named `name`.
+    pub(super) fn of(name: &str) -> QueueKey {
+        use std::hash::Hasher;
+        let mut h = Fnv1a::default();
+        h.write(name.as_bytes());
+        QueueKey(h.finish())
+    }
+}
+
+/// Hands a [`QueueKey`], already a hash, to the map as it is.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // Not reached (a key hashes as one u64); kept correct anyway.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// The 64-bit FNV-1a hash, for short keys the caller chose.
 #[derive(Debug, Clone, Copy)]

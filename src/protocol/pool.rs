@@ -33,7 +33,9 @@ impl Connection {
             };
             match self.waiting.pop_front() {
                 Some(Waiting::Rpc { tag, method }) => self.send_rpc(ch, tag, method),
-                Some(Waiting::Get { tag, queue, no_ack }) => self.send_get(ch, tag, queue, no_ack),
+                Some(Waiting::Get { tag, queue, no_ack }) => {
+                    self.send_get(ch, tag, queue.as_str(), no_ack)
+                }
                 None => return,
             }
         }
