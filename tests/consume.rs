@@ -756,3 +756,50 @@ fn exclusive_consumer_conflict() {
     assert_eq!(delete_queue(&mut c, &q), 0);
     close(c);
 }
+
+/// Many RPCs over direct reply-to on one connection. RabbitMQ gives every
+/// reply on `amq.rabbitmq.reply-to` the channel's next delivery tag without
+/// advancing it, so the replies repeat one tag: the second reply used to
+/// close the connection ("delivery tag 1 on channel 1 does not follow 1").
+#[test]
+fn direct_reply_to_carries_many_replies_on_one_connection() {
+    common::require_broker();
+    let q = common::unique("rpc-direct");
+    let _g = Cleanup::new().queue(&q);
+    let mut server = connect();
+    declare(&mut server, &q);
+    let requests = server.basic_consume_with(Consume::queue(&q).no_ack());
+    let mut client = connect();
+    let replies = client.basic_consume_with(Consume::queue("amq.rabbitmq.reply-to").no_ack());
+    let mut tags = Vec::new();
+    for i in 0..5 {
+        let id = format!("req-{i}");
+        let props = puka::BasicProperties::default()
+            .with_reply_to("amq.rabbitmq.reply-to")
+            .with_correlation_id(id.as_str());
+        let _ = client.basic_publish_with("", &q, id.as_bytes(), &props, puka::Unroutable::Drop);
+        client.flush(W).expect("flush request");
+        let req = server
+            .wait_timeout(requests, W)
+            .expect("request")
+            .expect("request consumer ended");
+        let reply_to = req.properties.reply_to().expect("reply_to").to_string();
+        assert!(reply_to.starts_with("amq.rabbitmq.reply-to."), "{reply_to}");
+        let answer = puka::BasicProperties::default().with_correlation_id(id.as_str());
+        let _ =
+            server.basic_publish_with("", &reply_to, &req.body, &answer, puka::Unroutable::Drop);
+        server.flush(W).expect("flush reply");
+        let reply = client
+            .wait_timeout(replies, W)
+            .expect("reply")
+            .expect("reply consumer ended");
+        assert_eq!(reply.properties.correlation_id(), Some(id.as_str()));
+        assert_eq!(&reply.body[..], id.as_bytes());
+        assert!(!reply.needs_ack());
+        tags.push(reply.delivery_tag);
+    }
+    assert!(client.is_open(), "{:?}", client.next_connection_event());
+    eprintln!("direct reply-to delivery tags: {tags:?}");
+    close(client);
+    close(server);
+}

@@ -158,16 +158,19 @@ impl Read for Recv<'_> {
     }
 }
 
+/// The flags of every send: never wait, and never raise `SIGPIPE` (Apple
+/// systems have no such flag: mio sets `SO_NOSIGPIPE` on the socket there).
+#[cfg(not(target_vendor = "apple"))]
+const SEND_FLAGS: SendFlags = SendFlags::DONTWAIT.union(SendFlags::NOSIGNAL);
+#[cfg(target_vendor = "apple")]
+const SEND_FLAGS: SendFlags = SendFlags::DONTWAIT;
+
 /// `send(2)` that never waits and never raises `SIGPIPE`, as a [`Write`].
 struct Send<'a>(&'a TcpStream);
 
 impl Write for Send<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        Ok(rustix::net::send(
-            self.0,
-            buf,
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-        )?)
+        Ok(rustix::net::send(self.0, buf, SEND_FLAGS)?)
     }
 
     fn flush(&mut self) -> io::Result<()> {

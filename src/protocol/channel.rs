@@ -271,8 +271,9 @@ pub(super) struct Channel {
     pub pending_ack: Option<u64>,
     /// How many deliveries that coalesced ack settles.
     pub pending_ack_count: usize,
-    /// The highest delivery tag received: tags must rise, or coalesced acks
-    /// would settle the wrong range.
+    /// The highest tag of a delivery that needs an ack: such tags must
+    /// rise, or coalesced acks would settle the wrong range (no-ack
+    /// deliveries may repeat a tag: see `consumers::tag_follows`).
     pub last_delivery_tag: u64,
     /// The channel is transactional (`tx.select-ok` received).
     pub tx: bool,

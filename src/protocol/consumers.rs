@@ -95,7 +95,7 @@ impl Connection {
             return false;
         }
         // Our own tags are UTF-8: one that matches is.
-        if delivery_tag <= c.last_delivery_tag || !k.has_tag(consumer_tag) {
+        if !tag_follows(delivery_tag, c.last_delivery_tag, k.no_ack) || !k.has_tag(consumer_tag) {
             return false;
         }
         // The header: class, weight, body size, then the properties.
@@ -145,7 +145,9 @@ impl Connection {
         };
         *rest = ahead;
         let (tag, no_ack) = (k.tag, k.no_ack);
-        c.last_delivery_tag = delivery_tag;
+        if !no_ack {
+            c.last_delivery_tag = delivery_tag;
+        }
         let channel = if no_ack {
             None
         } else {
@@ -205,14 +207,16 @@ impl Connection {
             self.unexpected("basic.deliver on a channel without a consumer");
             return;
         }
-        if delivery_tag <= c.last_delivery_tag {
-            self.delivery_tag_not_rising(ch, delivery_tag);
-            return;
-        }
-        c.last_delivery_tag = delivery_tag;
         let Role::Consumer(k) = &c.role else {
             return;
         };
+        if !tag_follows(delivery_tag, c.last_delivery_tag, k.no_ack) {
+            self.delivery_tag_not_rising(ch, delivery_tag);
+            return;
+        }
+        if !k.no_ack {
+            c.last_delivery_tag = delivery_tag;
+        }
         let ours = k.has_tag(consumer_tag);
         let kind = if k.ended || !ours {
             // A broker delivering to a consumer that has ended
@@ -236,9 +240,8 @@ impl Connection {
         c.incoming = Some(Incoming::new(kind, message));
     }
 
-    /// "The server MUST NOT use a zero value for delivery tags", and tags
-    /// count up on a channel: a tag at or below the last one would make a
-    /// coalesced (`multiple`) ack settle messages the user did not ack.
+    /// A delivery whose tag breaks [`tag_follows`]: a command-invalid
+    /// close.
     pub(super) fn delivery_tag_not_rising(&mut self, ch: u16, delivery_tag: u64) {
         let last = self.chan(ch).last_delivery_tag;
         self.command_invalid(format!(
@@ -330,4 +333,18 @@ impl Connection {
         self.complete(tag, Err(err));
         self.maybe_close_drained_consumer(ch);
     }
+}
+
+/// Whether a consumer's delivery tag is acceptable after `last` (the last
+/// tag of a delivery that needs an ack on that channel).
+///
+/// "The server MUST NOT use a zero value for delivery tags." Past that, the
+/// spec does not order tags, but a delivery that needs an ack must come
+/// after the last such one: a tag at or below it would make a coalesced
+/// (`multiple`) ack settle messages the user did not ack. A no-ack
+/// delivery is never acked, so only the zero rule applies to it: RabbitMQ's
+/// direct reply-to (`amq.rabbitmq.reply-to`) gives every reply the
+/// channel's next tag without advancing it, so replies repeat a tag.
+pub(super) fn tag_follows(delivery_tag: u64, last: u64, no_ack: bool) -> bool {
+    delivery_tag != 0 && (no_ack || delivery_tag > last)
 }

@@ -4305,6 +4305,70 @@ fn a_lone_refused_publish_fails_with_the_brokers_error() {
 }
 
 #[test]
+fn a_no_ack_consumer_takes_the_repeated_tags_of_direct_reply_to() {
+    // RabbitMQ gives every direct reply-to delivery the channel's next tag
+    // without advancing it: replies on `amq.rabbitmq.reply-to` all carry
+    // the same tag. They are no-ack, so no ack can settle the wrong range.
+    for whole in [false, true] {
+        let mut h = H::new(Config::default());
+        h.conn.consume(21, queues(DIRECT_REPLY_TO), true, 0);
+        h.recv(1, ChannelOpenOk {});
+        h.recv(
+            1,
+            BasicConsumeOk {
+                consumer_tag: "r".into(),
+            },
+        );
+        let _ = h.sent();
+        let _ = h.events();
+        let mut bytes = BytesMut::new();
+        for body in [b"a", b"b", b"c"] {
+            bytes.extend_from_slice(&method_bytes(
+                1,
+                BasicDeliver {
+                    consumer_tag: "r".into(),
+                    delivery_tag: 1,
+                    redelivered: false,
+                    exchange: "".into(),
+                    routing_key: "amq.rabbitmq.reply-to.x".into(),
+                },
+            ));
+            encode_content(
+                &mut bytes,
+                1,
+                60,
+                &BasicProperties::default(),
+                body,
+                131_072,
+            )
+            .expect("content");
+            if !whole {
+                h.recv_raw(&bytes.split());
+            }
+        }
+        h.recv_raw(&bytes);
+        let bodies: Vec<_> = h
+            .events()
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Delivery { tag: 21, delivery } => {
+                    assert_eq!(delivery.delivery_tag, 1);
+                    assert!(!delivery.needs_ack());
+                    Some(delivery.body)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(bodies, [&b"a"[..], b"b", b"c"], "whole: {whole}");
+        assert!(h.sent().is_empty(), "whole: {whole}");
+        assert!(h.conn.is_open());
+        // Zero is still refused.
+        h.deliver(1, "r", 0, b"z");
+        expect_connection_close(&h.sent(), reply_code::COMMAND_INVALID);
+    }
+}
+
+#[test]
 fn delivery_tags_must_rise() {
     for tags in [[2u64, 1], [1, 1], [0, 5]] {
         let mut h = H::new(deferred_acks());
