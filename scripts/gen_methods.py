@@ -509,11 +509,29 @@ def method_by(methods, cls, name):
     raise KeyError((cls, name))
 
 
+# The method structs `src/lib.rs` re-exports at the crate root, public
+# without the `unstable` feature (which makes all of `codec::method`
+# public): their docs link only to each other, else a default-features
+# `cargo doc` reports links to private items.
+ROOT_PUBLIC = {
+    "ExchangeBind", "ExchangeDeclare", "ExchangeDelete", "ExchangeUnbind", "QueueBind",
+    "QueueDeclare", "QueueDeclareOk", "QueueDelete", "QueueUnbind",
+}
+
+
+def response_ref(m, r):
+    """A doc link to response `r` of `m`, or its AMQP name when the link
+    would point from a root-public struct to one that is not."""
+    if m.rust in ROOT_PUBLIC and r.rust not in ROOT_PUBLIC:
+        return f"`{r.full}`"
+    return f"[`{r.rust}`]"
+
+
 def struct_doc(m, methods):
     lines = [f"/// {METHOD_DOCS[m.full]}"]
     extra = [f"`{m.full}`: class {m.cls_id}, method {m.index}."]
     if m.responses:
-        links = " or ".join(f"[`{method_by(methods, m.cls, r).rust}`]" for r in m.responses)
+        links = " or ".join(response_ref(m, method_by(methods, m.cls, r)) for r in m.responses)
         cond = " unless `no_wait` is set" if m.has_field("no_wait") else ""
         extra.append(f"Answered with {links}{cond}.")
     if m.content:

@@ -65,7 +65,8 @@ pub struct ConnectedAddress {
 struct Endpoint {
     host: String,
     port: u16,
-    /// The URL's `server_name_indication`.
+    /// The URL's `server_name_indication` (read only with TLS).
+    #[cfg(feature = "tls")]
     server_name: Option<String>,
     /// TLS to this address, for an `amqps://` URL
     /// ([`Addresses::with_tls`]); plain TCP when `None`.
@@ -172,6 +173,7 @@ impl Addresses {
                 .map(|p| Endpoint {
                     host: p.host.clone(),
                     port: p.port,
+                    #[cfg(feature = "tls")]
                     server_name: p.server_name.clone(),
                     #[cfg(feature = "tls")]
                     tls: None,

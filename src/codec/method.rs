@@ -849,7 +849,7 @@ impl From<ChannelCloseOk> for Method {
 
 /// Creates an exchange if it does not exist, or checks that an existing one has the same settings.
 ///
-/// `exchange.declare`: class 40, method 10. Answered with [`ExchangeDeclareOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `exchange.declare`: class 40, method 10. Answered with `exchange.declare-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExchangeDeclare {
     /// Name of the exchange to declare.
@@ -947,7 +947,7 @@ impl From<ExchangeDeclareOk> for Method {
 
 /// Deletes an exchange and all of its bindings.
 ///
-/// `exchange.delete`: class 40, method 20. Answered with [`ExchangeDeleteOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `exchange.delete`: class 40, method 20. Answered with `exchange.delete-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExchangeDelete {
     /// Name of the exchange to delete.
@@ -1017,7 +1017,7 @@ impl From<ExchangeDeleteOk> for Method {
 
 /// RabbitMQ extension: binds an exchange (the destination) to another exchange (the source).
 ///
-/// `exchange.bind`: class 40, method 30. Answered with [`ExchangeBindOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `exchange.bind`: class 40, method 30. Answered with `exchange.bind-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExchangeBind {
     /// The exchange that receives messages through the binding.
@@ -1098,7 +1098,7 @@ impl From<ExchangeBindOk> for Method {
 
 /// RabbitMQ extension: removes a binding between two exchanges.
 ///
-/// `exchange.unbind`: class 40, method 40. Answered with [`ExchangeUnbindOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `exchange.unbind`: class 40, method 40. Answered with `exchange.unbind-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExchangeUnbind {
     /// The exchange that receives messages through the binding.
@@ -1298,7 +1298,7 @@ impl From<QueueDeclareOk> for Method {
 
 /// Binds a queue to an exchange.
 ///
-/// `queue.bind`: class 50, method 20. Answered with [`QueueBindOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `queue.bind`: class 50, method 20. Answered with `queue.bind-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueueBind {
     /// The queue to bind.
@@ -1456,7 +1456,7 @@ impl From<QueuePurgeOk> for Method {
 
 /// Deletes a queue; the messages it held are dead-lettered or dropped.
 ///
-/// `queue.delete`: class 50, method 40. Answered with [`QueueDeleteOk`] unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `queue.delete`: class 50, method 40. Answered with `queue.delete-ok` unless `no_wait` is set. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueueDelete {
     /// The queue to delete.
@@ -1548,7 +1548,7 @@ impl From<QueueDeleteOk> for Method {
 
 /// Removes a binding between a queue and an exchange.
 ///
-/// `queue.unbind`: class 50, method 50. Answered with [`QueueUnbindOk`]. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
+/// `queue.unbind`: class 50, method 50. Answered with `queue.unbind-ok`. The reserved field `reserved-1` (formerly ticket) is not kept: it is written as zero or empty and skipped when read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct QueueUnbind {
     /// The queue whose binding to remove.
