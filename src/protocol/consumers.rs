@@ -98,50 +98,9 @@ impl Connection {
         if !tag_follows(delivery_tag, c.last_delivery_tag, k.no_ack) || !k.has_tag(consumer_tag) {
             return false;
         }
-        // The header: class, weight, body size, then the properties.
         let mut ahead = rest.clone();
-        let Some(h) = ahead.next() else {
+        let Some((properties, body, frames)) = whole_content(&mut ahead, ch, max) else {
             return false;
-        };
-        if h.frame_type != frame::FRAME_HEADER || h.channel != ch {
-            return false;
-        }
-        let hp = h.as_slice();
-        let Some(fixed) = hp.get(..14) else {
-            return false;
-        };
-        let mut size_bytes = [0u8; 8];
-        size_bytes.copy_from_slice(&fixed[4..12]);
-        let body_size = u64::from_be_bytes(size_bytes);
-        if u16::from_be_bytes([fixed[0], fixed[1]]) != CLASS_BASIC || body_size > max {
-            return false;
-        }
-        let properties = if fixed[12..14] == [0, 0] {
-            BasicProperties::EMPTY
-        } else {
-            let mut r = h.reader();
-            let Ok(()) = r.skip(12, "content header") else {
-                return false;
-            };
-            let Ok(properties) = BasicProperties::decode(&mut r) else {
-                return false;
-            };
-            properties
-        };
-        // The body, in one frame.
-        let body = if body_size == 0 {
-            Bytes::new()
-        } else {
-            match ahead.next() {
-                Some(b)
-                    if b.frame_type == frame::FRAME_BODY
-                        && b.channel == ch
-                        && b.len() as u64 == body_size =>
-                {
-                    b.payload()
-                }
-                _ => return false,
-            }
         };
         *rest = ahead;
         let (tag, no_ack) = (k.tag, k.no_ack);
@@ -158,7 +117,7 @@ impl Connection {
             })
         };
         self.stats.deliveries += 1;
-        self.stats.frames_in += if body_size == 0 { 1 } else { 2 };
+        self.stats.frames_in += frames;
         self.events.push_back(Event::Delivery {
             tag,
             delivery: Delivery {
@@ -347,4 +306,45 @@ impl Connection {
 /// channel's next tag without advancing it, so replies repeat a tag.
 pub(super) fn tag_follows(delivery_tag: u64, last: u64, no_ack: bool) -> bool {
     delivery_tag != 0 && (no_ack || delivery_tag > last)
+}
+
+/// The content of a whole small message whose method frame was just read:
+/// its content header and single body frame (no body frame for an empty
+/// body) next in `ahead`, on channel `ch`, of class basic and at most `max`
+/// bytes. Returns the properties, the body and how many frames that took,
+/// with `ahead` moved past them; `None` when anything differs (the general
+/// path then reports whatever is wrong).
+pub(super) fn whole_content(
+    ahead: &mut Frames<'_>,
+    ch: u16,
+    max: u64,
+) -> Option<(BasicProperties, Bytes, u64)> {
+    // The header: class, weight, body size, then the properties.
+    let h = ahead.next()?;
+    if h.frame_type != frame::FRAME_HEADER || h.channel != ch {
+        return None;
+    }
+    let fixed = h.as_slice().get(..14)?;
+    let mut size_bytes = [0u8; 8];
+    size_bytes.copy_from_slice(&fixed[4..12]);
+    let body_size = u64::from_be_bytes(size_bytes);
+    if u16::from_be_bytes([fixed[0], fixed[1]]) != CLASS_BASIC || body_size > max {
+        return None;
+    }
+    let properties = if fixed[12..14] == [0, 0] {
+        BasicProperties::EMPTY
+    } else {
+        let mut r = h.reader();
+        r.skip(12, "content header").ok()?;
+        BasicProperties::decode(&mut r).ok()?
+    };
+    if body_size == 0 {
+        return Some((properties, Bytes::new(), 1));
+    }
+    // The body, in one frame.
+    let b = ahead.next()?;
+    if b.frame_type != frame::FRAME_BODY || b.channel != ch || b.len() as u64 != body_size {
+        return None;
+    }
+    Some((properties, b.payload(), 2))
 }

@@ -99,6 +99,35 @@ impl Connection {
         }
     }
 
+    /// A `basic.get`'s message is in: it completes `tag`. One that needs an
+    /// ack pins its channel, held for its queue, until it is settled.
+    pub(super) fn get_ok_complete(
+        &mut self,
+        ch: u16,
+        tag: Tag,
+        no_ack: bool,
+        queue: QueueKey,
+        mut message: Delivery,
+    ) {
+        let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
+            return;
+        };
+        self.stats.deliveries += 1;
+        if !no_ack {
+            c.unacked.push_back(message.delivery_tag);
+            message.channel = Some(ChannelRef {
+                id: ch,
+                epoch: c.epoch,
+            });
+            if matches!(c.role, Role::Pool) && c.held_get.is_none() {
+                self.held_gets.entry(queue).or_insert(ch);
+                c.held_get = Some(queue);
+            }
+        }
+        self.complete(tag, Ok(Outcome::Get(Some(message))));
+        self.maybe_idle(ch);
+    }
+
     pub(super) fn content_complete(&mut self, ch: u16) {
         let confirming = self.confirm == ConfirmMode::Confirmed && self.tx == TxState::Off;
         let Some(Some(c)) = self.channels.get_mut(usize::from(ch)) else {
@@ -142,17 +171,7 @@ impl Connection {
         match inc.kind {
             IncomingKind::Deliver { .. } => {} // handled above
             IncomingKind::GetOk { tag, no_ack, queue } => {
-                self.stats.deliveries += 1;
-                if !no_ack {
-                    c.unacked.push_back(message.delivery_tag);
-                    message.channel = Some(cref);
-                    if matches!(c.role, Role::Pool) && c.held_get.is_none() {
-                        self.held_gets.entry(queue).or_insert(ch);
-                        c.held_get = Some(queue);
-                    }
-                }
-                self.complete(tag, Ok(Outcome::Get(Some(message))));
-                self.maybe_idle(ch);
+                self.get_ok_complete(ch, tag, no_ack, queue, message);
             }
             IncomingKind::Return {
                 reply_code,

@@ -259,6 +259,84 @@ impl Connection {
             .position(|e| matches!(e, Expect::Get { .. }))
     }
 
+    /// A whole small `basic.get` answer in one pass, as
+    /// [`Connection::whole_delivery`] takes a consumer's: `f` is a
+    /// `basic.get-ok` on a plain channel whose get waits, and its content
+    /// header and single body frame follow in `rest`. The message is built
+    /// once and completes the get (no content slot); `rest` then moves past
+    /// the frames taken.
+    ///
+    /// Returns false, having changed nothing, when anything differs (a
+    /// message split across reads or body frames, names that are not all
+    /// ASCII, a tag that does not rise): the general path then reports
+    /// whatever is wrong.
+    pub(super) fn whole_get_ok<'a>(&mut self, f: &FrameRef<'a>, rest: &mut Frames<'a>) -> bool {
+        let ch = f.channel;
+        if !self.plain_channel(ch) {
+            return false;
+        }
+        let Some(at) = self.get_waiting_at(ch) else {
+            return false;
+        };
+        // The method, as on_get_ok_frame reads it but by hand: class and
+        // method (4), delivery tag (8), flags (1), exchange, routing key,
+        // message count (4).
+        let p = f.as_slice();
+        let Some(fixed) = p.get(4..13) else {
+            return false;
+        };
+        let mut tag_bytes = [0u8; 8];
+        tag_bytes.copy_from_slice(&fixed[..8]);
+        let delivery_tag = u64::from_be_bytes(tag_bytes);
+        let flags = fixed[8];
+        let exchange_at = 13;
+        let Some(&exchange_len) = p.get(exchange_at) else {
+            return false;
+        };
+        let routing_key_at = exchange_at + 1 + usize::from(exchange_len);
+        let Some(&routing_key_len) = p.get(routing_key_at) else {
+            return false;
+        };
+        let count_at = routing_key_at + 1 + usize::from(routing_key_len);
+        let Some(count) = p.get(count_at..count_at + 4) else {
+            return false;
+        };
+        let message_count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]);
+        let ascii = |r: std::ops::Range<usize>| p.get(r).is_some_and(<[u8]>::is_ascii);
+        if !ascii(exchange_at + 1..routing_key_at) || !ascii(routing_key_at + 1..count_at) {
+            return false;
+        }
+        if delivery_tag <= self.chan(ch).last_delivery_tag {
+            return false;
+        }
+        let mut ahead = rest.clone();
+        let Some((properties, body, frames)) =
+            consumers::whole_content(&mut ahead, ch, self.config.max_message_size)
+        else {
+            return false;
+        };
+        let c = self.chan(ch);
+        let Some(Expect::Get { tag, no_ack, queue }) = c.expect.remove(at) else {
+            // Not reached: `get_waiting_at` found a get there.
+            return false;
+        };
+        *rest = ahead;
+        c.last_delivery_tag = delivery_tag;
+        self.stats.frames_in += frames;
+        let message = Delivery {
+            delivery_tag,
+            redelivered: flags & 0x01 != 0,
+            // No consumer tag: an offset past any frame reads as empty.
+            names: Names::in_frame(f.payload(), usize::MAX, exchange_at, routing_key_at),
+            message_count: Some(message_count),
+            properties,
+            body,
+            channel: None,
+        };
+        self.get_ok_complete(ch, tag, no_ack, queue, message);
+        true
+    }
+
     /// `basic.get-ok` on a plain channel whose get waits at `at`, read in
     /// place: the names stay in the frame (see [`Names`]), as
     /// `basic.deliver`'s do.

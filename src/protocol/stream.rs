@@ -63,11 +63,15 @@ impl Connection {
                             break 'batches;
                         }
                         self.stats.frames_in += 1;
-                        if f.frame_type == frame::FRAME_METHOD
-                            && f.reader().peek_u32() == Some(Self::BASIC_DELIVER_ID)
-                            && self.whole_delivery(&f, &mut rest)
-                        {
-                            continue;
+                        if f.frame_type == frame::FRAME_METHOD {
+                            let taken = match f.reader().peek_u32() {
+                                Some(Self::BASIC_DELIVER_ID) => self.whole_delivery(&f, &mut rest),
+                                Some(Self::BASIC_GET_OK_ID) => self.whole_get_ok(&f, &mut rest),
+                                _ => false,
+                            };
+                            if taken {
+                                continue;
+                            }
                         }
                         result = self.handle_frame(f);
                         if result.is_err() {
