@@ -24,8 +24,8 @@ use std::net::{TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-const FRAME_MAX: u32 = 131_072;
-const CHUNK: usize = 64 * 1024;
+pub(crate) const FRAME_MAX: u32 = 131_072;
+pub(crate) const CHUNK: usize = 64 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct LoopFigure {
@@ -72,7 +72,7 @@ impl LoopFigure {
     }
 }
 
-fn method(dst: &mut BytesMut, channel: u16, m: impl Into<Method>) {
+pub(crate) fn method(dst: &mut BytesMut, channel: u16, m: impl Into<Method>) {
     frame::encode_method(dst, channel, &m.into()).expect("encode");
 }
 
@@ -101,7 +101,7 @@ fn tag_offsets(block: &[u8]) -> Vec<usize> {
 }
 
 /// Adds `by` to every delivery tag of `block`.
-fn renumber(block: &mut [u8], offsets: &[usize], by: u64) {
+pub(crate) fn renumber(block: &mut [u8], offsets: &[usize], by: u64) {
     for &at in offsets {
         let tag = u64::from_be_bytes(block[at..at + 8].try_into().expect("8 bytes"));
         block[at..at + 8].copy_from_slice(&(tag + by).to_be_bytes());
@@ -132,7 +132,7 @@ fn deliveries(count: usize, size: usize) -> Vec<u8> {
 }
 
 /// `count` publishes as puka sends them on its publish channel (1).
-fn publishes(count: usize, size: usize) -> Vec<u8> {
+pub(crate) fn publishes(count: usize, size: usize) -> Vec<u8> {
     let body = body(size);
     let props = BasicProperties::default();
     let mut buf = BytesMut::new();
@@ -154,8 +154,12 @@ fn block(size: usize, encode: fn(usize, usize) -> Vec<u8>) -> (Vec<u8>, usize) {
 }
 
 /// Reads client frames and answers them until `done` says the handshake is
-/// over; returns the bytes read past it.
-fn handshake(sock: &mut TcpStream, done: fn(&Method) -> bool) -> Res<BytesMut> {
+/// over; returns the bytes read past it. The server offers `channel_max`.
+pub(crate) fn handshake(
+    sock: &mut TcpStream,
+    channel_max: u16,
+    done: fn(&Method) -> bool,
+) -> Res<BytesMut> {
     let mut buf = BytesMut::new();
     let mut tmp = vec![0u8; CHUNK];
     let mut header_seen = false;
@@ -194,7 +198,7 @@ fn handshake(sock: &mut TcpStream, done: fn(&Method) -> bool) -> Res<BytesMut> {
                     &mut out,
                     0,
                     ConnectionTune {
-                        channel_max: 2047,
+                        channel_max,
                         frame_max: FRAME_MAX,
                         heartbeat: 0,
                     },
@@ -307,7 +311,7 @@ fn answer_gets(sock: &mut TcpStream, mut buf: BytesMut, size: usize) -> Res<Inst
     }
 }
 
-fn swallow(sock: &mut TcpStream, mut got: u64, expect: u64) -> Res<Instant> {
+pub(crate) fn swallow(sock: &mut TcpStream, mut got: u64, expect: u64) -> Res<Instant> {
     let mut tmp = vec![0u8; 4 * CHUNK];
     while got < expect {
         let n = sock.read(&mut tmp).ctx("read")?;
@@ -322,7 +326,7 @@ fn swallow(sock: &mut TcpStream, mut got: u64, expect: u64) -> Res<Instant> {
     Ok(Instant::now())
 }
 
-fn drain_until_eof(sock: &mut TcpStream) {
+pub(crate) fn drain_until_eof(sock: &mut TcpStream) {
     let mut tmp = vec![0u8; CHUNK];
     let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
     while matches!(sock.read(&mut tmp), Ok(n) if n > 0) {}
@@ -340,7 +344,7 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
             Serve::Deliver { mut block, k, reps } => {
                 let offsets = tag_offsets(&block);
                 assert_eq!(offsets.len(), k, "one delivery tag per message");
-                handshake(&mut sock, |m| matches!(m, Method::BasicConsume(_)))?;
+                handshake(&mut sock, 2047, |m| matches!(m, Method::BasicConsume(_)))?;
                 for rep in 0..reps {
                     if rep > 0 {
                         renumber(&mut block, &offsets, k as u64);
@@ -352,7 +356,7 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
                 Ok(t)
             }
             Serve::Swallow { expect } => {
-                let rest = handshake(&mut sock, |m| matches!(m, Method::ChannelOpen(_)))?;
+                let rest = handshake(&mut sock, 2047, |m| matches!(m, Method::ChannelOpen(_)))?;
                 // Returns (and closes) as soon as all arrived: the client
                 // is dropped only after that, since closing a socket with
                 // unread input (a channel.open-ok the publishing client
@@ -376,7 +380,7 @@ fn server(what: Serve) -> Res<(u16, JoinHandle<Res<Instant>>)> {
                 Ok(t)
             }
             Serve::AnswerGets { size } => {
-                let rest = handshake(&mut sock, |m| matches!(m, Method::ChannelOpen(_)))?;
+                let rest = handshake(&mut sock, 2047, |m| matches!(m, Method::ChannelOpen(_)))?;
                 answer_gets(&mut sock, rest, size)
             }
         }

@@ -19,6 +19,7 @@ mod c_raw;
 mod common;
 mod failover;
 mod loopback;
+mod loopback_scale;
 mod memory;
 mod scale;
 mod svg;
@@ -122,7 +123,10 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
                        and client CPU per message) to PATH
 
 Scale scenarios (issue 17; only when named): scale (all three),
-scale_connections, scale_consumers, scale_confirms.
+scale_connections, scale_consumers, scale_confirms. Without a broker:
+loopback_scale (both), loopback_scale_consumers (1,100,1000,10000 consumers
+acking 1M deliveries), loopback_scale_confirms (1000,100000,1000000 in
+flight, confirmed in four orders); --counts and --rounds apply.
 Failover (issue 15; alone): --scenario failover [--kills 20] [--rate 200]
   [--outage 60] on the local 3-node cluster of scripts/cluster;
   --scenario failover_probe: the RabbitMQ 3.10 stale-leader nacks, alone.
@@ -435,6 +439,28 @@ fn main() {
         scale::run_all(&args.url, &scale_kinds, &args.counts, &mut failures)
     };
 
+    // The same scale questions against a scripted loopback server, which
+    // batches alike whatever N is: only when named.
+    let loop_scale_kinds: Vec<&str> = ["consumers", "confirms"]
+        .into_iter()
+        .filter(|k| {
+            args.scenarios
+                .iter()
+                .any(|s| s == "loopback_scale" || *s == format!("loopback_scale_{k}"))
+        })
+        .collect();
+    let loop_scale_figs = if loop_scale_kinds.is_empty() {
+        Vec::new()
+    } else {
+        loopback_scale::run_all(
+            &loop_scale_kinds,
+            &args.counts,
+            args.rounds,
+            args.quick,
+            &mut failures,
+        )
+    };
+
     summary(&args, &results, &loop_figs, &mem_figs);
     if let (Some(path), Some((date, commit))) = (&args.svg, &provenance) {
         match write_svg(&args, &results, path, date, commit, started) {
@@ -447,6 +473,7 @@ fn main() {
         }
     }
     scale::summary(&scale_figs);
+    loopback_scale::summary(&loop_scale_figs);
     println!("# total {:.0} s", started.elapsed().as_secs_f64());
     if !failures.is_empty() {
         println!("# {} FAILED runs:", failures.len());

@@ -73,7 +73,7 @@ impl ScaleFigure {
 
 /// Voluntary context switches of the calling thread so far (each a sleep
 /// in `epoll_wait` or a blocking call that had to wait): wakeups.
-fn wakeups() -> u64 {
+pub(crate) fn wakeups() -> u64 {
     // SAFETY: getrusage fills the struct we pass; a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };

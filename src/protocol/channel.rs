@@ -1,6 +1,7 @@
 //! One AMQP channel as the connection sees it: its role in the pool, the
 //! replies it waits for, and the content it is assembling.
 
+use super::confirms::ConfirmWindow;
 use super::Tag;
 use super::{Delivery, QueueKey};
 use crate::codec::{Method, ShortString};
@@ -187,13 +188,6 @@ impl Expect {
     }
 }
 
-/// A published message not yet confirmed.
-#[derive(Debug)]
-pub(super) struct Unconfirmed {
-    pub seq: u64,
-    pub tag: Tag,
-}
-
 /// A body being assembled from frames.
 #[derive(Debug, Default)]
 pub(super) enum Body {
@@ -261,9 +255,8 @@ pub(super) struct Channel {
     pub incoming: Option<Incoming>,
     /// Delivery tags received and not yet settled, ascending.
     pub unacked: VecDeque<u64>,
-    /// Publisher confirms: last sequence number used.
-    pub next_seq: u64,
-    pub unconfirmed: VecDeque<Unconfirmed>,
+    /// Publisher confirms: the publishes awaiting them.
+    pub unconfirmed: ConfirmWindow,
     /// A `basic.return` waiting for the ack of the same message.
     pub pending_return: Option<Reply>,
     /// The highest delivery tag of consecutive user acks not yet sent; sent
@@ -296,8 +289,7 @@ impl Channel {
             closing: false,
             incoming: None,
             unacked: VecDeque::new(),
-            next_seq: 0,
-            unconfirmed: VecDeque::new(),
+            unconfirmed: ConfirmWindow::default(),
             pending_return: None,
             pending_ack: None,
             pending_ack_count: 0,

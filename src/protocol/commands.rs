@@ -156,10 +156,7 @@ impl Connection {
         self.beat.note_sent();
         let confirms = self.confirm == ConfirmMode::Confirmed && self.tx == TxState::Off && !direct;
         if confirms {
-            let c = self.chan(ch);
-            c.next_seq += 1;
-            let seq = c.next_seq;
-            c.unconfirmed.push_back(Unconfirmed { seq, tag });
+            self.chan(ch).unconfirmed.push(tag);
         } else if open {
             let pos = self.written_total + self.write_buf.len() as u64;
             self.flush_marks.push_back((pos, tag));

@@ -138,8 +138,8 @@ impl Connection {
                             reply_code::CHANNEL_ERROR,
                             "channel closed",
                         ));
-                        for u in c.unconfirmed {
-                            self.complete(u.tag, Err(err.clone()));
+                        for tag in c.unconfirmed.into_tags() {
+                            self.complete(tag, Err(err.clone()));
                         }
                         if let Role::Consumer(k) = c.role {
                             if let Some(t) = k.cancelling {
@@ -494,36 +494,19 @@ impl Connection {
         let returned = c.pending_return.take();
         let events = &mut self.events;
         let stats = &mut self.stats;
-        let mut settle = |u: Unconfirmed| {
+        let settle = |seq: u64, tag: Tag| {
             if ack {
                 stats.confirms += 1;
             } else {
                 stats.nacks_received += 1;
             }
             let result = match (ack, &returned) {
-                (true, Some(reply)) if u.seq == delivery_tag => {
-                    Err(Error::from_reply(reply.clone()))
-                }
+                (true, Some(reply)) if seq == delivery_tag => Err(Error::from_reply(reply.clone())),
                 (true, _) => Ok(Outcome::Done),
                 (false, _) => Err(Error::Nacked),
             };
-            events.push_back(Event::Complete { tag: u.tag, result });
+            events.push_back(Event::Complete { tag, result });
         };
-        if multiple {
-            while c.unconfirmed.front().is_some_and(|u| u.seq <= delivery_tag) {
-                if let Some(u) = c.unconfirmed.pop_front() {
-                    settle(u);
-                }
-            }
-        } else if c.unconfirmed.front().is_some_and(|u| u.seq == delivery_tag) {
-            // Confirms mostly come in publish order: the oldest first.
-            if let Some(u) = c.unconfirmed.pop_front() {
-                settle(u);
-            }
-        } else if let Ok(i) = c.unconfirmed.binary_search_by_key(&delivery_tag, |u| u.seq) {
-            if let Some(u) = c.unconfirmed.remove(i) {
-                settle(u);
-            }
-        }
+        c.unconfirmed.settle(delivery_tag, multiple, settle);
     }
 }

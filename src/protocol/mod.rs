@@ -29,6 +29,7 @@
 mod acks;
 mod channel;
 mod commands;
+mod confirms;
 mod consumers;
 mod content;
 mod debug;
@@ -53,9 +54,7 @@ use crate::codec::wire::{truncate_utf8, Reader};
 use crate::codec::{reply_code, BasicProperties, CodecError, FieldTable, Method, ShortString};
 use crate::error::{Error, Reply};
 use bytes::{Bytes, BytesMut};
-use channel::{
-    Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, TagQueue, Unconfirmed,
-};
+use channel::{Body, Channel, Consumer, Expect, Incoming, IncomingKind, Role, TagQueue};
 use negotiate::Tuned;
 use std::collections::VecDeque;
 use std::hash::BuildHasherDefault;

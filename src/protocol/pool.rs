@@ -230,8 +230,8 @@ impl Connection {
         {
             self.complete(tag, Err(err.clone()));
         }
-        for u in c.unconfirmed {
-            self.complete(u.tag, Err(publishes.clone()));
+        for tag in c.unconfirmed.into_tags() {
+            self.complete(tag, Err(publishes.clone()));
         }
         if let Role::Consumer(k) = c.role {
             if let Some(t) = k.cancelling {

@@ -159,7 +159,7 @@ impl Connection {
             let Some(c) = self.channels[id].as_mut() else {
                 continue;
             };
-            let mut tags: Vec<Tag> = c.unconfirmed.drain(..).map(|u| u.tag).collect();
+            let mut tags: Vec<Tag> = c.unconfirmed.take_all().collect();
             c.expect.retain(|e| match e.tag() {
                 Some(t) => {
                     tags.push(t);
