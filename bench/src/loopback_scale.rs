@@ -100,7 +100,7 @@ impl AckOrder {
 /// One figure: `events` deliveries or confirms handled by the client.
 #[derive(Debug, Clone)]
 pub struct ScaleLoopFigure {
-    /// "consumers" or "confirms"
+    /// "consumers", "confirms" or "acks"
     pub kind: &'static str,
     /// The confirm order, or "ack" / "no_ack" for the consumers.
     pub variant: &'static str,
@@ -437,6 +437,88 @@ fn confirms(w: usize, order: AckOrder, total: usize) -> Res<ScaleLoopFigure> {
     })
 }
 
+/// Windows of `w` deliveries to one consumer (prefetch unlimited), each
+/// held until all `w` arrived and then acked in `order` (`multiple`: one
+/// `basic_ack_multiple` per 100): the client's own bookkeeping of
+/// deliveries awaiting acks. As many windows as make about `total` acks.
+fn held_acks(w: usize, order: AckOrder, total: usize) -> Res<ScaleLoopFigure> {
+    let windows = (total / w.max(1)).max(1);
+    let deliveries = windows * w;
+    let k = CHUNK.div_ceil(consumer_block(1, 1).0.len()).max(1);
+    let (mut block, offsets) = consumer_block(1, k);
+    let one = block.len() / k;
+    let (l, port) = listen()?;
+    let server = std::thread::spawn(move || -> Res<()> {
+        let (mut sock, _) = l.accept().ctx("accept")?;
+        let _ = sock.set_nodelay(true);
+        let rest = loopback::handshake(&mut sock, CHANNEL_MAX, |m| {
+            matches!(m, Method::ConnectionOpen(_))
+        })?;
+        start_consumers(&mut sock, rest, 1)?;
+        let mut rd = sock.try_clone().ctx("clone")?;
+        let drain = std::thread::spawn(move || loopback::drain_until_eof(&mut rd));
+        let mut left = deliveries;
+        let mut rep = 0;
+        while left > 0 {
+            if rep > 0 {
+                loopback::renumber(&mut block, &offsets, k as u64);
+            }
+            let m = left.min(k);
+            sock.write_all(&block[..m * one]).ctx("write")?;
+            left -= m;
+            rep += 1;
+        }
+        let _ = drain.join();
+        Ok(())
+    });
+    let mut c = client(port, Options::default())?;
+    let consumer = c.basic_consume_with(Consume::queue("q0"));
+    let (mut secs, mut cpu, mut wakeups) = (0.0, 0.0, 0);
+    for _ in 0..windows {
+        let mut held = Vec::with_capacity(w);
+        for _ in 0..w {
+            let d = c
+                .wait_timeout(consumer, Duration::from_secs(30))
+                .ctx("delivery")?
+                .ctx("consumer ended")?;
+            held.push(d);
+        }
+        let w0 = crate::scale::wakeups();
+        let m = Meter::thread();
+        match order {
+            AckOrder::Multiple => {
+                for d in held.iter().skip(ACK_BATCH - 1).step_by(ACK_BATCH) {
+                    c.basic_ack_multiple(d).ctx("ack")?;
+                }
+                if !w.is_multiple_of(ACK_BATCH) {
+                    c.basic_ack_multiple(&held[w - 1]).ctx("ack")?;
+                }
+            }
+            _ => {
+                for (tag, _) in order.acks(w as u64) {
+                    c.basic_ack(&held[tag as usize - 1]).ctx("ack")?;
+                }
+            }
+        }
+        c.flush(Duration::from_secs(60)).ctx("flush")?;
+        let (s, u) = m.stop();
+        secs += s;
+        cpu += u;
+        wakeups += crate::scale::wakeups() - w0;
+    }
+    drop(c);
+    join(server)?;
+    Ok(ScaleLoopFigure {
+        kind: "acks",
+        variant: order.name(),
+        n: w,
+        events: deliveries,
+        secs,
+        cpu,
+        wakeups,
+    })
+}
+
 /// Runs the wanted kinds ("consumers", "confirms") at `counts` (or each
 /// kind's defaults), `rounds` times each, in this process.
 pub fn run_all(
@@ -481,6 +563,27 @@ pub fn run_all(
                 }
             }
         }
+        if kinds.contains(&"acks") {
+            let total = if quick {
+                CONFIRMS_TOTAL_QUICK
+            } else {
+                CONFIRMS_TOTAL
+            };
+            let defaults: &[usize] = if quick {
+                &[1_000, 10_000]
+            } else {
+                &[1_000, 100_000, 1_000_000]
+            };
+            for w in pick(defaults) {
+                for order in AckOrder::ALL {
+                    record(
+                        format!("loopback acks {w} {}", order.name()),
+                        held_acks(w, order, total),
+                        round,
+                    );
+                }
+            }
+        }
         if kinds.contains(&"confirms") {
             let total = if quick {
                 CONFIRMS_TOTAL_QUICK
@@ -515,7 +618,7 @@ pub fn summary(figs: &[ScaleLoopFigure]) {
             keys.push(k);
         }
     }
-    for kind in ["consumers", "confirms"] {
+    for kind in ["consumers", "confirms", "acks"] {
         let rows: Vec<_> = keys.iter().filter(|k| k.0 == kind).collect();
         if rows.is_empty() {
             continue;
@@ -523,6 +626,8 @@ pub fn summary(figs: &[ScaleLoopFigure]) {
         println!();
         if kind == "consumers" {
             println!("## N consumers on one connection, loopback server (client thread CPU)");
+        } else if kind == "acks" {
+            println!("## N deliveries held, then acked, loopback server (client thread CPU)");
         } else {
             println!(
                 "## N publishes in flight, confirmed by a loopback server (client thread CPU)"

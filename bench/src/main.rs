@@ -126,7 +126,9 @@ Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms. Without a broker:
 loopback_scale (both), loopback_scale_consumers (1,100,1000,10000 consumers
 acking 1M deliveries), loopback_scale_confirms (1000,100000,1000000 in
-flight, confirmed in four orders); --counts and --rounds apply.
+flight, confirmed in four orders), loopback_scale_acks (1000,100000,1000000
+deliveries held, then acked in the same four orders); --counts and
+--rounds apply.
 Failover (issue 15; alone): --scenario failover [--kills 20] [--rate 200]
   [--outage 60] on the local 3-node cluster of scripts/cluster;
   --scenario failover_probe: the RabbitMQ 3.10 stale-leader nacks, alone.
@@ -441,7 +443,7 @@ fn main() {
 
     // The same scale questions against a scripted loopback server, which
     // batches alike whatever N is: only when named.
-    let loop_scale_kinds: Vec<&str> = ["consumers", "confirms"]
+    let loop_scale_kinds: Vec<&str> = ["consumers", "confirms", "acks"]
         .into_iter()
         .filter(|k| {
             args.scenarios

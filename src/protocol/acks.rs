@@ -106,7 +106,7 @@ impl Connection {
         if c.epoch != cref.epoch || c.closing {
             return Err(Error::UnknownDeliveryTag(tag));
         }
-        let lowest = c.unacked.front() == Some(&tag);
+        let lowest = c.unacked.lowest() == Some(tag);
         let Some(settled) = c.settle(tag, multiple) else {
             return Err(Error::UnknownDeliveryTag(tag));
         };

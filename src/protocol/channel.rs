@@ -2,6 +2,7 @@
 //! replies it waits for, and the content it is assembling.
 
 use super::confirms::ConfirmWindow;
+use super::window::SettleWindow;
 use super::Tag;
 use super::{Delivery, QueueKey};
 use crate::codec::{Method, ShortString};
@@ -254,7 +255,7 @@ pub(super) struct Channel {
     pub closing: bool,
     pub incoming: Option<Incoming>,
     /// Delivery tags received and not yet settled, ascending.
-    pub unacked: VecDeque<u64>,
+    pub unacked: SettleWindow<()>,
     /// Publisher confirms: the publishes awaiting them.
     pub unconfirmed: ConfirmWindow,
     /// A `basic.return` waiting for the ack of the same message.
@@ -288,7 +289,7 @@ impl Channel {
             expect: VecDeque::new(),
             closing: false,
             incoming: None,
-            unacked: VecDeque::new(),
+            unacked: SettleWindow::default(),
             unconfirmed: ConfirmWindow::default(),
             pending_return: None,
             pending_ack: None,
@@ -304,31 +305,15 @@ impl Channel {
     /// returns how many deliveries that settled; `None` when `tag` is not
     /// outstanding.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<usize> {
-        // Acks mostly come in delivery order: the oldest outstanding tag
-        // is found without a search.
-        let i = if self.unacked.front() == Some(&tag) {
-            0
-        } else {
-            match self.unacked.binary_search(&tag) {
-                Ok(i) => i,
-                Err(_) => return None,
-            }
-        };
-        if multiple {
-            if self.tx {
-                self.tx_settled.extend(self.unacked.drain(..=i));
-            } else {
-                self.unacked.drain(..=i);
-            }
-            Some(i + 1)
-        } else {
-            if let Some(t) = self.unacked.remove(i) {
-                if self.tx {
-                    self.tx_settled.push(t);
-                }
-            }
-            Some(1)
+        if !self.unacked.contains(tag) {
+            return None;
         }
+        let (tx, tx_settled) = (self.tx, &mut self.tx_settled);
+        Some(self.unacked.settle(tag, multiple, |t, ()| {
+            if tx {
+                tx_settled.push(t);
+            }
+        }))
     }
 
     /// A rollback: what was settled in the transaction is outstanding again.
@@ -336,10 +321,12 @@ impl Channel {
         if self.tx_settled.is_empty() {
             return;
         }
-        let mut all: Vec<u64> = self.unacked.drain(..).collect();
+        let mut all: Vec<u64> = self.unacked.take_all().map(|(t, ())| t).collect();
         all.append(&mut self.tx_settled);
         all.sort_unstable();
         all.dedup();
-        self.unacked = all.into();
+        for t in all {
+            self.unacked.push(t, ());
+        }
     }
 }

@@ -110,7 +110,7 @@ impl Connection {
         let channel = if no_ack {
             None
         } else {
-            c.unacked.push_back(delivery_tag);
+            c.unacked.push(delivery_tag, ());
             Some(ChannelRef {
                 id: ch,
                 epoch: c.epoch,

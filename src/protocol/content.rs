@@ -114,7 +114,7 @@ impl Connection {
         };
         self.stats.deliveries += 1;
         if !no_ack {
-            c.unacked.push_back(message.delivery_tag);
+            c.unacked.push(message.delivery_tag, ());
             message.channel = Some(ChannelRef {
                 id: ch,
                 epoch: c.epoch,
@@ -153,7 +153,7 @@ impl Connection {
                 message.body = joined;
             }
             if !no_ack {
-                c.unacked.push_back(message.delivery_tag);
+                c.unacked.push(message.delivery_tag, ());
                 message.channel = Some(cref);
             }
             self.events.push_back(Event::Delivery {

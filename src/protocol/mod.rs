@@ -43,6 +43,7 @@ mod stream;
 mod teardown;
 mod timers;
 mod tx;
+mod window;
 
 use delivery::Names;
 pub use delivery::{ChannelRef, Delivery, Returned};
