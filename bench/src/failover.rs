@@ -330,9 +330,7 @@ impl Run {
             let now = Instant::now();
             match &ev {
                 ConnectionEvent::Disconnected(_) => {
-                    if self.disconnected_at.is_none() {
-                        self.disconnected_at = Some(now);
-                    }
+                    self.disconnected_at.get_or_insert(now);
                 }
                 ConnectionEvent::Reconnected { address } => {
                     self.reconnected = Some((now, address.clone()));
