@@ -50,15 +50,19 @@ pub(super) enum Entity {
 }
 
 impl Entity {
-    /// Restore order: exchanges, queues, then what refers to them.
+    /// Restore order: exchanges, queues and transaction mode, then what
+    /// refers to them. Transaction mode goes first of all, as the new
+    /// connection's first operation: `Reconnected` reaches the user as the
+    /// restore starts, and a publish or `tx_rollback` made then must find
+    /// its channel transactional already (its `tx.select` is ahead of them
+    /// on the publish channel), not be applied at once or refused with 406.
     pub(super) fn phase(&self) -> u8 {
         match self {
-            Entity::Exchange(_) | Entity::Queue { .. } => 0,
+            Entity::Tx | Entity::Exchange(_) | Entity::Queue { .. } => 0,
             Entity::ExchangeBinding(_)
             | Entity::QueueBinding(_)
             | Entity::Consumer { .. }
             | Entity::ChannelQos { .. }
-            | Entity::Tx
             | Entity::Gone => 1,
         }
     }

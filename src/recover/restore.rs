@@ -80,9 +80,11 @@ impl Recoverer {
         self.restore.clear();
         // No restore is in flight: slots left by removals go now.
         self.record.entities.retain(|e| !matches!(e, Entity::Gone));
-        let first: Vec<usize> = (0..self.record.entities.len())
+        let mut first: Vec<usize> = (0..self.record.entities.len())
             .filter(|&i| self.record.entities[i].phase() == 0)
             .collect();
+        // Transaction mode before anything else (see `Entity::phase`).
+        first.sort_by_key(|&i| !matches!(self.record.entities[i], Entity::Tx));
         for i in first {
             self.restore_entity(i, conn);
         }

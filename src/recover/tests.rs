@@ -43,9 +43,13 @@ const CONNECT: Tag = 1 << 32;
 
 impl Harness {
     fn new(policy: Recovery) -> Harness {
+        Harness::with_config(policy, crate::protocol::Config::default())
+    }
+
+    fn with_config(policy: Recovery, config: crate::protocol::Config) -> Harness {
         let now = Instant::now();
         let mut h = Harness {
-            conn: Connection::new(crate::protocol::Config::default(), CONNECT, now),
+            conn: Connection::new(config, CONNECT, now),
             rec: Recoverer::new(policy, 7),
             now,
             sent: Vec::new(),
@@ -600,4 +604,62 @@ fn deletes_and_renames_keep_the_record_true() {
     assert_eq!(r.entities.len(), 1, "the queue and its binding went");
     r.forget_consumer(7, false);
     assert!(r.entities.is_empty());
+}
+
+#[test]
+fn transaction_mode_is_restored_before_the_user_can_publish() {
+    // Transactions need a publish channel without confirms.
+    let config = crate::protocol::Config {
+        confirms: crate::protocol::Confirms::Off,
+        ..Default::default()
+    };
+    let mut h = Harness::with_config(Recovery::default().initial_backoff(ms(10)), config);
+    h.declare(user(2), QueueDeclare::named("q").into());
+    let (ch, _) = h.expect("queue.declare");
+    h.server(ch, declare_ok("q"));
+    h.rec.note_tx_select(user(3));
+    h.conn.tx_select(user(3));
+    h.drain();
+    let (pch, _) = h.expect("tx.select");
+    h.server(pch, Method::TxSelectOk(TxSelectOk {}));
+    let ok = |t: Tag| h.results.iter().any(|(u, r)| *u == t && r.is_ok());
+    assert!(ok(user(2)) && ok(user(3)), "{:?}", h.results);
+    h.take_sent();
+
+    h.lose();
+    h.advance().expect("a reconnection");
+    h.handshake();
+    assert!(matches!(h.events.last(), Some(Event::Reconnected)));
+    // Before any restore answer: what the user does on Reconnected.
+    h.conn.publish(
+        user(4),
+        "",
+        "q",
+        false,
+        false,
+        &crate::codec::BasicProperties::default(),
+        b"rolled back",
+    );
+    h.conn.tx_rollback(user(5));
+    h.drain();
+    // The restore's tx.select went first, on the channel the publish and
+    // the rollback then took; the queue's declare beside it.
+    let sent = h.take_sent();
+    let names: Vec<(u16, &str)> = sent.iter().map(|(c, m)| (*c, m.name())).collect();
+    let select = names
+        .iter()
+        .position(|n| n.1 == "tx.select")
+        .unwrap_or_else(|| panic!("no tx.select in {names:?}"));
+    let publish = names
+        .iter()
+        .position(|n| n.1 == "basic.publish")
+        .unwrap_or_else(|| panic!("no publish in {names:?}"));
+    let rollback = names
+        .iter()
+        .position(|n| n.1 == "tx.rollback")
+        .unwrap_or_else(|| panic!("no rollback in {names:?}"));
+    assert!(select < publish && publish < rollback, "{names:?}");
+    assert_eq!(names[select].0, names[publish].0, "{names:?}");
+    assert_eq!(names[select].0, names[rollback].0, "{names:?}");
+    assert!(names.iter().any(|n| n.1 == "queue.declare"), "{names:?}");
 }
