@@ -551,7 +551,6 @@ pub struct Connection {
     state: State,
     tuned: Tuned,
     read_buf: BytesMut,
-    scratch: Box<[u8]>,
     write_buf: BytesMut,
     /// Channel frames queued before `connection.open-ok`.
     deferred: BytesMut,
@@ -615,7 +614,6 @@ impl Connection {
                 heartbeat: 0,
             },
             read_buf: BytesMut::with_capacity(READ_CHUNK),
-            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             write_buf,
             deferred: BytesMut::new(),
             deferred_marks: Vec::new(),

@@ -1,6 +1,14 @@
 //! Bytes in and out: reading into the buffer, writing queued frames, and the event queue the caller polls.
 
 use super::*;
+use std::cell::RefCell;
+
+thread_local! {
+    /// What [`Connection::read_from`] reads into before the bytes are
+    /// appended to the connection's read buffer: one per thread, made at
+    /// its first read.
+    static SCRATCH: RefCell<Option<Box<[u8]>>> = const { RefCell::new(None) };
+}
 
 impl Connection {
     /// Reads once from `r` into the read buffer. Returns what `read` returned
@@ -10,8 +18,23 @@ impl Connection {
     /// Whatever `r.read` returns, including `WouldBlock`.
     pub fn read_from(&mut self, r: &mut dyn Read) -> io::Result<usize> {
         // Read into a scratch buffer zeroed once (no `unsafe`, so no reads
-        // into uninitialised capacity), then append only what arrived.
-        let n = r.read(&mut self.scratch)?;
+        // into uninitialised capacity), then append only what arrived. The
+        // scratch is the thread's, not the connection's: a thousand idle
+        // connections in one thread do not hold 64 KiB each.
+        SCRATCH.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut scratch) => {
+                let scratch = scratch.get_or_insert_with(|| vec![0; READ_CHUNK].into_boxed_slice());
+                self.append_read(r, scratch)
+            }
+            // A `Read` that itself reads another connection (only a
+            // caller's own reader could): a scratch of its own.
+            Err(_) => self.append_read(r, &mut vec![0; READ_CHUNK]),
+        })
+    }
+
+    /// Reads once from `r` through `scratch` and appends what arrived.
+    fn append_read(&mut self, r: &mut dyn Read, scratch: &mut [u8]) -> io::Result<usize> {
+        let n = r.read(scratch)?;
         if n > 0 {
             if self.read_buf.capacity() - self.read_buf.len() < n {
                 // Grow by a frame and a read at once, so a frame split
@@ -21,7 +44,7 @@ impl Connection {
                 let frame = (self.tuned.frame_max as usize).min(self.read_buf.len() + READ_CHUNK);
                 self.read_buf.reserve(n.max(frame + READ_CHUNK));
             }
-            self.read_buf.extend_from_slice(&self.scratch[..n]);
+            self.read_buf.extend_from_slice(&scratch[..n]);
             self.heard.note_input();
             self.stats.bytes_in += n as u64;
         }
@@ -31,7 +54,7 @@ impl Connection {
     /// How many bytes one [`Connection::read_from`] asks for: a read that
     /// returns fewer took everything the socket had.
     pub fn read_capacity(&self) -> usize {
-        self.scratch.len()
+        READ_CHUNK
     }
 
     /// Appends received bytes (for callers that read elsewhere, and tests).

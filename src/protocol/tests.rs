@@ -4517,6 +4517,42 @@ fn a_delivery_of_another_connection_is_refused() {
 // ----------------------------------------------------------------------
 // A huge frame_max wish and a server that tunes 0 (no limit).
 
+/// A reader that, while it is read, reads another connection first (as a
+/// caller's own `Read` could): each connection still gets its own bytes.
+struct ReadsAnother<'a> {
+    inner: &'a mut Connection,
+    inner_bytes: &'a [u8],
+    bytes: &'a [u8],
+}
+
+impl Read for ReadsAnother<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read_from(&mut self.inner_bytes)?;
+        assert_eq!(n, 4);
+        let n = self.bytes.len().min(buf.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        Ok(n)
+    }
+}
+
+#[test]
+fn reads_share_a_scratch_buffer_yet_may_nest() {
+    let (mut a, _) = handshake(Config::default());
+    let (mut b, _) = handshake(Config::default());
+    let (before_a, before_b) = (a.read_buf.len(), b.read_buf.len());
+    let mut outer = ReadsAnother {
+        inner: &mut b,
+        inner_bytes: b"bbbb",
+        bytes: b"aaaaaa",
+    };
+    assert_eq!(a.read_from(&mut outer).unwrap(), 6);
+    assert_eq!(&a.read_buf[before_a..], b"aaaaaa");
+    assert_eq!(&b.read_buf[before_b..], b"bbbb");
+    // And again on the shared buffer: nothing of the last read shows.
+    assert_eq!(a.read_from(&mut &b"cc"[..]).unwrap(), 2);
+    assert_eq!(&a.read_buf[before_a..], b"aaaaaacc");
+}
+
 #[test]
 fn huge_frame_max_wish_is_capped_and_big_frame_headers_reserve_little() {
     let config = Config {
