@@ -4,6 +4,13 @@
 //! a `mio` source under its own token, and the loop sleeps until the
 //! earliest of their timers.
 //!
+//! A turn costs what happened, not how many clients there are: only the
+//! clients with events are touched, their registration is updated only
+//! when `needs_write` changes, and each client's next `poll_timeout` waits
+//! in a min-heap (`Timers` below), read again after the client is touched.
+//! With a thousand idle connections the loop wakes for their heartbeats
+//! alone.
+//!
 //! ```text
 //! cargo run --example many_clients -- --clients 100 --messages 1000
 //! ```
@@ -16,8 +23,73 @@ mod common;
 use mio::{Events, Poll, Token};
 use puka::{Client, Consume, Delivery, Options, Promise, QueueDeclare};
 use std::cell::Cell;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+/// Each client's next deadline (`Client::poll_timeout`), earliest first.
+#[derive(Default)]
+struct Timers {
+    /// (deadline, client index); an entry that is not `scheduled[index]`
+    /// is stale and skipped.
+    heap: BinaryHeap<Reverse<(Instant, usize)>>,
+    scheduled: Vec<Option<Instant>>,
+}
+
+impl Timers {
+    /// Notes client `i`'s deadline after it was touched. A later deadline
+    /// than the one held waits: it is read again when that one comes due.
+    fn schedule(&mut self, i: usize, c: &Client) {
+        if self.scheduled.len() <= i {
+            self.scheduled.resize(i + 1, None);
+        }
+        if let Some(t) = c.poll_timeout() {
+            if self.scheduled[i].is_none_or(|s| t < s) {
+                self.scheduled[i] = Some(t);
+                self.heap.push(Reverse((t, i)));
+            }
+        }
+    }
+
+    /// The earliest deadline held.
+    fn next(&self) -> Option<Instant> {
+        self.heap.peek().map(|Reverse((t, _))| *t)
+    }
+
+    /// The next client whose held deadline is at or before `now`.
+    fn pop_due(&mut self, now: Instant) -> Option<usize> {
+        while let Some(&Reverse((t, i))) = self.heap.peek() {
+            if t > now {
+                return None;
+            }
+            self.heap.pop();
+            if self.scheduled[i] == Some(t) {
+                self.scheduled[i] = None;
+                return Some(i);
+            }
+        }
+        None
+    }
+}
+
+/// After anything happened to client `i`: its callbacks, its registration
+/// if `needs_write` changed, its next deadline.
+fn touch(
+    i: usize,
+    c: &mut Client,
+    writable: &mut [bool],
+    timers: &mut Timers,
+    poll: &Poll,
+) -> std::io::Result<()> {
+    c.run_any_callbacks();
+    if c.needs_write() != writable[i] {
+        writable[i] = c.needs_write();
+        c.update_registration(poll.registry(), Token(i))?;
+    }
+    timers.schedule(i, c);
+    Ok(())
+}
 
 fn main() {
     common::main("many_clients", run);
@@ -54,6 +126,8 @@ fn run() -> common::Result {
     // each, all registered in the same Poll.
     let received = Rc::new(Cell::new(0u64));
     let mut consumers: Vec<Client> = Vec::with_capacity(clients);
+    let mut writable = Vec::with_capacity(clients);
+    let mut timers = Timers::default();
     let mut queues = Vec::with_capacity(clients);
     for i in 0..clients {
         let mut c = Client::with_options(
@@ -75,6 +149,8 @@ fn run() -> common::Result {
                 }
             });
         c.update_registration(poll.registry(), Token(i))?;
+        writable.push(c.needs_write());
+        timers.schedule(i, &c);
         consumers.push(c);
         queues.push(q);
     }
@@ -96,28 +172,29 @@ fn run() -> common::Result {
         }
         publisher.flush(Duration::from_secs(1))?;
         // One turn of the shared loop: sleep until some client is ready or
-        // the earliest timer of all of them.
+        // the earliest timer of all of them (at most 50 ms, to publish).
         let now = Instant::now();
-        let wake = consumers
-            .iter()
-            .filter_map(Client::poll_timeout)
-            .min()
+        let wake = timers
+            .next()
             .map_or(Duration::from_millis(50), |t| {
                 t.saturating_duration_since(now)
             })
             .min(Duration::from_millis(50));
         poll.poll(&mut events, Some(wake))?;
         for event in events.iter() {
-            if let Some(c) = consumers.get_mut(event.token().0) {
+            let i = event.token().0;
+            if let Some(c) = consumers.get_mut(i) {
                 c.on_event(event);
+                touch(i, c, &mut writable, &mut timers, &poll)?;
             }
         }
-        for (i, c) in consumers.iter_mut().enumerate() {
-            if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+        let now = Instant::now();
+        while let Some(i) = timers.pop_due(now) {
+            let c = &mut consumers[i];
+            if c.poll_timeout().is_some_and(|t| now >= t) {
                 c.on_timer();
             }
-            c.run_any_callbacks();
-            c.update_registration(poll.registry(), Token(i))?;
+            touch(i, c, &mut writable, &mut timers, &poll)?;
         }
     }
     println!(

@@ -107,13 +107,24 @@ pub struct Outcome {
     pub base_kib: u64,
 }
 
-fn rusage(who: libc::c_int) -> f64 {
+/// (user, system) CPU seconds of `who`.
+fn rusage_split(who: libc::c_int) -> (f64, f64) {
     // SAFETY: getrusage fills the struct we pass; a zeroed rusage is valid.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
     let rc = unsafe { libc::getrusage(who, &mut ru) };
     assert_eq!(rc, 0, "getrusage");
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
-    tv(ru.ru_utime) + tv(ru.ru_stime)
+    (tv(ru.ru_utime), tv(ru.ru_stime))
+}
+
+fn rusage(who: libc::c_int) -> f64 {
+    let (user, system) = rusage_split(who);
+    user + system
+}
+
+/// System (kernel) CPU seconds of the calling thread only.
+pub fn sys_thread() -> f64 {
+    rusage_split(libc::RUSAGE_THREAD).1
 }
 
 /// CPU seconds of the whole process (every thread: the peers' I/O threads
