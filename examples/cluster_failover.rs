@@ -94,6 +94,7 @@ fn run() -> common::Result {
         ConnectionEvent::Disconnected(e) => println!("lost the connection: {e}"),
         ConnectionEvent::Reconnecting { attempt } => println!("reconnecting (attempt {attempt})"),
         ConnectionEvent::Reconnected { address } => println!("reconnected to {address}"),
+        ConnectionEvent::Restored => println!("queue and consumer restored"),
         ConnectionEvent::RecoveryFailed { entity, error } => {
             println!("could not restore {entity}: {error}")
         }

@@ -128,6 +128,11 @@ fn a_forced_close_is_recovered_with_topology_and_consumer() {
         matches!(&renamed, ConnectionEvent::QueueRenamed { old, new } if *old == tmp && *new != tmp),
         "{renamed:?}"
     );
+    // The binding is restored after the queue it names: a publish that
+    // needs it waits for `Restored`.
+    await_event(&mut c, &mut seen, "Restored", |e| {
+        matches!(e, ConnectionEvent::Restored)
+    });
     eprintln!("reconnected in {:?}; events {seen:?}", t0.elapsed());
 
     // The exchange, queue and binding are back, and the same consumer

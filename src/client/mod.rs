@@ -75,6 +75,13 @@ pub enum ConnectionEvent {
         /// The broker address reached.
         address: String,
     },
+    /// The recorded topology is back: every exchange, queue, binding,
+    /// channel-wide qos and transaction mode was answered (what could not
+    /// be restored came first as [`ConnectionEvent::RecoveryFailed`]) and
+    /// every consumer's `basic.consume` was sent. Once per reconnection,
+    /// after `Reconnected`: operations that need the topology can wait for
+    /// it.
+    Restored,
     /// Something recorded could not be restored; the broker's error.
     RecoveryFailed {
         /// What it was, e.g. `queue "jobs"`.

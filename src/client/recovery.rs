@@ -91,6 +91,7 @@ impl Client {
                     tr_info!(%address, "reconnected");
                     ConnectionEvent::Reconnected { address }
                 }
+                recover::Event::Restored => ConnectionEvent::Restored,
                 recover::Event::RecoveryFailed { entity, error } => {
                     ConnectionEvent::RecoveryFailed { entity, error }
                 }

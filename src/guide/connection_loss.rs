@@ -44,8 +44,12 @@
 //!   socket with [`Client::update_registration`], `wait` and `run_loop` do
 //!   it themselves;
 //! - [`ConnectionEvent::Reconnected`], then what this client declared is
-//!   restored in dependency order — exchanges and queues, then bindings
-//!   and consumers. A server-named queue comes back under a new name
+//!   restored in dependency order — transaction mode first, exchanges and
+//!   queues, then bindings and consumers — and
+//!   [`ConnectionEvent::Restored`] says when that is done: operations sent
+//!   between the two may race the restore (a publish through a binding not
+//!   yet restored is dropped as unroutable), so wait for `Restored` when
+//!   they need the topology. A server-named queue comes back under a new name
 //!   ([`ConnectionEvent::QueueRenamed`]) and its bindings and consumers
 //!   follow it; an auto-delete queue whose consumers have all left, and a
 //!   queue with `x-expires`, are not resurrected; a consumer the broker
@@ -75,6 +79,7 @@
 //! client.set_connection_callback(|_, event| match event {
 //!     ConnectionEvent::Disconnected(e) => eprintln!("lost: {e}"),
 //!     ConnectionEvent::Reconnected { address } => eprintln!("back on {address}"),
+//!     ConnectionEvent::Restored => eprintln!("topology restored"),
 //!     _ => {}
 //! });
 //! # Ok::<(), puka::Error>(())
@@ -149,3 +154,4 @@
 //! [`ConnectionEvent::Reconnected`]: crate::ConnectionEvent::Reconnected
 //! [`ConnectionEvent::QueueRenamed`]: crate::ConnectionEvent::QueueRenamed
 //! [`ConnectionEvent::RecoveryFailed`]: crate::ConnectionEvent::RecoveryFailed
+//! [`ConnectionEvent::Restored`]: crate::ConnectionEvent::Restored

@@ -133,6 +133,11 @@ pub enum Event {
     },
     /// A reconnection's handshake finished; the restore starts.
     Reconnected,
+    /// The restore finished: every recorded exchange, queue, binding,
+    /// channel-wide qos and transaction mode was answered (what could not be
+    /// restored was reported first, as [`Event::RecoveryFailed`]) and every
+    /// consumer's `basic.consume` was sent. Once per reconnection.
+    Restored,
     /// Something recorded could not be restored.
     RecoveryFailed {
         /// What it was, e.g. `queue "jobs"`.

@@ -40,6 +40,8 @@ pub(super) struct Restore {
     /// the broker notices it is gone): declared again at `at`, up to
     /// [`LOCKED_RETRIES`] times. Bindings and consumers wait for them.
     locked: Vec<Locked>,
+    /// `Event::Restored` was reported for this reconnection.
+    reported: bool,
 }
 
 impl Restore {
@@ -57,6 +59,7 @@ impl Restore {
         self.restoring.clear();
         self.locked.clear();
         self.second_phase_started = false;
+        self.reported = false;
     }
 
     /// When the next locked queue is declared again.
@@ -92,15 +95,25 @@ impl Recoverer {
     }
 
     fn maybe_second_phase(&mut self, conn: &mut Connection) {
-        if self.restore.second_phase_started || self.restore.in_flight() {
+        if self.restore.in_flight() {
             return;
         }
-        self.restore.second_phase_started = true;
-        let second: Vec<usize> = (0..self.record.entities.len())
-            .filter(|&i| self.record.entities[i].phase() == 1)
-            .collect();
-        for i in second {
-            self.restore_entity(i, conn);
+        if !self.restore.second_phase_started {
+            self.restore.second_phase_started = true;
+            let second: Vec<usize> = (0..self.record.entities.len())
+                .filter(|&i| self.record.entities[i].phase() == 1)
+                .collect();
+            for i in second {
+                self.restore_entity(i, conn);
+            }
+            if self.restore.in_flight() {
+                return;
+            }
+        }
+        if !self.restore.reported {
+            self.restore.reported = true;
+            tr_info!("restored");
+            self.events.push_back(Event::Restored);
         }
     }
 

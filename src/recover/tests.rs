@@ -317,7 +317,19 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
         matches!(&c, Method::BasicConsume(c) if c.queue == "amq.gen-B" && c.consumer_tag == "kept"),
         "{c:?}"
     );
+    let restored = |h: &Harness| {
+        h.events
+            .iter()
+            .filter(|e| matches!(e, Event::Restored))
+            .count()
+    };
+    assert_eq!(restored(&h), 0, "the binding is not answered yet");
     h.server(bch, Method::QueueBindOk(QueueBindOk {}));
+    assert!(
+        matches!(h.events.last(), Some(Event::Restored)),
+        "{:?}",
+        h.events
+    );
     h.server(cch, Method::BasicQosOk(BasicQosOk {}));
     h.server(cch, Method::BasicQosOk(BasicQosOk {}));
     h.server(
@@ -335,6 +347,7 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
     );
     assert!(!h.rec.is_recovering());
     assert_eq!(h.rec.poll_timeout(), None);
+    assert_eq!(restored(&h), 1, "once: {:?}", h.events);
 }
 
 #[test]
@@ -662,4 +675,14 @@ fn transaction_mode_is_restored_before_the_user_can_publish() {
     assert_eq!(names[select].0, names[publish].0, "{names:?}");
     assert_eq!(names[select].0, names[rollback].0, "{names:?}");
     assert!(names.iter().any(|n| n.1 == "queue.declare"), "{names:?}");
+    // Restored once both restore operations are answered.
+    let qch = names.iter().find(|n| n.1 == "queue.declare").unwrap().0;
+    h.server(names[select].0, Method::TxSelectOk(TxSelectOk {}));
+    assert!(!h.events.iter().any(|e| matches!(e, Event::Restored)));
+    h.server(qch, declare_ok("q"));
+    assert!(
+        matches!(h.events.last(), Some(Event::Restored)),
+        "{:?}",
+        h.events
+    );
 }
