@@ -563,43 +563,28 @@ pub fn run_all(
                 }
             }
         }
-        if kinds.contains(&"acks") {
-            let total = if quick {
-                CONFIRMS_TOTAL_QUICK
-            } else {
-                CONFIRMS_TOTAL
-            };
-            let defaults: &[usize] = if quick {
-                &[1_000, 10_000]
-            } else {
-                &[1_000, 100_000, 1_000_000]
-            };
-            for w in pick(defaults) {
-                for order in AckOrder::ALL {
-                    record(
-                        format!("loopback acks {w} {}", order.name()),
-                        held_acks(w, order, total),
-                        round,
-                    );
-                }
+        // Held acks and confirm windows: the same counts and orders.
+        let total = if quick {
+            CONFIRMS_TOTAL_QUICK
+        } else {
+            CONFIRMS_TOTAL
+        };
+        let defaults: &[usize] = if quick {
+            &[1_000, 10_000]
+        } else {
+            &[1_000, 100_000, 1_000_000]
+        };
+        type Window = fn(usize, AckOrder, usize) -> Res<ScaleLoopFigure>;
+        let windows: [(&str, Window); 2] = [("acks", held_acks), ("confirms", confirms)];
+        for (kind, run) in windows {
+            if !kinds.contains(&kind) {
+                continue;
             }
-        }
-        if kinds.contains(&"confirms") {
-            let total = if quick {
-                CONFIRMS_TOTAL_QUICK
-            } else {
-                CONFIRMS_TOTAL
-            };
-            let defaults: &[usize] = if quick {
-                &[1_000, 10_000]
-            } else {
-                &[1_000, 100_000, 1_000_000]
-            };
             for w in pick(defaults) {
                 for order in AckOrder::ALL {
                     record(
-                        format!("loopback confirms {w} {}", order.name()),
-                        confirms(w, order, total),
+                        format!("loopback {kind} {w} {}", order.name()),
+                        run(w, order, total),
                         round,
                     );
                 }
