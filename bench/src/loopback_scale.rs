@@ -140,6 +140,15 @@ fn listen() -> Res<(TcpListener, u16)> {
     Ok((l, port))
 }
 
+/// The server's side up to the end of the handshake (`done`): the socket
+/// and what was read past it.
+fn accept(l: TcpListener, done: fn(&Method) -> bool) -> Res<(TcpStream, BytesMut)> {
+    let (mut sock, _) = l.accept().ctx("accept")?;
+    let _ = sock.set_nodelay(true);
+    let rest = loopback::handshake(&mut sock, CHANNEL_MAX, done)?;
+    Ok((sock, rest))
+}
+
 fn join(h: JoinHandle<Res<()>>) -> Res<()> {
     h.join().map_err(|_| "server thread panicked".to_string())?
 }
@@ -240,11 +249,7 @@ fn consumers(n: usize, total: usize, no_ack: bool) -> Res<ScaleLoopFigure> {
     let (l, port) = listen()?;
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let server = std::thread::spawn(move || -> Res<()> {
-        let (mut sock, _) = l.accept().ctx("accept")?;
-        let _ = sock.set_nodelay(true);
-        let rest = loopback::handshake(&mut sock, CHANNEL_MAX, |m| {
-            matches!(m, Method::ConnectionOpen(_))
-        })?;
+        let (mut sock, rest) = accept(l, |m| matches!(m, Method::ConnectionOpen(_)))?;
         start_consumers(&mut sock, rest, n)?;
         // The client's acks are read (and dropped) by a thread of their
         // own, so that neither side's writes can block the other's.
@@ -349,11 +354,7 @@ fn confirms(w: usize, order: AckOrder, total: usize) -> Res<ScaleLoopFigure> {
     let windows = (total / w.max(1)).max(1);
     let (l, port) = listen()?;
     let server = std::thread::spawn(move || -> Res<()> {
-        let (mut sock, _) = l.accept().ctx("accept")?;
-        let _ = sock.set_nodelay(true);
-        let rest = loopback::handshake(&mut sock, CHANNEL_MAX, |m| {
-            matches!(m, Method::ConfirmSelect(_))
-        })?;
+        let (mut sock, rest) = accept(l, |m| matches!(m, Method::ConfirmSelect(_)))?;
         let mut got = rest.len() as u64;
         for window in 0..windows {
             loopback::swallow(&mut sock, got, expect)?;
@@ -449,11 +450,7 @@ fn held_acks(w: usize, order: AckOrder, total: usize) -> Res<ScaleLoopFigure> {
     let one = block.len() / k;
     let (l, port) = listen()?;
     let server = std::thread::spawn(move || -> Res<()> {
-        let (mut sock, _) = l.accept().ctx("accept")?;
-        let _ = sock.set_nodelay(true);
-        let rest = loopback::handshake(&mut sock, CHANNEL_MAX, |m| {
-            matches!(m, Method::ConnectionOpen(_))
-        })?;
+        let (mut sock, rest) = accept(l, |m| matches!(m, Method::ConnectionOpen(_)))?;
         start_consumers(&mut sock, rest, 1)?;
         let mut rd = sock.try_clone().ctx("clone")?;
         let drain = std::thread::spawn(move || loopback::drain_until_eof(&mut rd));
