@@ -305,15 +305,18 @@ impl Channel {
     /// returns how many deliveries that settled; `None` when `tag` is not
     /// outstanding.
     pub fn settle(&mut self, tag: u64, multiple: bool) -> Option<usize> {
-        if !self.unacked.contains(tag) {
+        // A single settle finds `tag` once and settles nothing when it is
+        // not outstanding; `multiple` would settle what lies below it.
+        if multiple && !self.unacked.contains(tag) {
             return None;
         }
         let (tx, tx_settled) = (self.tx, &mut self.tx_settled);
-        Some(self.unacked.settle(tag, multiple, |t, ()| {
+        let settled = self.unacked.settle(tag, multiple, |t, ()| {
             if tx {
                 tx_settled.push(t);
             }
-        }))
+        });
+        (settled > 0).then_some(settled)
     }
 
     /// A rollback: what was settled in the transaction is outstanding again.

@@ -267,8 +267,8 @@ impl Connection {
     /// the frames taken.
     ///
     /// Returns false, having changed nothing, when anything differs (a
-    /// message split across reads or body frames, names that are not all
-    /// ASCII, a tag that does not rise): the general path then reports
+    /// message split across reads or body frames, a method that does not
+    /// decode, a tag that does not rise): the general path then reports
     /// whatever is wrong.
     pub(super) fn whole_get_ok<'a>(&mut self, f: &FrameRef<'a>, rest: &mut Frames<'a>) -> bool {
         let ch = f.channel;
@@ -278,34 +278,15 @@ impl Connection {
         let Some(at) = self.get_waiting_at(ch) else {
             return false;
         };
-        // The method, as on_get_ok_frame reads it but by hand: class and
-        // method (4), delivery tag (8), flags (1), exchange, routing key,
-        // message count (4).
-        let p = f.as_slice();
-        let Some(fixed) = p.get(4..13) else {
+        let Ok(GetOkHead {
+            delivery_tag,
+            redelivered,
+            message_count,
+            names,
+        }) = GetOkHead::read(f)
+        else {
             return false;
         };
-        let mut tag_bytes = [0u8; 8];
-        tag_bytes.copy_from_slice(&fixed[..8]);
-        let delivery_tag = u64::from_be_bytes(tag_bytes);
-        let flags = fixed[8];
-        let exchange_at = 13;
-        let Some(&exchange_len) = p.get(exchange_at) else {
-            return false;
-        };
-        let routing_key_at = exchange_at + 1 + usize::from(exchange_len);
-        let Some(&routing_key_len) = p.get(routing_key_at) else {
-            return false;
-        };
-        let count_at = routing_key_at + 1 + usize::from(routing_key_len);
-        let Some(count) = p.get(count_at..count_at + 4) else {
-            return false;
-        };
-        let message_count = u32::from_be_bytes([count[0], count[1], count[2], count[3]]);
-        let ascii = |r: std::ops::Range<usize>| p.get(r).is_some_and(<[u8]>::is_ascii);
-        if !ascii(exchange_at + 1..routing_key_at) || !ascii(routing_key_at + 1..count_at) {
-            return false;
-        }
         if delivery_tag <= self.chan(ch).last_delivery_tag {
             return false;
         }
@@ -325,9 +306,8 @@ impl Connection {
         self.stats.frames_in += frames;
         let message = Delivery {
             delivery_tag,
-            redelivered: flags & 0x01 != 0,
-            // No consumer tag: an offset past any frame reads as empty.
-            names: Names::in_frame(f.payload(), usize::MAX, exchange_at, routing_key_at),
+            redelivered,
+            names,
             message_count: Some(message_count),
             properties,
             body,
@@ -346,19 +326,15 @@ impl Connection {
         at: usize,
         f: &FrameRef<'_>,
     ) -> Result<(), CodecError> {
-        let mut r = f.reader();
-        let base = r.position();
-        r.skip(4, "method id")?;
-        let delivery_tag = r.u64("basic.get-ok delivery-tag")?;
-        let redelivered = r.u8("basic.get-ok flags")? & 0x01 != 0;
-        let exchange_at = r.position() - base;
-        r.shortstr_bytes("basic.get-ok exchange")?;
-        let routing_key_at = r.position() - base;
-        r.shortstr_bytes("basic.get-ok routing-key")?;
-        let message_count = r.u32("basic.get-ok message-count")?;
-        // No consumer tag: an offset past any frame reads as empty.
-        let names = Names::in_frame(f.payload(), usize::MAX, exchange_at, routing_key_at);
-        self.on_get_ok(ch, at, delivery_tag, redelivered, message_count, names);
+        let g = GetOkHead::read(f)?;
+        self.on_get_ok(
+            ch,
+            at,
+            g.delivery_tag,
+            g.redelivered,
+            g.message_count,
+            g.names,
+        );
         Ok(())
     }
 
@@ -508,5 +484,36 @@ impl Connection {
             events.push_back(Event::Complete { tag, result });
         };
         c.unconfirmed.settle(delivery_tag, multiple, settle);
+    }
+}
+
+/// A `basic.get-ok` method read in place: the names stay in the frame (see
+/// [`Names`]).
+struct GetOkHead {
+    delivery_tag: u64,
+    redelivered: bool,
+    message_count: u32,
+    names: Names,
+}
+
+impl GetOkHead {
+    fn read(f: &FrameRef<'_>) -> Result<GetOkHead, CodecError> {
+        let mut r = f.reader();
+        let base = r.position();
+        r.skip(4, "method id")?;
+        let delivery_tag = r.u64("basic.get-ok delivery-tag")?;
+        let redelivered = r.u8("basic.get-ok flags")? & 0x01 != 0;
+        let exchange_at = r.position() - base;
+        r.shortstr_bytes("basic.get-ok exchange")?;
+        let routing_key_at = r.position() - base;
+        r.shortstr_bytes("basic.get-ok routing-key")?;
+        let message_count = r.u32("basic.get-ok message-count")?;
+        Ok(GetOkHead {
+            delivery_tag,
+            redelivered,
+            message_count,
+            // No consumer tag: an offset past any frame reads as empty.
+            names: Names::in_frame(f.payload(), usize::MAX, exchange_at, routing_key_at),
+        })
     }
 }
