@@ -199,15 +199,16 @@ impl Client {
         loop {
             // The fast lane of a consumer: its next delivery is at the head
             // of the connection's events and nothing of it is queued here.
-            if self.promises.is_idle(promise.id) {
-                let tag = promise.id.tag();
+            let tag = promise.id.tag();
+            if self.promises.is_idle(promise.id) && self.conn.delivery_is_next(tag) {
+                // As below: acks go out (with deferred acks: unless the
+                // caller is about to come back for the next delivery
+                // already here). Decided before the delivery is taken, so
+                // that it moves once, from the queue to the caller.
+                if !self.defer_acks() || !self.conn.delivery_is_next_but_one(tag) {
+                    self.flush_queued();
+                }
                 if let Some(d) = self.conn.poll_delivery(tag) {
-                    // As below: acks go out (with deferred acks: unless the
-                    // caller is about to come back for the next delivery
-                    // already here).
-                    if !self.defer_acks() || !self.conn.delivery_is_next(tag) {
-                        self.flush_queued();
-                    }
                     return T::from_delivery(d);
                 }
             }

@@ -22,7 +22,7 @@ impl Connection {
         for t in waiters {
             self.complete(t, Err(Error::UnknownPromise));
         }
-        self.events.push_back(Event::ConsumerEnded { tag });
+        self.events.push(Event::ConsumerEnded { tag });
         self.maybe_close_drained_consumer(ch);
     }
 
@@ -118,9 +118,9 @@ impl Connection {
         };
         self.stats.deliveries += 1;
         self.stats.frames_in += frames;
-        self.events.push_back(Event::Delivery {
+        self.events.push_delivery(
             tag,
-            delivery: Delivery {
+            Delivery {
                 delivery_tag,
                 redelivered: flags & 0x01 != 0,
                 message_count: None,
@@ -129,7 +129,7 @@ impl Connection {
                 names: Names::in_frame(f.payload(), ctag_at, exchange_at, routing_key_at),
                 channel,
             },
-        });
+        );
         true
     }
 

@@ -156,10 +156,8 @@ impl Connection {
                 c.unacked.push(message.delivery_tag, ());
                 message.channel = Some(cref);
             }
-            self.events.push_back(Event::Delivery {
-                tag,
-                delivery: std::mem::replace(message, Delivery::PLACEHOLDER),
-            });
+            self.events
+                .push_delivery(tag, std::mem::replace(message, Delivery::PLACEHOLDER));
             c.incoming = None;
             return;
         }
@@ -183,7 +181,7 @@ impl Connection {
                     // of the same message (and the ack's tag names it).
                     c.pending_return = Some(Reply::new(reply_code, reply_text.to_string()));
                 } else {
-                    self.events.push_back(Event::Returned(Box::new(Returned {
+                    self.events.push(Event::Returned(Box::new(Returned {
                         reply_code,
                         reply_text,
                         message,

@@ -78,12 +78,12 @@ impl Connection {
                 self.blocked = Some(self.heard.last());
                 self.stats.times_blocked += 1;
                 tr_warn!(reason = %b.reason, "connection blocked by the broker");
-                self.events.push_back(Event::Blocked(b.reason.to_string()));
+                self.events.push(Event::Blocked(b.reason.to_string()));
             }
             (_, Method::ConnectionUnblocked(_)) => {
                 self.blocked = None;
                 tr_info!("connection unblocked");
-                self.events.push_back(Event::Unblocked);
+                self.events.push(Event::Unblocked);
             }
             (_, Method::ConnectionUpdateSecretOk(_)) => {
                 if let Some(t) = self.secret_updates.pop_front() {
@@ -215,8 +215,7 @@ impl Connection {
                 if unreported {
                     // Publishes without confirms already resolved: nothing
                     // else would tell the user the broker refused one.
-                    self.events
-                        .push_back(Event::PublishChannelClosed(err.clone()));
+                    self.events.push(Event::PublishChannelClosed(err.clone()));
                 }
                 // A publish the broker refused closes the channel; the
                 // publishes before it may have been routed and the ones
@@ -481,7 +480,7 @@ impl Connection {
                 (true, _) => Ok(Outcome::Done),
                 (false, _) => Err(Error::Nacked),
             };
-            events.push_back(Event::Complete { tag, result });
+            events.push(Event::Complete { tag, result });
         };
         c.unconfirmed.settle(delivery_tag, multiple, settle);
     }

@@ -35,6 +35,7 @@ mod content;
 mod debug;
 mod delivery;
 mod dispatch;
+mod events;
 mod handshake;
 pub mod negotiate;
 mod pool;
@@ -561,7 +562,7 @@ pub struct Connection {
     /// Publishes (confirms off) whose bytes were all written: completed, to
     /// be reported by `poll_written` or `poll_event`.
     written: VecDeque<Tag>,
-    events: VecDeque<Event>,
+    events: events::EventQueue,
     channels: Vec<Option<Channel>>,
     free_ids: Vec<u16>,
     idle: Vec<u16>,
@@ -620,7 +621,7 @@ impl Connection {
             written_total: 0,
             flush_marks: VecDeque::new(),
             written: VecDeque::new(),
-            events: VecDeque::new(),
+            events: events::EventQueue::default(),
             channels: Vec::new(),
             free_ids: Vec::new(),
             idle: Vec::new(),

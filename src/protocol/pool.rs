@@ -244,7 +244,7 @@ impl Connection {
                 if matches!(err, Error::ConnectionClosed) {
                     // The user closed the connection: the consumer ends as
                     // asked, a value rather than an error.
-                    self.events.push_back(Event::ConsumerEnded { tag: k.tag });
+                    self.events.push(Event::ConsumerEnded { tag: k.tag });
                 } else {
                     self.complete(k.tag, Err(err));
                 }

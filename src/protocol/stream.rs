@@ -189,7 +189,7 @@ impl Connection {
                 result: Ok(Outcome::Done),
             });
         }
-        self.events.pop_front()
+        self.events.pop()
     }
 
     /// The next publish made while confirms are off whose bytes were all
@@ -202,14 +202,9 @@ impl Connection {
 
     /// The next event, only if it is a delivery to the consumer `tag`: a
     /// caller waiting on that consumer takes it straight from the queue.
+    #[inline]
     pub fn poll_delivery(&mut self, tag: Tag) -> Option<Delivery> {
-        if !self.delivery_is_next(tag) {
-            return None;
-        }
-        match self.events.pop_front() {
-            Some(Event::Delivery { delivery, .. }) => Some(delivery),
-            _ => None,
-        }
+        self.events.pop_delivery(tag)
     }
 
     /// Whether anything waits for [`Connection::poll_event`] (written
@@ -218,9 +213,15 @@ impl Connection {
         !self.written.is_empty() || !self.events.is_empty()
     }
 
+    /// Whether the event after the next one is a delivery to the consumer
+    /// `tag` (one more is already here behind the next).
+    pub fn delivery_is_next_but_one(&self, tag: Tag) -> bool {
+        self.events.delivery_is_second(tag)
+    }
+
     /// Whether the next event is a delivery to the consumer `tag`.
     pub fn delivery_is_next(&self, tag: Tag) -> bool {
-        matches!(self.events.front(), Some(Event::Delivery { tag: t, .. }) if *t == tag)
+        self.events.delivery_is_next(tag)
     }
 
     /// Encodes a method where [`Connection::out`] says, counting the frame.
@@ -253,6 +254,6 @@ impl Connection {
     }
 
     pub(super) fn complete(&mut self, tag: Tag, result: Result<Outcome, Error>) {
-        self.events.push_back(Event::Complete { tag, result });
+        self.events.push(Event::Complete { tag, result });
     }
 }

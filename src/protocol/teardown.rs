@@ -322,7 +322,7 @@ impl Connection {
         self.state = State::HandshakeFailed;
         self.dead = Some(err.clone());
         self.read_buf.clear();
-        self.events.push_back(Event::HandshakeFailed(err));
+        self.events.push(Event::HandshakeFailed(err));
     }
 
     /// Fails everything with `err` and reports [`Event::Closed`].
@@ -344,7 +344,7 @@ impl Connection {
         }
         self.dead = Some(err.clone());
         self.read_buf.clear();
-        self.events.push_back(Event::Closed(err));
+        self.events.push(Event::Closed(err));
     }
 
     /// After [`Event::HandshakeFailed`]: starts the handshake over (on the
