@@ -480,7 +480,7 @@ impl Connection {
                 (true, _) => Ok(Outcome::Done),
                 (false, _) => Err(Error::Nacked),
             };
-            events.push(Event::Complete { tag, result });
+            events.push_complete(tag, result);
         };
         c.unconfirmed.settle(delivery_tag, multiple, settle);
     }

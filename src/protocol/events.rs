@@ -3,58 +3,74 @@
 //! Deliveries are nearly every event a consumer sees, and an [`Event`] is
 //! larger than the [`Delivery`] it carries (other variants hold a whole
 //! [`Outcome`](super::Outcome)). So deliveries wait in a queue of their own
-//! and only a 16-byte mark keeps their place among the other events: a
-//! delivery is copied into its slot once and out of it once, at its own
-//! size, and the order the caller sees is exactly the order of `push`.
+//! beside the other events, each entry stamped with its place in arrival
+//! order: a delivery is copied into its slot once and out of it once, and
+//! the order the caller sees is exactly the order of the pushes.
 
-use super::{Delivery, Event, Tag};
+use super::{Delivery, Error, Event, Outcome, Tag};
 use std::collections::VecDeque;
 
-/// What comes next, in arrival order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mark {
-    /// The front of `deliveries`, for the consumer with this tag.
-    Delivery(Tag),
-    /// The front of `others`.
-    Other,
-}
-
-/// Events in arrival order: deliveries apart from the rest.
+/// Events in arrival order: deliveries apart from the rest, each with its
+/// sequence number (a `u64` counting pushes cannot wrap).
 #[derive(Debug, Default)]
 pub(super) struct EventQueue {
-    order: VecDeque<Mark>,
-    deliveries: VecDeque<Delivery>,
-    others: VecDeque<Event>,
+    next: u64,
+    deliveries: VecDeque<(u64, Tag, Delivery)>,
+    others: VecDeque<(u64, Event)>,
 }
 
 impl EventQueue {
+    fn stamp(&mut self) -> u64 {
+        let seq = self.next;
+        self.next += 1;
+        seq
+    }
+
     /// Queues `event` behind everything queued before it.
     pub(super) fn push(&mut self, event: Event) {
         match event {
             Event::Delivery { tag, delivery } => self.push_delivery(tag, delivery),
             other => {
-                self.others.push_back(other);
-                self.order.push_back(Mark::Other);
+                let seq = self.stamp();
+                self.others.push_back((seq, other));
             }
         }
+    }
+
+    /// Queues the completion of the operation `tag` (what `push` of an
+    /// [`Event::Complete`] does, built in its slot).
+    #[inline]
+    pub(super) fn push_complete(&mut self, tag: Tag, result: Result<Outcome, Error>) {
+        let seq = self.stamp();
+        self.others
+            .push_back((seq, Event::Complete { tag, result }));
     }
 
     /// Queues a delivery to the consumer `tag` (what `push` of an
     /// [`Event::Delivery`] does, without building the event).
     #[inline]
     pub(super) fn push_delivery(&mut self, tag: Tag, delivery: Delivery) {
-        self.deliveries.push_back(delivery);
-        self.order.push_back(Mark::Delivery(tag));
+        let seq = self.stamp();
+        self.deliveries.push_back((seq, tag, delivery));
+    }
+
+    /// Whether the oldest delivery came before the oldest other event.
+    #[inline]
+    fn delivery_first(&self) -> bool {
+        match (self.deliveries.front(), self.others.front()) {
+            (Some((d, ..)), Some((o, _))) => d < o,
+            (Some(_), None) => true,
+            (None, _) => false,
+        }
     }
 
     /// The oldest event.
     pub(super) fn pop(&mut self) -> Option<Event> {
-        match self.order.pop_front()? {
-            Mark::Delivery(tag) => {
-                let delivery = self.deliveries.pop_front()?;
-                Some(Event::Delivery { tag, delivery })
-            }
-            Mark::Other => self.others.pop_front(),
+        if self.delivery_first() {
+            let (_, tag, delivery) = self.deliveries.pop_front()?;
+            Some(Event::Delivery { tag, delivery })
+        } else {
+            self.others.pop_front().map(|(_, e)| e)
         }
     }
 
@@ -64,37 +80,44 @@ impl EventQueue {
         if !self.delivery_is_next(tag) {
             return None;
         }
-        self.order.pop_front();
-        self.deliveries.pop_front()
+        self.deliveries.pop_front().map(|(_, _, d)| d)
     }
 
     /// Whether the oldest event is a delivery to the consumer `tag`.
     #[inline]
     pub(super) fn delivery_is_next(&self, tag: Tag) -> bool {
-        self.order.front() == Some(&Mark::Delivery(tag))
+        self.delivery_first() && self.deliveries.front().is_some_and(|(_, t, _)| *t == tag)
     }
 
     /// Whether the event after the oldest is a delivery to the consumer
     /// `tag`.
     pub(super) fn delivery_is_second(&self, tag: Tag) -> bool {
-        self.order.get(1) == Some(&Mark::Delivery(tag))
+        // The second is the older of what remains once the oldest is out.
+        let (d, o) = if self.delivery_first() {
+            (self.deliveries.get(1), self.others.front())
+        } else {
+            (self.deliveries.front(), self.others.get(1))
+        };
+        match (d, o) {
+            (Some((d, t, _)), o) => *t == tag && o.is_none_or(|(o, _)| d < o),
+            (None, _) => false,
+        }
     }
 
     /// How many events wait.
     pub(super) fn len(&self) -> usize {
-        self.order.len()
+        self.deliveries.len() + self.others.len()
     }
 
     /// Whether none waits.
     pub(super) fn is_empty(&self) -> bool {
-        self.order.is_empty()
+        self.deliveries.is_empty() && self.others.is_empty()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Outcome;
 
     fn delivery(delivery_tag: u64) -> Delivery {
         Delivery {
@@ -140,8 +163,9 @@ mod tests {
         q.push(done(1));
         q.push_delivery(7, delivery(1));
         q.push_delivery(8, delivery(2));
-        // Behind another event: not taken.
+        // Behind another event: not taken, but second.
         assert!(!q.delivery_is_next(7));
+        assert!(q.delivery_is_second(7) && !q.delivery_is_second(8));
         assert_eq!(q.pop_delivery(7), None);
         assert!(matches!(q.pop(), Some(Event::Complete { tag: 1, .. })));
         // Another consumer's: not taken.
@@ -151,5 +175,14 @@ mod tests {
         assert_eq!(q.pop_delivery(8).map(|d| d.delivery_tag), Some(2));
         assert_eq!(q.pop_delivery(8), None);
         assert!(q.pop().is_none());
+
+        // A delivery, another event, a delivery: the second is not one.
+        q.push_delivery(7, delivery(3));
+        q.push_complete(2, Ok(Outcome::Done));
+        q.push_delivery(7, delivery(4));
+        assert!(q.delivery_is_next(7) && !q.delivery_is_second(7));
+        assert_eq!(q.pop_delivery(7).map(|d| d.delivery_tag), Some(3));
+        assert!(!q.delivery_is_next(7) && q.delivery_is_second(7));
+        assert_eq!(q.len(), 2);
     }
 }

@@ -254,6 +254,6 @@ impl Connection {
     }
 
     pub(super) fn complete(&mut self, tag: Tag, result: Result<Outcome, Error>) {
-        self.events.push(Event::Complete { tag, result });
+        self.events.push_complete(tag, result);
     }
 }
