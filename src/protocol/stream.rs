@@ -137,6 +137,17 @@ impl Connection {
         while !self.write_buf.is_empty() {
             match w.write(&self.write_buf) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) if n == self.write_buf.len() => {
+                    // All of it (the usual case): the buffer is emptied in
+                    // place and the next frames are encoded where these
+                    // were, in memory still in cache. A split would make
+                    // the buffer shared (an atomic count up and down per
+                    // write) and move the next frames further along it.
+                    self.write_buf.clear();
+                    total += n;
+                    self.stats.bytes_out += n as u64;
+                    self.written_total += n as u64;
+                }
                 Ok(n) => {
                     // `split_to`, not `advance`: the written front is let
                     // go, so a buffer that keeps some bytes queued does not

@@ -851,6 +851,69 @@ fn written_publishes_come_from_poll_written_or_else_poll_event() {
     assert!(conn.poll_event().is_none());
 }
 
+#[test]
+fn written_bytes_leave_once_whether_a_write_takes_all_or_part() {
+    // A socket that takes at most `limit` bytes a call.
+    struct Taker {
+        out: Vec<u8>,
+        limit: usize,
+    }
+    impl Write for Taker {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            let n = b.len().min(self.limit);
+            self.out.extend_from_slice(&b[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    let config = Config {
+        confirms: Confirms::Off,
+        ..Config::default()
+    };
+    let now = Instant::now();
+    let props = BasicProperties::default();
+    let mut runs = Vec::new();
+    for limit in [usize::MAX, 7] {
+        let mut conn = Connection::new(config.clone(), CONNECT, now);
+        drive_handshake(&mut conn, now, &config, default_tune());
+        let capacity = conn.write_buf.capacity();
+        let mut sock = Taker {
+            out: Vec::new(),
+            limit,
+        };
+        let mut written = Vec::new();
+        let mut start = None;
+        for tag in 1..=10_000u64 {
+            conn.publish(tag, "", "q", false, false, &props, &tag.to_be_bytes());
+            conn.write_to(&mut sock).unwrap();
+            assert!(!conn.wants_write());
+            written.extend(std::iter::from_fn(|| conn.poll_written()));
+            if limit == usize::MAX {
+                // Whole writes: the next frames go where these were.
+                let at = conn.write_buf.as_ptr();
+                assert_eq!(*start.get_or_insert(at), at, "write {tag}");
+            }
+        }
+        // Each publish completes once, in order, after its bytes left.
+        assert_eq!(written, (1..=10_000).collect::<Vec<_>>());
+        if limit == usize::MAX {
+            // Whole writes: the buffer is reused where it is, never grown.
+            assert!(conn.write_buf.capacity() <= capacity);
+        }
+        runs.push(sock.out);
+    }
+    // The same bytes, once each, in order, however the writes were cut.
+    assert_eq!(runs[0], runs[1]);
+    let frames = decode_frames(&runs[0], FRAME_MIN_SIZE);
+    assert_eq!(
+        frames.len(),
+        3 * 10_000 + 1,
+        "each publish 3 frames, plus channel.open"
+    );
+}
+
 // ----------------------------------------------------------------------
 // 4. Pooled channels.
 
