@@ -146,6 +146,7 @@ fn basic_get_in_order_then_empty() {
         publish(&mut c, &q, format!("msg-{i}").as_bytes());
     }
     let mut got = Vec::new();
+    let held = c.promise_count();
     for i in 0..4u32 {
         let p = c.basic_get(&q);
         let d = c
@@ -162,6 +163,12 @@ fn basic_get_in_order_then_empty() {
     }
     let p = c.basic_get(&q);
     assert!(c.wait_timeout(p, W).expect("fifth get").is_none());
+    // A get's result taken by `wait` spends its promise.
+    assert_eq!(
+        c.promise_count(),
+        held,
+        "promises left behind by waited gets"
+    );
     for d in &got {
         c.basic_ack(d).expect("ack");
     }

@@ -200,16 +200,28 @@ impl Client {
             // The fast lane of a consumer: its next delivery is at the head
             // of the connection's events and nothing of it is queued here.
             let tag = promise.id.tag();
-            if self.promises.is_idle(promise.id) && self.conn.delivery_is_next(tag) {
-                // As below: acks go out (with deferred acks: unless the
-                // caller is about to come back for the next delivery
-                // already here). Decided before the delivery is taken, so
-                // that it moves once, from the queue to the caller.
-                if !self.defer_acks() || !self.conn.delivery_is_next_but_one(tag) {
-                    self.flush_queued();
-                }
-                if let Some(d) = self.conn.poll_delivery(tag) {
-                    return T::from_delivery(d);
+            if self.promises.is_idle(promise.id) {
+                if self.conn.delivery_is_next(tag) {
+                    // As below: acks go out (with deferred acks: unless the
+                    // caller is about to come back for the next delivery
+                    // already here). Decided before the delivery is taken,
+                    // so that it moves once, from the queue to the caller.
+                    if !self.defer_acks() || !self.conn.delivery_is_next_but_one(tag) {
+                        self.flush_queued();
+                    }
+                    if let Some(d) = self.conn.poll_delivery(tag) {
+                        return T::from_delivery(d);
+                    }
+                } else if self.conn.completion_is_next(tag) {
+                    // The same for an operation's one result (a get, an
+                    // RPC): it goes from the events to the caller, not
+                    // through the promise's queue. Its promise is spent.
+                    if let Some(r) = self.take_completion(tag) {
+                        self.promises.finish_idle(promise.id);
+                        self.flush_queued();
+                        self.resume_reading();
+                        return T::resolve(RawResult(r.map(Raw::Outcome)));
+                    }
                 }
             }
             self.after_io();

@@ -576,6 +576,14 @@ impl Promises {
             })
     }
 
+    /// Frees `id`, an idle promise (see [`Promises::is_idle`]) whose last
+    /// result was taken without passing through its queue.
+    pub fn finish_idle(&mut self, id: PromiseId) {
+        if self.is_idle(id) {
+            self.slots.remove(id.key as usize);
+        }
+    }
+
     /// Whether `id` has a result waiting: `None` when it is unknown.
     pub fn has_result(&self, id: PromiseId) -> Option<bool> {
         if !self.owns(id) {
@@ -741,6 +749,23 @@ mod tests {
 
     fn ok() -> Result<Raw, Error> {
         Ok(Raw::Outcome(Outcome::Done))
+    }
+
+    #[test]
+    fn finish_idle_frees_only_an_idle_promise() {
+        let mut p = Promises::default();
+        let idle = p.create();
+        let queued = p.create();
+        p.push(queued, ok(), false);
+        let with_callback = p.create();
+        p.set_callback(with_callback, Box::new(|_, _| {}));
+        for id in [idle, queued, with_callback] {
+            p.finish_idle(id);
+        }
+        // Only the idle one went; the others still hold what they hold.
+        assert_eq!(p.len(), 2);
+        assert!(matches!(p.take(idle), Taken::Unknown));
+        assert!(matches!(p.take(queued), Taken::Ready(Ok(_))));
     }
 
     #[test]

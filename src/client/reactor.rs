@@ -332,6 +332,31 @@ impl Client {
 
     /// Moves the connection's events into promise slots, and drops the
     /// socket once the connection has ended.
+    /// What a completion does on its way to its promise: the connect
+    /// promise's marks the connection up, and recovery records (or keeps,
+    /// `None`) what it restores.
+    fn sees_completion(
+        &mut self,
+        tag: Tag,
+        result: Result<crate::protocol::Outcome, Error>,
+    ) -> Option<Result<crate::protocol::Outcome, Error>> {
+        if tag == self.connect_promise.id.tag() && result.is_ok() {
+            self.recovery_connected();
+        }
+        self.recovery_sees(tag, result)
+    }
+
+    /// The completion of `tag` taken straight from the head of the
+    /// connection's events (see [`Connection::poll_completion`]), seen as
+    /// [`Client::after_io`] sees it.
+    pub(super) fn take_completion(
+        &mut self,
+        tag: Tag,
+    ) -> Option<Result<crate::protocol::Outcome, Error>> {
+        let result = self.conn.poll_completion(tag)?;
+        self.sees_completion(tag, result)
+    }
+
     pub(super) fn after_io(&mut self) -> usize {
         let mut n = 0;
         while let Some(tag) = self.conn.poll_written() {
@@ -342,10 +367,7 @@ impl Client {
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {
-                    if tag == self.connect_promise.id.tag() && result.is_ok() {
-                        self.recovery_connected();
-                    }
-                    let Some(result) = self.recovery_sees(tag, result) else {
+                    let Some(result) = self.sees_completion(tag, result) else {
                         continue;
                     };
                     let id = self.promises.id_of(tag);

@@ -89,6 +89,25 @@ impl EventQueue {
         self.delivery_first() && self.deliveries.front().is_some_and(|(_, t, _)| *t == tag)
     }
 
+    /// Whether the oldest event is the completion of the operation `tag`.
+    #[inline]
+    pub(super) fn completion_is_next(&self, tag: Tag) -> bool {
+        !self.delivery_first()
+            && matches!(self.others.front(), Some((_, Event::Complete { tag: t, .. })) if *t == tag)
+    }
+
+    /// The oldest event's result, only if it is the completion of `tag`.
+    #[inline]
+    pub(super) fn pop_completion(&mut self, tag: Tag) -> Option<Result<Outcome, Error>> {
+        if !self.completion_is_next(tag) {
+            return None;
+        }
+        match self.others.pop_front() {
+            Some((_, Event::Complete { result, .. })) => Some(result),
+            _ => None,
+        }
+    }
+
     /// Whether the event after the oldest is a delivery to the consumer
     /// `tag`.
     pub(super) fn delivery_is_second(&self, tag: Tag) -> bool {
@@ -184,5 +203,29 @@ mod tests {
         assert_eq!(q.pop_delivery(7).map(|d| d.delivery_tag), Some(3));
         assert!(!q.delivery_is_next(7) && q.delivery_is_second(7));
         assert_eq!(q.len(), 2);
+    }
+
+    #[test]
+    fn a_completion_is_taken_only_when_it_is_next_and_for_that_operation() {
+        let mut q = EventQueue::default();
+        q.push_delivery(7, delivery(1));
+        q.push_complete(2, Ok(Outcome::MessageCount(5)));
+        q.push(Event::ConsumerEnded { tag: 3 });
+        q.push_complete(3, Ok(Outcome::Done));
+        // Behind a delivery: not taken.
+        assert!(!q.completion_is_next(2));
+        assert!(q.pop_completion(2).is_none());
+        assert_eq!(q.pop_delivery(7).map(|d| d.delivery_tag), Some(1));
+        // Another operation's: not taken.
+        assert!(q.pop_completion(3).is_none());
+        assert!(matches!(
+            q.pop_completion(2),
+            Some(Ok(Outcome::MessageCount(5)))
+        ));
+        // Not a completion (though its tag): not taken.
+        assert!(!q.completion_is_next(3));
+        assert!(matches!(q.pop(), Some(Event::ConsumerEnded { tag: 3 })));
+        assert!(matches!(q.pop_completion(3), Some(Ok(Outcome::Done))));
+        assert!(q.is_empty());
     }
 }

@@ -224,6 +224,19 @@ impl Connection {
         !self.written.is_empty() || !self.events.is_empty()
     }
 
+    /// The next event's result, only if it is the completion of the
+    /// operation `tag`: a caller waiting on that operation takes it
+    /// straight from the queue.
+    #[inline]
+    pub fn poll_completion(&mut self, tag: Tag) -> Option<Result<Outcome, Error>> {
+        self.events.pop_completion(tag)
+    }
+
+    /// Whether the next event is the completion of the operation `tag`.
+    pub fn completion_is_next(&self, tag: Tag) -> bool {
+        self.events.completion_is_next(tag)
+    }
+
     /// Whether the event after the next one is a delivery to the consumer
     /// `tag` (one more is already here behind the next).
     pub fn delivery_is_next_but_one(&self, tag: Tag) -> bool {
