@@ -363,7 +363,20 @@ impl Client {
             n += 1;
             self.promises.publish_ok(self.promises.id_of(tag));
         }
-        while let Some(ev) = self.conn.poll_event() {
+        loop {
+            // A delivery goes to its promise without the `Event` around it
+            // (one move of the message fewer).
+            if let Some(tag) = self.conn.next_delivery_consumer() {
+                if let Some(d) = self.conn.poll_delivery(tag) {
+                    n += 1;
+                    let id = self.promises.id_of(tag);
+                    self.promises.push(id, Ok(Raw::Delivery(d)), false);
+                    continue;
+                }
+            }
+            let Some(ev) = self.conn.poll_event() else {
+                break;
+            };
             n += 1;
             match ev {
                 Event::Complete { tag, result } => {

@@ -83,6 +83,16 @@ impl EventQueue {
         self.deliveries.pop_front().map(|(_, _, d)| d)
     }
 
+    /// The consumer of the oldest event, if it is a delivery.
+    #[inline]
+    pub(super) fn next_delivery(&self) -> Option<Tag> {
+        if self.delivery_first() {
+            self.deliveries.front().map(|(_, t, _)| *t)
+        } else {
+            None
+        }
+    }
+
     /// Whether the oldest event is a delivery to the consumer `tag`.
     #[inline]
     pub(super) fn delivery_is_next(&self, tag: Tag) -> bool {
@@ -183,11 +193,13 @@ mod tests {
         q.push_delivery(7, delivery(1));
         q.push_delivery(8, delivery(2));
         // Behind another event: not taken, but second.
+        assert_eq!(q.next_delivery(), None);
         assert!(!q.delivery_is_next(7));
         assert!(q.delivery_is_second(7) && !q.delivery_is_second(8));
         assert_eq!(q.pop_delivery(7), None);
         assert!(matches!(q.pop(), Some(Event::Complete { tag: 1, .. })));
         // Another consumer's: not taken.
+        assert_eq!(q.next_delivery(), Some(7));
         assert_eq!(q.pop_delivery(8), None);
         assert!(q.delivery_is_second(8) && !q.delivery_is_second(7));
         assert_eq!(q.pop_delivery(7).map(|d| d.delivery_tag), Some(1));

@@ -237,6 +237,14 @@ impl Connection {
         self.events.completion_is_next(tag)
     }
 
+    /// The consumer of the next event, if that event is a delivery (then
+    /// [`Connection::poll_delivery`] takes it without the [`Event`] around
+    /// it).
+    #[inline]
+    pub fn next_delivery_consumer(&self) -> Option<Tag> {
+        self.events.next_delivery()
+    }
+
     /// Whether the event after the next one is a delivery to the consumer
     /// `tag` (one more is already here behind the next).
     pub fn delivery_is_next_but_one(&self, tag: Tag) -> bool {
