@@ -330,11 +330,9 @@ impl Client {
         self.conn.handle_input(Instant::now());
     }
 
-    /// Moves the connection's events into promise slots, and drops the
-    /// socket once the connection has ended.
     /// What a completion does on its way to its promise: the connect
-    /// promise's marks the connection up, and recovery records (or keeps,
-    /// `None`) what it restores.
+    /// promise's completion marks the connection up, and recovery records
+    /// what it will restore (or keeps the result: `None`).
     fn sees_completion(
         &mut self,
         tag: Tag,
@@ -357,6 +355,8 @@ impl Client {
         self.sees_completion(tag, result)
     }
 
+    /// Moves the connection's events into promise slots, and drops the
+    /// socket once the connection has ended.
     pub(super) fn after_io(&mut self) -> usize {
         let mut n = 0;
         while let Some(tag) = self.conn.poll_written() {
