@@ -427,14 +427,7 @@ fn main() {
 
     // Scale figures only when named: they hold hundreds of the broker's
     // sockets and thousands of queues for a while.
-    let scale_kinds: Vec<&str> = ["connections", "consumers", "confirms"]
-        .into_iter()
-        .filter(|k| {
-            args.scenarios
-                .iter()
-                .any(|s| s == "scale" || *s == format!("scale_{k}"))
-        })
-        .collect();
+    let scale_kinds = named_kinds(&args.scenarios, "scale", &["connections", "consumers", "confirms"]);
     let scale_figs = if scale_kinds.is_empty() {
         Vec::new()
     } else {
@@ -443,14 +436,7 @@ fn main() {
 
     // The same scale questions against a scripted loopback server, which
     // batches alike whatever N is: only when named.
-    let loop_scale_kinds: Vec<&str> = ["consumers", "confirms", "acks"]
-        .into_iter()
-        .filter(|k| {
-            args.scenarios
-                .iter()
-                .any(|s| s == "loopback_scale" || *s == format!("loopback_scale_{k}"))
-        })
-        .collect();
+    let loop_scale_kinds = named_kinds(&args.scenarios, "loopback_scale", &["consumers", "confirms", "acks"]);
     let loop_scale_figs = if loop_scale_kinds.is_empty() {
         Vec::new()
     } else {
@@ -744,4 +730,18 @@ fn ratio_rows(s: Scenario, size: usize, lib: Lib, pk: &Stat, peers: &[(Lib, Stat
             if cr <= 0.25 { "met" } else { "MISSED" }
         );
     }
+}
+
+/// The kinds of a scenario family the command line names: all of them for
+/// `family` itself, else each named as `family_kind`.
+fn named_kinds(scenarios: &[String], family: &str, kinds: &[&'static str]) -> Vec<&'static str> {
+    kinds
+        .iter()
+        .copied()
+        .filter(|k| {
+            scenarios
+                .iter()
+                .any(|s| s == family || *s == format!("{family}_{k}"))
+        })
+        .collect()
 }

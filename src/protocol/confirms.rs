@@ -46,11 +46,6 @@ impl ConfirmWindow {
         self.waiting.settle(seq, multiple, settle);
     }
 
-    /// Every waiting publish's tag, oldest first.
-    pub fn into_tags(self) -> impl Iterator<Item = Tag> {
-        self.waiting.into_items().map(|(_, tag)| tag)
-    }
-
     /// Takes every waiting publish's tag, oldest first, leaving the window
     /// empty (sequence numbers keep counting).
     pub fn take_all(&mut self) -> impl Iterator<Item = Tag> {
@@ -76,6 +71,6 @@ mod tests {
         assert_eq!(w.take_all().collect::<Vec<_>>(), [7, 8]);
         assert_eq!(w.push(9), 5);
         assert_eq!(w.len(), 1);
-        assert_eq!(w.into_tags().collect::<Vec<_>>(), [9]);
+        assert_eq!(w.take_all().collect::<Vec<_>>(), [9]);
     }
 }

@@ -127,7 +127,7 @@ impl Connection {
                     if let Method::ChannelClose(_) = method {
                         let _ = self.send_method(ch, &Method::ChannelCloseOk(ChannelCloseOk {}));
                     }
-                    if let Some(c) = self
+                    if let Some(mut c) = self
                         .channels
                         .get_mut(usize::from(ch))
                         .and_then(Option::take)
@@ -138,7 +138,7 @@ impl Connection {
                             reply_code::CHANNEL_ERROR,
                             "channel closed",
                         ));
-                        for tag in c.unconfirmed.into_tags() {
+                        for tag in c.unconfirmed.take_all() {
                             self.complete(tag, Err(err.clone()));
                         }
                         if let Role::Consumer(k) = c.role {

@@ -199,7 +199,7 @@ impl Connection {
     }
 
     pub(super) fn fail_channel_with(&mut self, ch: u16, err: Error, publishes: Error) {
-        let Some(c) = self
+        let Some(mut c) = self
             .channels
             .get_mut(usize::from(ch))
             .and_then(Option::take)
@@ -230,7 +230,7 @@ impl Connection {
         {
             self.complete(tag, Err(err.clone()));
         }
-        for tag in c.unconfirmed.into_tags() {
+        for tag in c.unconfirmed.take_all() {
             self.complete(tag, Err(publishes.clone()));
         }
         if let Role::Consumer(k) = c.role {

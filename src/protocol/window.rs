@@ -136,13 +136,6 @@ impl<V: Copy> SettleWindow<V> {
             .into_iter()
             .filter_map(|s| Some((s.key, s.value?)))
     }
-
-    /// Every outstanding item, lowest key first.
-    pub fn into_items(self) -> impl Iterator<Item = (u64, V)> {
-        self.slots
-            .into_iter()
-            .filter_map(|s| Some((s.key, s.value?)))
-    }
 }
 
 #[cfg(test)]

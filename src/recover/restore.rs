@@ -26,22 +26,31 @@ struct Locked {
     tries: u32,
 }
 
+/// How far a reconnection's restore has come.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Exchanges, queues and transaction mode, until all are answered.
+    #[default]
+    First,
+    /// Bindings, qos and consumers, which refer to what the first stage
+    /// restored.
+    Second,
+    /// Everything answered; `Event::Restored` was reported.
+    Done,
+}
+
 /// The restore in flight.
 #[derive(Debug, Default)]
 pub(super) struct Restore {
     /// Its operations (by their internal tags), with the index of the
     /// entity in the record.
     restoring: HashMap<Tag, usize>,
-    /// The second phase (bindings, consumers) waits for the first
-    /// (exchanges, queues) to be answered.
-    second_phase_started: bool,
+    stage: Stage,
     /// Queues the broker refused with 405 `RESOURCE_LOCKED` (an exclusive
     /// queue still held by the lost connection's half-open other end, until
     /// the broker notices it is gone): declared again at `at`, up to
     /// [`LOCKED_RETRIES`] times. Bindings and consumers wait for them.
     locked: Vec<Locked>,
-    /// `Event::Restored` was reported for this reconnection.
-    reported: bool,
 }
 
 impl Restore {
@@ -58,8 +67,7 @@ impl Restore {
     pub(super) fn clear(&mut self) {
         self.restoring.clear();
         self.locked.clear();
-        self.second_phase_started = false;
-        self.reported = false;
+        self.stage = Stage::First;
     }
 
     /// When the next locked queue is declared again.
@@ -98,8 +106,8 @@ impl Recoverer {
         if self.restore.in_flight() {
             return;
         }
-        if !self.restore.second_phase_started {
-            self.restore.second_phase_started = true;
+        if self.restore.stage == Stage::First {
+            self.restore.stage = Stage::Second;
             let second: Vec<usize> = (0..self.record.entities.len())
                 .filter(|&i| self.record.entities[i].phase() == 1)
                 .collect();
@@ -110,8 +118,8 @@ impl Recoverer {
                 return;
             }
         }
-        if !self.restore.reported {
-            self.restore.reported = true;
+        if self.restore.stage == Stage::Second {
+            self.restore.stage = Stage::Done;
             tr_info!("restored");
             self.events.push_back(Event::Restored);
         }
