@@ -6,7 +6,8 @@
 //!
 //! A turn costs what happened, not how many clients there are: only the
 //! clients with events are touched, their registration is updated only
-//! when `needs_write` changes, and each client's next `poll_timeout` waits
+//! when `wants_registration_update` says so (WRITABLE interest changed, or
+//! the client replaced its socket), and each client's next `poll_timeout` waits
 //! in a min-heap (`Timers` below), read again after the client is touched.
 //! With a thousand idle connections the loop wakes for their heartbeats
 //! alone.
@@ -74,17 +75,10 @@ impl Timers {
 }
 
 /// After anything happened to client `i`: its callbacks, its registration
-/// if `needs_write` changed, its next deadline.
-fn touch(
-    i: usize,
-    c: &mut Client,
-    writable: &mut [bool],
-    timers: &mut Timers,
-    poll: &Poll,
-) -> std::io::Result<()> {
+/// if it wants an update, its next deadline.
+fn touch(i: usize, c: &mut Client, timers: &mut Timers, poll: &Poll) -> std::io::Result<()> {
     c.run_any_callbacks();
-    if c.needs_write() != writable[i] {
-        writable[i] = c.needs_write();
+    if c.wants_registration_update() {
         c.update_registration(poll.registry(), Token(i))?;
     }
     timers.schedule(i, c);
@@ -126,7 +120,6 @@ fn run() -> common::Result {
     // each, all registered in the same Poll.
     let received = Rc::new(Cell::new(0u64));
     let mut consumers: Vec<Client> = Vec::with_capacity(clients);
-    let mut writable = Vec::with_capacity(clients);
     let mut timers = Timers::default();
     let mut queues = Vec::with_capacity(clients);
     for i in 0..clients {
@@ -149,7 +142,6 @@ fn run() -> common::Result {
                 }
             });
         c.update_registration(poll.registry(), Token(i))?;
-        writable.push(c.needs_write());
         timers.schedule(i, &c);
         consumers.push(c);
         queues.push(q);
@@ -185,7 +177,7 @@ fn run() -> common::Result {
             let i = event.token().0;
             if let Some(c) = consumers.get_mut(i) {
                 c.on_event(event);
-                touch(i, c, &mut writable, &mut timers, &poll)?;
+                touch(i, c, &mut timers, &poll)?;
             }
         }
         let now = Instant::now();
@@ -194,7 +186,7 @@ fn run() -> common::Result {
             if c.poll_timeout().is_some_and(|t| now >= t) {
                 c.on_timer();
             }
-            touch(i, c, &mut writable, &mut timers, &poll)?;
+            touch(i, c, &mut timers, &poll)?;
         }
     }
     println!(

@@ -228,6 +228,66 @@ fn a_users_reactor_follows_the_socket_to_the_next_address() {
     c.wait_timeout(p, W).expect("connect promise");
 }
 
+#[test]
+fn wants_registration_update_follows_the_socket_to_the_next_address() {
+    // The loop of examples/many_clients.rs: `update_registration` only
+    // when `wants_registration_update`. The first address never answers,
+    // so both sockets are connecting (WRITABLE wanted) when the client
+    // replaces the first: a loop that re-registered only when
+    // `needs_write` changed would never register the second.
+    let _ = broker();
+    let hole = Blackhole::new();
+    let urls = [hole.url(), common::amqp_url()];
+    let mut c =
+        Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
+    let p = c.handshake();
+    let mut poll = Poll::new().expect("poll");
+    let mut events = Events::with_capacity(8);
+    let token = Token(7);
+    assert!(c.wants_registration_update(), "never registered");
+    c.update_registration(poll.registry(), token)
+        .expect("register");
+    assert!(!c.wants_registration_update(), "registered just now");
+    let fd_before = c.fileno();
+    let mut registered_fd = fd_before;
+    let mut updates = 0;
+    let deadline = Instant::now() + W;
+    while !c.is_open() {
+        let now = Instant::now();
+        assert!(now < deadline, "not open after {W:?} ({updates} updates)");
+        let timeout = c
+            .poll_timeout()
+            .map_or(deadline - now, |t| t.saturating_duration_since(now));
+        poll.poll(&mut events, Some(timeout)).expect("poll");
+        for ev in events.iter() {
+            c.on_event(ev);
+        }
+        if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+            c.on_timer();
+        }
+        assert!(!c.is_closed(), "closed: {:?}", c.next_connection_event());
+        c.run_any_callbacks();
+        if c.fileno() != registered_fd {
+            // (The loop would otherwise only get there by timers.)
+            assert!(
+                c.wants_registration_update(),
+                "the socket was replaced, yet no update is wanted"
+            );
+        }
+        if c.wants_registration_update() {
+            updates += 1;
+            c.update_registration(poll.registry(), token)
+                .expect("update_registration");
+            registered_fd = c.fileno();
+            assert!(!c.wants_registration_update());
+        }
+    }
+    assert_ne!(c.fileno(), fd_before, "the socket was not replaced");
+    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
+    c.wait_timeout(p, W).expect("connect promise");
+    assert!(updates >= 1, "the new socket was registered by an update");
+}
+
 /// The addresses in the order a failed attempt tried them, from the error
 /// (which names each address with its failure).
 fn tried_order(urls: &[String], options: Options, ports: &[u16]) -> Vec<u16> {

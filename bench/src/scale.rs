@@ -222,16 +222,14 @@ impl Counts {
 }
 
 /// N clients in one `mio::Poll`, driven the way examples/many_clients.rs
-/// drives them: `on_read`/`on_write` on their events, `run_any_callbacks`,
-/// and the registration updated when `needs_write` changes; each client's
+/// drives them: `on_event` for each of their events, `run_any_callbacks`,
+/// and the registration updated when `wants_registration_update`; each client's
 /// next `poll_timeout` kept in a min-heap (re-read after the client is
 /// touched), so a turn costs O(events + timers due), not O(N).
 struct Reactor {
     poll: Poll,
     events: Events,
     clients: Vec<Client>,
-    /// Whether WRITABLE is in each client's registered interest.
-    writable: Vec<bool>,
     /// `poll` calls that returned.
     turns: u64,
     /// (deadline, client) in deadline order; an entry whose deadline is
@@ -239,6 +237,8 @@ struct Reactor {
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
     /// The deadline each client has in `timers`.
     scheduled: Vec<Option<Instant>>,
+    /// The clients of this turn's events (kept to reuse its allocation).
+    ready: Vec<usize>,
 }
 
 impl Reactor {
@@ -246,7 +246,6 @@ impl Reactor {
         let i = self.clients.len();
         c.update_registration(self.poll.registry(), Token(i))
             .ctx("register")?;
-        self.writable.push(c.needs_write());
         self.clients.push(c);
         self.scheduled.push(None);
         self.schedule(i);
@@ -267,11 +266,9 @@ impl Reactor {
     fn touch(&mut self, i: usize) {
         let c = &mut self.clients[i];
         c.run_any_callbacks();
-        let w = c.needs_write();
-        if w != self.writable[i] {
+        if c.wants_registration_update() {
             // A failed update means the connection ended; its callbacks say so.
             let _ = c.update_registration(self.poll.registry(), Token(i));
-            self.writable[i] = w;
         }
         self.schedule(i);
     }
@@ -290,27 +287,17 @@ impl Reactor {
             Err(e) => return Err(format!("poll: {e}")),
         }
         self.turns += 1;
-        let ready: Vec<(usize, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token().0,
-                    e.is_writable(),
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                )
-            })
-            .collect();
-        for (i, w, r) in ready {
-            let c = &mut self.clients[i];
-            if w {
-                c.on_write();
-            }
-            if r {
-                c.on_read();
-            }
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        for e in self.events.iter() {
+            let i = e.token().0;
+            self.clients[i].on_event(e);
+            ready.push(i);
+        }
+        for &i in &ready {
             self.touch(i);
         }
+        self.ready = ready;
         let now = Instant::now();
         while let Some(&Reverse((t, i))) = self.timers.peek() {
             if t > now {
@@ -361,10 +348,10 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
         poll: Poll::new().ctx("poll")?,
         events: Events::with_capacity(1024),
         clients: Vec::with_capacity(queues.len()),
-        writable: Vec::with_capacity(queues.len()),
         turns: 0,
         timers: BinaryHeap::new(),
         scheduled: Vec::new(),
+        ready: Vec::new(),
     };
     let rss0 = rss_kib();
     let cpu0 = cpu_thread();

@@ -396,6 +396,7 @@ impl Client {
             )?;
         }
         self.sock = Some(sock);
+        self.registered = None;
         self.writing = Writing::Connecting;
         Ok(())
     }

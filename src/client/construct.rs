@@ -153,6 +153,7 @@ impl Client {
             options,
             sock: None,
             closed_sock: None,
+            registered: None,
             addresses,
             poll: None,
             events: None,

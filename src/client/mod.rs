@@ -200,6 +200,9 @@ pub struct Client {
     /// The last socket after the connection ended, kept so the file
     /// descriptor stays valid for `AsFd` (it is shut down).
     closed_sock: Option<TcpStream>,
+    /// The interest [`Client::update_registration`] last set for the
+    /// current socket (`None`: not registered by it, or since replaced).
+    registered: Option<Interest>,
     addresses: addresses::Addresses,
     poll: Option<Poll>,
     events: Option<Events>,
@@ -333,6 +336,7 @@ impl mio::event::Source for Client {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
+        self.registered = None;
         match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.register(registry, token, interests),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -345,6 +349,7 @@ impl mio::event::Source for Client {
         token: Token,
         interests: Interest,
     ) -> io::Result<()> {
+        self.registered = None;
         match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.reregister(registry, token, interests),
             None => Err(io::ErrorKind::NotConnected.into()),
@@ -352,6 +357,7 @@ impl mio::event::Source for Client {
     }
 
     fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        self.registered = None;
         match self.sock.as_mut().map(Transport::tcp_mut) {
             Some(s) => s.deregister(registry),
             // After the connection ended, the shut-down socket kept for

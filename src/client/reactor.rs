@@ -70,7 +70,14 @@ impl Client {
     /// writable. The whole reactor contract is then: `on_event` for each
     /// event, `on_timer` once [`Client::poll_timeout`] passes,
     /// [`Client::run_any_callbacks`], and
-    /// [`Client::update_registration`] after each turn.
+    /// [`Client::update_registration`] after each turn in which
+    /// [`Client::wants_registration_update`].
+    ///
+    /// Prefer it to [`Client::on_read`]: knowing the event, it stops at a
+    /// plain TCP read that left the socket empty, where `on_read` reads
+    /// again to hear `WouldBlock` (one `recv` fewer per wakeup). It reads
+    /// to the end when the event also reports the peer's close or an
+    /// error, which no later event would report again.
     ///
     /// ```no_run
     /// # use mio::{Events, Poll, Token};
@@ -89,7 +96,9 @@ impl Client {
     ///         client.on_timer();
     ///     }
     ///     client.run_any_callbacks();
-    ///     client.update_registration(poll.registry(), Token(0))?;
+    ///     if client.wants_registration_update() {
+    ///         client.update_registration(poll.registry(), Token(0))?;
+    ///     }
     /// #   break;
     /// }
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -98,8 +107,14 @@ impl Client {
         if event.is_writable() || event.is_error() {
             self.write_ready();
         }
-        if event.is_readable() || event.is_read_closed() || event.is_error() {
-            self.read_ready(false);
+        let ended = event.is_read_closed() || event.is_error();
+        if event.is_readable() || ended {
+            // A short read ends the reading only on a fresh readiness event
+            // that reported no end of stream and no error (an end of stream
+            // that came with the data gets no event of its own), and not
+            // after a budget cut (bytes left then have no event either).
+            // That saves the `recv` that would only say `WouldBlock`.
+            self.read_ready(!ended && self.reading != Reading::MoreToRead);
         }
         self.after_io();
     }
@@ -202,29 +217,66 @@ impl Client {
 
     /// Registers the socket with a caller's mio `registry` under `token`
     /// (or updates its registration), with WRITABLE interest only while
-    /// [`Client::needs_write`]. Call it once to start and again after each
-    /// turn of your loop to keep the interest current; it registers a socket
-    /// the client replaced (the next address after a failed connect) on its
-    /// own.
+    /// [`Client::needs_write`]. Call it once to start and again when
+    /// [`Client::wants_registration_update`] says so after a turn of your
+    /// loop (or after every turn: each call is one `epoll_ctl`); it
+    /// registers a socket the client replaced (the next address after a
+    /// failed connect, a reconnection) on its own.
     ///
     /// # Errors
     /// What mio's `register`/`reregister` return.
     pub fn update_registration(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        let interest = if self.needs_write() {
-            Interest::READABLE | Interest::WRITABLE
-        } else {
-            Interest::READABLE
-        };
+        let interest = self.interest();
         let Some(sock) = self.sock.as_mut().map(Transport::tcp_mut) else {
             return Ok(());
         };
-        match registry.reregister(sock, token, interest) {
+        let done = match registry.reregister(sock, token, interest) {
             // Not registered yet (the first call), or the socket was
             // replaced: register it.
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 registry.register(sock, token, interest)
             }
             other => other,
+        };
+        self.registered = done.as_ref().ok().map(|_| interest);
+        done
+    }
+
+    /// Whether [`Client::update_registration`] has work to do: the client
+    /// has a socket that it did not register (the first call, or a socket
+    /// the client replaced: the next address, a reconnection), or WRITABLE
+    /// interest must be turned on or off. A loop over many clients calls
+    /// `update_registration` only then, sparing an `epoll_ctl` per client
+    /// and turn; it is a field comparison, no system call.
+    ///
+    /// It knows only the registrations `update_registration` made: after
+    /// you register the client yourself (as a `mio::event::Source`) it is
+    /// true until `update_registration` runs. A client moved to another
+    /// `Poll` needs `update_registration` with the new registry whatever
+    /// this says.
+    ///
+    /// ```no_run
+    /// # use mio::{Poll, Token};
+    /// # let mut client = puka::Client::new("amqp://127.0.0.1/")?;
+    /// # let poll = Poll::new()?;
+    /// // After the client's events of this turn were handled:
+    /// client.run_any_callbacks();
+    /// if client.wants_registration_update() {
+    ///     client.update_registration(poll.registry(), Token(0))?;
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wants_registration_update(&self) -> bool {
+        self.sock.is_some() && self.registered != Some(self.interest())
+    }
+
+    /// The interest the socket needs now: READABLE always, WRITABLE while
+    /// [`Client::needs_write`].
+    fn interest(&self) -> Interest {
+        if self.needs_write() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
         }
     }
 
@@ -269,6 +321,7 @@ impl Client {
             let _ = sock.shutdown(std::net::Shutdown::Both);
             self.closed_sock = Some(sock);
         }
+        self.registered = None;
         self.writing = Writing::Ready;
     }
 
