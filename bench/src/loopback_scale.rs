@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 /// The channel_max the server offers (and the client asks for): room for
 /// 10,000 consumers of one channel each.
-const CHANNEL_MAX: u16 = 16_383;
+pub(crate) const CHANNEL_MAX: u16 = 16_383;
 /// Deliveries per consumers figure, whatever N.
 const CONSUMER_DELIVERIES: usize = 1_000_000;
 /// Deliveries per consumers figure with `--quick`.
@@ -116,7 +116,7 @@ impl ScaleLoopFigure {
         self.cpu * 1e6 / self.events as f64
     }
 
-    fn print(&self, round: usize) {
+    pub(crate) fn print(&self, round: usize) {
         println!(
             "result scenario=loopback_scale_{} variant={} n={} round={} events={} secs={:.4} \
              events_per_s={:.0} cpu_s={:.4} cpu_us_per_event={:.3} wakeups_per_event={:.4}",
@@ -134,7 +134,7 @@ impl ScaleLoopFigure {
     }
 }
 
-fn listen() -> Res<(TcpListener, u16)> {
+pub(crate) fn listen() -> Res<(TcpListener, u16)> {
     let l = TcpListener::bind("127.0.0.1:0").ctx("bind")?;
     let port = l.local_addr().ctx("addr")?.port();
     Ok((l, port))
@@ -149,11 +149,11 @@ fn accept(l: TcpListener, done: fn(&Method) -> bool) -> Res<(TcpStream, BytesMut
     Ok((sock, rest))
 }
 
-fn join(h: JoinHandle<Res<()>>) -> Res<()> {
+pub(crate) fn join(h: JoinHandle<Res<()>>) -> Res<()> {
     h.join().map_err(|_| "server thread panicked".to_string())?
 }
 
-fn client(port: u16, options: Options) -> Res<Client> {
+pub(crate) fn client(port: u16, options: Options) -> Res<Client> {
     let url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f?channel_max={CHANNEL_MAX}");
     let mut c = Client::with_options(&url, options).ctx("client")?;
     let p = c.handshake();
@@ -195,7 +195,7 @@ fn consumer_block(n: usize, k: usize) -> (Vec<u8>, Vec<usize>) {
 
 /// Answers `channel.open`, `basic.qos` and `basic.consume` (tag `c<channel>`)
 /// until `n` consumers are started; `buf` holds what was read already.
-fn start_consumers(sock: &mut TcpStream, mut buf: BytesMut, n: usize) -> Res<()> {
+pub(crate) fn start_consumers(sock: &mut TcpStream, mut buf: BytesMut, n: usize) -> Res<()> {
     let mut tmp = vec![0u8; CHUNK];
     let mut started = 0;
     while started < n {
@@ -560,6 +560,21 @@ pub fn run_all(
                 }
             }
         }
+        if kinds.contains(&"connections") {
+            for n in pick(if quick {
+                &[1, 100]
+            } else {
+                &[1, 10, 100, 1_000]
+            }) {
+                for on_read in [false, true] {
+                    record(
+                        format!("loopback connections {n} on_read={on_read}"),
+                        crate::loopback_conns::connections(n, on_read),
+                        round,
+                    );
+                }
+            }
+        }
         // Held acks and confirm windows: the same counts and orders.
         let total = if quick {
             CONFIRMS_TOTAL_QUICK
@@ -600,13 +615,17 @@ pub fn summary(figs: &[ScaleLoopFigure]) {
             keys.push(k);
         }
     }
-    for kind in ["consumers", "confirms", "acks"] {
+    for kind in ["connections", "consumers", "confirms", "acks"] {
         let rows: Vec<_> = keys.iter().filter(|k| k.0 == kind).collect();
         if rows.is_empty() {
             continue;
         }
         println!();
-        if kind == "consumers" {
+        if kind == "connections" {
+            println!(
+                "## N connections in one thread, one delivery at a time from a loopback server (client thread CPU)"
+            );
+        } else if kind == "consumers" {
             println!("## N consumers on one connection, loopback server (client thread CPU)");
         } else if kind == "acks" {
             println!("## N deliveries held, then acked, loopback server (client thread CPU)");

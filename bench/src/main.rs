@@ -19,6 +19,7 @@ mod c_raw;
 mod common;
 mod failover;
 mod loopback;
+mod loopback_conns;
 mod loopback_scale;
 mod memory;
 mod scale;
@@ -124,7 +125,9 @@ Usage: cargo run --release --manifest-path bench/Cargo.toml -- [OPTIONS]
 
 Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms. Without a broker:
-loopback_scale (both), loopback_scale_consumers (1,100,1000,10000 consumers
+loopback_scale (all four), loopback_scale_connections (1,10,100,1000
+connections, 1,000 deliveries/s trickled over them; PUKA_BENCH_TRICKLE_SECS,
+default 5), loopback_scale_consumers (1,100,1000,10000 consumers
 acking 1M deliveries), loopback_scale_confirms (1000,100000,1000000 in
 flight, confirmed in four orders), loopback_scale_acks (1000,100000,1000000
 deliveries held, then acked in the same four orders); --counts and
@@ -427,7 +430,11 @@ fn main() {
 
     // Scale figures only when named: they hold hundreds of the broker's
     // sockets and thousands of queues for a while.
-    let scale_kinds = named_kinds(&args.scenarios, "scale", &["connections", "consumers", "confirms"]);
+    let scale_kinds = named_kinds(
+        &args.scenarios,
+        "scale",
+        &["connections", "consumers", "confirms"],
+    );
     let scale_figs = if scale_kinds.is_empty() {
         Vec::new()
     } else {
@@ -436,7 +443,11 @@ fn main() {
 
     // The same scale questions against a scripted loopback server, which
     // batches alike whatever N is: only when named.
-    let loop_scale_kinds = named_kinds(&args.scenarios, "loopback_scale", &["consumers", "confirms", "acks"]);
+    let loop_scale_kinds = named_kinds(
+        &args.scenarios,
+        "loopback_scale",
+        &["connections", "consumers", "confirms", "acks"],
+    );
     let loop_scale_figs = if loop_scale_kinds.is_empty() {
         Vec::new()
     } else {

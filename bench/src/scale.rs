@@ -42,8 +42,19 @@ pub const KINDS: [(&str, &[usize]); 3] = [
 
 /// Trickle of the connections scenario: messages per second, all
 /// connections together, and for how long.
-const TRICKLE_RATE: f64 = 1000.0;
+pub(crate) const TRICKLE_RATE: f64 = 1000.0;
 const TRICKLE_SECS: f64 = 5.0;
+
+/// The trickle's length: [`TRICKLE_SECS`], or `PUKA_BENCH_TRICKLE_SECS`
+/// (longer runs for a profiler, whose samples of the opening then count
+/// for little).
+pub(crate) fn trickle_secs() -> f64 {
+    std::env::var("PUKA_BENCH_TRICKLE_SECS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .unwrap_or(TRICKLE_SECS)
+}
 /// Messages spread over the consumers of the consumers scenario.
 const CONSUMER_MSGS: usize = 20_000;
 /// Prefetch of every consumer.
@@ -90,7 +101,7 @@ fn wakeup_field(from: u64, got: usize) -> (String, String) {
 }
 
 /// Raises RLIMIT_NOFILE's soft limit to its hard limit; returns the limit.
-fn raise_nofile() -> u64 {
+pub(crate) fn raise_nofile() -> u64 {
     // SAFETY: getrlimit/setrlimit fill and read the struct we pass.
     unsafe {
         let mut r: libc::rlimit = std::mem::zeroed();
@@ -226,12 +237,12 @@ impl Counts {
 /// and the registration updated when `wants_registration_update`; each client's
 /// next `poll_timeout` kept in a min-heap (re-read after the client is
 /// touched), so a turn costs O(events + timers due), not O(N).
-struct Reactor {
+pub(crate) struct Reactor {
     poll: Poll,
     events: Events,
-    clients: Vec<Client>,
+    pub(crate) clients: Vec<Client>,
     /// `poll` calls that returned.
-    turns: u64,
+    pub(crate) turns: u64,
     /// (deadline, client) in deadline order; an entry whose deadline is
     /// not `scheduled[client]` is stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, usize)>>,
@@ -239,10 +250,28 @@ struct Reactor {
     scheduled: Vec<Option<Instant>>,
     /// The clients of this turn's events (kept to reuse its allocation).
     ready: Vec<usize>,
+    /// Drive the clients with `on_read`/`on_write` instead of `on_event`
+    /// (which knows the event, and stops at a read that emptied the
+    /// socket: one `recv` fewer per wakeup).
+    pub(crate) on_read: bool,
 }
 
 impl Reactor {
-    fn add(&mut self, mut c: Client) -> Res<()> {
+    /// An empty loop with room for `clients`.
+    pub(crate) fn new(clients: usize) -> Res<Reactor> {
+        Ok(Reactor {
+            poll: Poll::new().ctx("poll")?,
+            events: Events::with_capacity(1024),
+            clients: Vec::with_capacity(clients),
+            turns: 0,
+            timers: BinaryHeap::new(),
+            scheduled: Vec::new(),
+            ready: Vec::new(),
+            on_read: false,
+        })
+    }
+
+    pub(crate) fn add(&mut self, mut c: Client) -> Res<()> {
         let i = self.clients.len();
         c.update_registration(self.poll.registry(), Token(i))
             .ctx("register")?;
@@ -263,7 +292,7 @@ impl Reactor {
         }
     }
 
-    fn touch(&mut self, i: usize) {
+    pub(crate) fn touch(&mut self, i: usize) {
         let c = &mut self.clients[i];
         c.run_any_callbacks();
         if c.wants_registration_update() {
@@ -291,7 +320,17 @@ impl Reactor {
         ready.clear();
         for e in self.events.iter() {
             let i = e.token().0;
-            self.clients[i].on_event(e);
+            let c = &mut self.clients[i];
+            if self.on_read {
+                if e.is_writable() || e.is_error() {
+                    c.on_write();
+                }
+                if e.is_readable() || e.is_read_closed() || e.is_error() {
+                    c.on_read();
+                }
+            } else {
+                c.on_event(e);
+            }
             ready.push(i);
         }
         for &i in &ready {
@@ -319,7 +358,7 @@ impl Reactor {
     }
 
     /// Turns until `done` or `deadline`; whether `done` held.
-    fn run_until(&mut self, deadline: Instant, done: impl Fn() -> bool) -> Res<bool> {
+    pub(crate) fn run_until(&mut self, deadline: Instant, done: impl Fn() -> bool) -> Res<bool> {
         while !done() {
             let now = Instant::now();
             if now >= deadline {
@@ -344,15 +383,7 @@ fn child_connections(url: &str, n: usize) -> Res<Vec<(String, String)>> {
 fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, String)>> {
     let publisher = Publisher::start(url)?;
     let counts = Rc::new(Counts::default());
-    let mut r = Reactor {
-        poll: Poll::new().ctx("poll")?,
-        events: Events::with_capacity(1024),
-        clients: Vec::with_capacity(queues.len()),
-        turns: 0,
-        timers: BinaryHeap::new(),
-        scheduled: Vec::new(),
-        ready: Vec::new(),
-    };
+    let mut r = Reactor::new(queues.len())?;
     let rss0 = rss_kib();
     let cpu0 = cpu_thread();
     let t0 = Instant::now();
@@ -461,7 +492,8 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
         ("idle_turns".into(), idle_turns.to_string()),
     ];
     if reached > 0 {
-        let total = (TRICKLE_RATE * TRICKLE_SECS) as usize;
+        let trickle = trickle_secs();
+        let total = (TRICKLE_RATE * trickle) as usize;
         let qs: Vec<String> = ready_ids
             .borrow()
             .iter()
@@ -474,7 +506,7 @@ fn connections(url: &str, queues: &[String], nofile: u64) -> Res<Vec<(String, St
         let t = Instant::now();
         let turns0 = r.turns;
         let k = counts.clone();
-        let all = r.run_until(t + Duration::from_secs_f64(TRICKLE_SECS + 30.0), || {
+        let all = r.run_until(t + Duration::from_secs_f64(trickle + 30.0), || {
             k.delivered.get() >= total
         })?;
         let cpu = cpu_thread() - cpu0;
