@@ -8,7 +8,7 @@
 //! clients with events are touched, their registration is updated only
 //! when `wants_registration_update` says so (WRITABLE interest changed, or
 //! the client replaced its socket), and each client's next `poll_timeout` waits
-//! in a min-heap (`Timers` below), read again after the client is touched.
+//! in a min-heap (`puka::Deadlines`), read again after the client is touched.
 //! With a thousand idle connections the loop wakes for their heartbeats
 //! alone.
 //!
@@ -22,66 +22,19 @@
 mod common;
 
 use mio::{Events, Poll, Token};
-use puka::{Client, Consume, Delivery, Options, Promise, QueueDeclare};
+use puka::{Client, Consume, Deadlines, Delivery, Options, Promise, QueueDeclare};
 use std::cell::Cell;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-/// Each client's next deadline (`Client::poll_timeout`), earliest first.
-#[derive(Default)]
-struct Timers {
-    /// (deadline, client index); an entry that is not `scheduled[index]`
-    /// is stale and skipped.
-    heap: BinaryHeap<Reverse<(Instant, usize)>>,
-    scheduled: Vec<Option<Instant>>,
-}
-
-impl Timers {
-    /// Notes client `i`'s deadline after it was touched. A later deadline
-    /// than the one held waits: it is read again when that one comes due.
-    fn schedule(&mut self, i: usize, c: &Client) {
-        if self.scheduled.len() <= i {
-            self.scheduled.resize(i + 1, None);
-        }
-        if let Some(t) = c.poll_timeout() {
-            if self.scheduled[i].is_none_or(|s| t < s) {
-                self.scheduled[i] = Some(t);
-                self.heap.push(Reverse((t, i)));
-            }
-        }
-    }
-
-    /// The earliest deadline held.
-    fn next(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((t, _))| *t)
-    }
-
-    /// The next client whose held deadline is at or before `now`.
-    fn pop_due(&mut self, now: Instant) -> Option<usize> {
-        while let Some(&Reverse((t, i))) = self.heap.peek() {
-            if t > now {
-                return None;
-            }
-            self.heap.pop();
-            if self.scheduled[i] == Some(t) {
-                self.scheduled[i] = None;
-                return Some(i);
-            }
-        }
-        None
-    }
-}
-
 /// After anything happened to client `i`: its callbacks, its registration
 /// if it wants an update, its next deadline.
-fn touch(i: usize, c: &mut Client, timers: &mut Timers, poll: &Poll) -> std::io::Result<()> {
+fn touch(i: usize, c: &mut Client, timers: &mut Deadlines, poll: &Poll) -> std::io::Result<()> {
     c.run_any_callbacks();
     if c.wants_registration_update() {
         c.update_registration(poll.registry(), Token(i))?;
     }
-    timers.schedule(i, c);
+    timers.schedule_client(i, c);
     Ok(())
 }
 
@@ -120,7 +73,7 @@ fn run() -> common::Result {
     // each, all registered in the same Poll.
     let received = Rc::new(Cell::new(0u64));
     let mut consumers: Vec<Client> = Vec::with_capacity(clients);
-    let mut timers = Timers::default();
+    let mut timers = Deadlines::new();
     let mut queues = Vec::with_capacity(clients);
     for i in 0..clients {
         let mut c = Client::with_options(
@@ -142,7 +95,7 @@ fn run() -> common::Result {
                 }
             });
         c.update_registration(poll.registry(), Token(i))?;
-        timers.schedule(i, &c);
+        timers.schedule_client(i, &c);
         consumers.push(c);
         queues.push(q);
     }
@@ -165,13 +118,7 @@ fn run() -> common::Result {
         publisher.flush(Duration::from_secs(1))?;
         // One turn of the shared loop: sleep until some client is ready or
         // the earliest timer of all of them (at most 50 ms, to publish).
-        let now = Instant::now();
-        let wake = timers
-            .next()
-            .map_or(Duration::from_millis(50), |t| {
-                t.saturating_duration_since(now)
-            })
-            .min(Duration::from_millis(50));
+        let wake = timers.timeout(Instant::now(), Duration::from_millis(50));
         poll.poll(&mut events, Some(wake))?;
         for event in events.iter() {
             let i = event.token().0;

@@ -27,8 +27,8 @@ mod rng;
 mod url;
 
 pub use client::{
-    AddressOrder, Client, ConnectedAddress, ConnectionEvent, Consume, Options, Promise, PromiseId,
-    Qos, RawResult, Recovery, Requeue, Resolve, Unroutable, WhenFull,
+    AddressOrder, Client, ConnectedAddress, ConnectionEvent, Consume, Deadlines, Options, Promise,
+    PromiseId, Qos, RawResult, Recovery, Requeue, Resolve, Unroutable, WhenFull,
 };
 #[cfg(feature = "tls")]
 pub use client::{ServerVerification, TlsOptions};

@@ -21,10 +21,9 @@
 use crate::common::*;
 use crate::memory::rss_kib;
 use mio::{Events, Poll, Token};
-use puka::{Client, Confirms, Consume, Options};
+use puka::{Client, Confirms, Consume, Deadlines, Options};
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -243,11 +242,8 @@ pub(crate) struct Reactor {
     pub(crate) clients: Vec<Client>,
     /// `poll` calls that returned.
     pub(crate) turns: u64,
-    /// (deadline, client) in deadline order; an entry whose deadline is
-    /// not `scheduled[client]` is stale and skipped.
-    timers: BinaryHeap<Reverse<(Instant, usize)>>,
-    /// The deadline each client has in `timers`.
-    scheduled: Vec<Option<Instant>>,
+    /// Each client's next `poll_timeout`, earliest first.
+    timers: Deadlines,
     /// The clients of this turn's events (kept to reuse its allocation).
     ready: Vec<usize>,
     /// Drive the clients with `on_read`/`on_write` instead of `on_event`
@@ -264,8 +260,7 @@ impl Reactor {
             events: Events::with_capacity(1024),
             clients: Vec::with_capacity(clients),
             turns: 0,
-            timers: BinaryHeap::new(),
-            scheduled: Vec::new(),
+            timers: Deadlines::new(),
             ready: Vec::new(),
             on_read: false,
         })
@@ -275,21 +270,9 @@ impl Reactor {
         let i = self.clients.len();
         c.update_registration(self.poll.registry(), Token(i))
             .ctx("register")?;
+        self.timers.schedule_client(i, &c);
         self.clients.push(c);
-        self.scheduled.push(None);
-        self.schedule(i);
         Ok(())
-    }
-
-    /// Puts client `i`'s deadline in the heap if it is earlier than the
-    /// one there (a later one is found when the earlier one comes due).
-    fn schedule(&mut self, i: usize) {
-        if let Some(t) = self.clients[i].poll_timeout() {
-            if self.scheduled[i].is_none_or(|s| t < s) {
-                self.scheduled[i] = Some(t);
-                self.timers.push(Reverse((t, i)));
-            }
-        }
     }
 
     pub(crate) fn touch(&mut self, i: usize) {
@@ -299,17 +282,13 @@ impl Reactor {
             // A failed update means the connection ended; its callbacks say so.
             let _ = c.update_registration(self.poll.registry(), Token(i));
         }
-        self.schedule(i);
+        self.timers.schedule_client(i, c);
     }
 
     /// One turn: waits up to `max` for events and handles them, then the
     /// timers that came due.
     fn turn(&mut self, max: Duration) -> Res<()> {
-        let now = Instant::now();
-        let timeout = match self.timers.peek() {
-            Some(Reverse((t, _))) => max.min(t.saturating_duration_since(now)),
-            None => max,
-        };
+        let timeout = self.timers.timeout(Instant::now(), max);
         match self.poll.poll(&mut self.events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
@@ -338,20 +317,12 @@ impl Reactor {
         }
         self.ready = ready;
         let now = Instant::now();
-        while let Some(&Reverse((t, i))) = self.timers.peek() {
-            if t > now {
-                break;
-            }
-            self.timers.pop();
-            if self.scheduled[i] != Some(t) {
-                continue;
-            }
-            self.scheduled[i] = None;
+        while let Some(i) = self.timers.pop_due(now) {
             if self.clients[i].poll_timeout().is_some_and(|d| d <= now) {
                 self.clients[i].on_timer();
                 self.touch(i);
             } else {
-                self.schedule(i);
+                self.timers.schedule_client(i, &self.clients[i]);
             }
         }
         Ok(())

@@ -4,6 +4,7 @@
 mod addresses;
 mod args;
 mod construct;
+mod deadlines;
 mod driver;
 mod operations;
 mod options;
@@ -17,6 +18,7 @@ mod transport;
 pub use crate::recover::Recovery;
 pub use addresses::{AddressOrder, ConnectedAddress};
 pub use args::{Consume, Qos, Requeue, Unroutable};
+pub use deadlines::Deadlines;
 pub use options::{Options, WhenFull};
 pub use promise::{Promise, PromiseId, RawResult, Resolve};
 #[cfg(feature = "tls")]
