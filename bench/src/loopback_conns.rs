@@ -22,8 +22,8 @@ use crate::loopback::{self, FRAME_MAX};
 use crate::loopback_scale::{self as ls, ScaleLoopFigure};
 use crate::scale::{raise_nofile, trickle_secs, wakeups, Reactor, TRICKLE_RATE};
 use bytes::BytesMut;
-use puka::codec::frame::{self, Frame};
-use puka::codec::method::{BasicDeliver, ConnectionCloseOk};
+use puka::codec::frame;
+use puka::codec::method::BasicDeliver;
 use puka::codec::{BasicProperties, Method};
 use puka::{Consume, Options};
 use std::cell::Cell;
@@ -91,39 +91,6 @@ fn drain(sock: &mut TcpStream, tmp: &mut [u8]) {
     }
 }
 
-/// Reads until the client's `connection.close`, answers it, then waits
-/// for the end of stream.
-fn answer_close(sock: &mut TcpStream, deadline: Instant) -> Res<()> {
-    sock.set_nonblocking(false).ctx("blocking")?;
-    sock.set_read_timeout(Some(Duration::from_secs(5)))
-        .ctx("timeout")?;
-    let mut buf = BytesMut::new();
-    let mut tmp = vec![0u8; 4096];
-    loop {
-        while let Some(f) = frame::decode(&mut buf, FRAME_MAX).ctx("decode")? {
-            if let Frame::Method {
-                method: Method::ConnectionClose(_),
-                ..
-            } = f
-            {
-                let mut out = BytesMut::new();
-                loopback::method(&mut out, 0, ConnectionCloseOk);
-                sock.write_all(&out).ctx("close-ok")?;
-                loopback::drain_until_eof(sock);
-                return Ok(());
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err("no connection.close".into());
-        }
-        let n = sock.read(&mut tmp).ctx("read close")?;
-        if n == 0 {
-            return Ok(());
-        }
-        buf.extend_from_slice(&tmp[..n]);
-    }
-}
-
 /// N clients, each consuming (and acking) from a server that trickles
 /// `TRICKLE_RATE` deliveries a second over all of them; driven by
 /// `on_event`, or with `on_read` by `on_read`/`on_write`.
@@ -174,7 +141,8 @@ pub fn connections(n: usize, on_read: bool) -> Res<ScaleLoopFigure> {
             drain(&mut socks[k], &mut tmp);
         }
         for sock in &mut socks {
-            answer_close(sock, deadline)?;
+            sock.set_nonblocking(false).ctx("blocking")?;
+            ls::answer_close(sock, Duration::from_secs(5))?;
         }
         Ok(())
     });

@@ -149,6 +149,34 @@ fn accept(l: TcpListener, done: fn(&Method) -> bool) -> Res<(TcpStream, BytesMut
     Ok((sock, rest))
 }
 
+/// Reads until the client's `connection.close` and answers it with
+/// `close-ok`, so that the client's close ends at once; returns then, at
+/// the client's end of stream, at a read error, or after `timeout` of
+/// silence.
+pub(crate) fn answer_close(sock: &mut TcpStream, timeout: Duration) -> Res<()> {
+    let mut buf = BytesMut::new();
+    let mut tmp = vec![0u8; CHUNK];
+    let _ = sock.set_read_timeout(Some(timeout));
+    loop {
+        while let Some(f) = frame::decode(&mut buf, FRAME_MAX).ctx("decode")? {
+            if let Frame::Method {
+                method: Method::ConnectionClose(_),
+                ..
+            } = f
+            {
+                let mut out = BytesMut::new();
+                loopback::method(&mut out, 0, ConnectionCloseOk);
+                let _ = sock.write_all(&out);
+                return Ok(());
+            }
+        }
+        match sock.read(&mut tmp) {
+            Ok(0) | Err(_) => return Ok(()),
+            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+        }
+    }
+}
+
 pub(crate) fn join(h: JoinHandle<Res<()>>) -> Res<()> {
     h.join().map_err(|_| "server thread panicked".to_string())?
 }
@@ -372,29 +400,7 @@ fn confirms(w: usize, order: AckOrder, total: usize) -> Res<ScaleLoopFigure> {
                 sock.write_all(piece).ctx("write acks")?;
             }
         }
-        // Until the client's connection.close; answered so that it ends
-        // at once.
-        let mut buf = BytesMut::new();
-        let mut tmp = vec![0u8; CHUNK];
-        let _ = sock.set_read_timeout(Some(Duration::from_secs(30)));
-        loop {
-            while let Some(f) = frame::decode(&mut buf, FRAME_MAX).ctx("decode")? {
-                if let Frame::Method {
-                    method: Method::ConnectionClose(_),
-                    ..
-                } = f
-                {
-                    let mut out = BytesMut::new();
-                    loopback::method(&mut out, 0, ConnectionCloseOk);
-                    let _ = sock.write_all(&out);
-                    return Ok(());
-                }
-            }
-            match sock.read(&mut tmp) {
-                Ok(0) | Err(_) => return Ok(()),
-                Ok(n) => buf.extend_from_slice(&tmp[..n]),
-            }
-        }
+        answer_close(&mut sock, Duration::from_secs(30))
     });
     let mut c = client(
         port,
