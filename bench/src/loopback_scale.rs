@@ -572,10 +572,10 @@ pub fn run_all(
             } else {
                 &[1, 10, 100, 1_000]
             }) {
-                for on_read in [false, true] {
+                for driver in crate::loopback_conns::drivers() {
                     record(
-                        format!("loopback connections {n} on_read={on_read}"),
-                        crate::loopback_conns::connections(n, on_read),
+                        format!("loopback connections {n} {}", driver.name()),
+                        crate::loopback_conns::connections(n, driver),
                         round,
                     );
                 }

@@ -127,7 +127,8 @@ Scale scenarios (issue 17; only when named): scale (all three),
 scale_connections, scale_consumers, scale_confirms. Without a broker:
 loopback_scale (all four), loopback_scale_connections (1,10,100,1000
 connections, 1,000 deliveries/s trickled over them; PUKA_BENCH_TRICKLE_SECS,
-default 5), loopback_scale_consumers (1,100,1000,10000 consumers
+default 5; variants on_event, on_read and raw (no client: the yardstick),
+PUKA_BENCH_DRIVERS picks some), loopback_scale_consumers (1,100,1000,10000 consumers
 acking 1M deliveries), loopback_scale_confirms (1000,100000,1000000 in
 flight, confirmed in four orders), loopback_scale_acks (1000,100000,1000000
 deliveries held, then acked in the same four orders); --counts and
