@@ -10,9 +10,10 @@ use mio::{Events, Poll, Token};
 use puka::codec::method::{ConnectionClose, QueueDeclareOk};
 use puka::codec::Method;
 use puka::UrlError;
-use puka::{AddressOrder, Client, Error, Options, QueueDeclare};
+use puka::{AddressOrder, Client, Error, Options, Promise, QueueDeclare};
 use socket2::{Domain, Socket, Type};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 use support::fake_broker::{self as fb, FakeBroker, Step};
 use support::W;
@@ -186,46 +187,97 @@ fn the_handshake_timer_starts_at_the_tcp_connect() {
     );
 }
 
-#[test]
-fn a_users_reactor_follows_the_socket_to_the_next_address() {
-    let _ = broker();
-    let hole = Blackhole::new();
-    let urls = [hole.url(), common::amqp_url()];
-    let mut c =
-        Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
-    let p = c.handshake();
-    let mut poll = Poll::new().expect("poll");
-    let mut events = Events::with_capacity(8);
-    let token = Token(7);
-    c.update_registration(poll.registry(), token)
-        .expect("register");
-    let fd_before = c.fileno();
-    let deadline = Instant::now() + W;
-    while !c.is_open() {
+/// A user's reactor around a client whose first address is blackholed and
+/// whose second is the broker: the client, its handshake promise, a `Poll`
+/// and the socket the client started on.
+struct ReactorOnTwoAddresses {
+    _hole: Blackhole,
+    c: Client,
+    p: Promise<()>,
+    poll: Poll,
+    events: Events,
+    fd_before: RawFd,
+}
+
+const TOKEN: Token = Token(7);
+
+impl ReactorOnTwoAddresses {
+    fn new() -> ReactorOnTwoAddresses {
+        let _ = broker();
+        let hole = Blackhole::new();
+        let urls = [hole.url(), common::amqp_url()];
+        let c =
+            Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
+        let p = c.handshake();
+        let fd_before = c.fileno();
+        ReactorOnTwoAddresses {
+            _hole: hole,
+            c,
+            p,
+            poll: Poll::new().expect("poll"),
+            events: Events::with_capacity(8),
+            fd_before,
+        }
+    }
+
+    /// Waits for one readiness event or the client's next timer.
+    fn poll_once(&mut self, deadline: Instant) {
         let now = Instant::now();
         assert!(now < deadline, "not open after {W:?}");
-        let timeout = c
+        let timeout = self
+            .c
             .poll_timeout()
             .map_or(deadline - now, |t| t.saturating_duration_since(now));
-        poll.poll(&mut events, Some(timeout)).expect("poll");
-        for ev in events.iter() {
+        self.poll
+            .poll(&mut self.events, Some(timeout))
+            .expect("poll");
+    }
+
+    /// Fires the client's timer if it is due, and checks it is not closed.
+    fn on_timer_if_due(&mut self) {
+        if self.c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
+            self.c.on_timer();
+        }
+        assert!(
+            !self.c.is_closed(),
+            "closed: {:?}",
+            self.c.next_connection_event()
+        );
+    }
+
+    /// The client is open on a new socket, to the second address.
+    fn assert_moved_on(mut self) {
+        assert_ne!(
+            self.c.fileno(),
+            self.fd_before,
+            "the socket was not replaced"
+        );
+        assert_eq!(self.c.connected_address().map(|a| a.index), Some(1));
+        self.c.wait_timeout(self.p, W).expect("connect promise");
+    }
+}
+
+#[test]
+fn a_users_reactor_follows_the_socket_to_the_next_address() {
+    let mut r = ReactorOnTwoAddresses::new();
+    r.c.update_registration(r.poll.registry(), TOKEN)
+        .expect("register");
+    let deadline = Instant::now() + W;
+    while !r.c.is_open() {
+        r.poll_once(deadline);
+        for ev in r.events.iter() {
             if ev.is_writable() {
-                c.on_write();
+                r.c.on_write();
             }
             if ev.is_readable() {
-                c.on_read();
+                r.c.on_read();
             }
         }
-        if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
-            c.on_timer();
-        }
-        assert!(!c.is_closed(), "closed: {:?}", c.next_connection_event());
-        c.update_registration(poll.registry(), token)
+        r.on_timer_if_due();
+        r.c.update_registration(r.poll.registry(), TOKEN)
             .expect("update_registration");
     }
-    assert_ne!(c.fileno(), fd_before, "the socket was not replaced");
-    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
-    c.wait_timeout(p, W).expect("connect promise");
+    r.assert_moved_on();
 }
 
 #[test]
@@ -235,57 +287,38 @@ fn wants_registration_update_follows_the_socket_to_the_next_address() {
     // so both sockets are connecting (WRITABLE wanted) when the client
     // replaces the first: a loop that re-registered only when
     // `needs_write` changed would never register the second.
-    let _ = broker();
-    let hole = Blackhole::new();
-    let urls = [hole.url(), common::amqp_url()];
-    let mut c =
-        Client::with_addresses(&urls, in_order(Duration::from_millis(300))).expect("client");
-    let p = c.handshake();
-    let mut poll = Poll::new().expect("poll");
-    let mut events = Events::with_capacity(8);
-    let token = Token(7);
-    assert!(c.wants_registration_update(), "never registered");
-    c.update_registration(poll.registry(), token)
+    let mut r = ReactorOnTwoAddresses::new();
+    assert!(r.c.wants_registration_update(), "never registered");
+    r.c.update_registration(r.poll.registry(), TOKEN)
         .expect("register");
-    assert!(!c.wants_registration_update(), "registered just now");
-    let fd_before = c.fileno();
-    let mut registered_fd = fd_before;
+    assert!(!r.c.wants_registration_update(), "registered just now");
+    let mut registered_fd = r.fd_before;
     let mut updates = 0;
     let deadline = Instant::now() + W;
-    while !c.is_open() {
-        let now = Instant::now();
-        assert!(now < deadline, "not open after {W:?} ({updates} updates)");
-        let timeout = c
-            .poll_timeout()
-            .map_or(deadline - now, |t| t.saturating_duration_since(now));
-        poll.poll(&mut events, Some(timeout)).expect("poll");
-        for ev in events.iter() {
-            c.on_event(ev);
+    while !r.c.is_open() {
+        r.poll_once(deadline);
+        for ev in r.events.iter() {
+            r.c.on_event(ev);
         }
-        if c.poll_timeout().is_some_and(|t| Instant::now() >= t) {
-            c.on_timer();
-        }
-        assert!(!c.is_closed(), "closed: {:?}", c.next_connection_event());
-        c.run_any_callbacks();
-        if c.fileno() != registered_fd {
+        r.on_timer_if_due();
+        r.c.run_any_callbacks();
+        if r.c.fileno() != registered_fd {
             // (The loop would otherwise only get there by timers.)
             assert!(
-                c.wants_registration_update(),
+                r.c.wants_registration_update(),
                 "the socket was replaced, yet no update is wanted"
             );
         }
-        if c.wants_registration_update() {
+        if r.c.wants_registration_update() {
             updates += 1;
-            c.update_registration(poll.registry(), token)
+            r.c.update_registration(r.poll.registry(), TOKEN)
                 .expect("update_registration");
-            registered_fd = c.fileno();
-            assert!(!c.wants_registration_update());
+            registered_fd = r.c.fileno();
+            assert!(!r.c.wants_registration_update());
         }
     }
-    assert_ne!(c.fileno(), fd_before, "the socket was not replaced");
-    assert_eq!(c.connected_address().map(|a| a.index), Some(1));
-    c.wait_timeout(p, W).expect("connect promise");
     assert!(updates >= 1, "the new socket was registered by an update");
+    r.assert_moved_on();
 }
 
 /// The addresses in the order a failed attempt tried them, from the error
