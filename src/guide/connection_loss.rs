@@ -62,7 +62,8 @@
 //!   delivery from before the loss fails locally;
 //! - operations made while disconnected fail at once with the error that
 //!   ended the connection (while a reconnection's handshake is under way
-//!   they are queued and sent once it is open).
+//!   they are queued and sent once it is open, ahead of the restore: wait
+//!   for [`ConnectionEvent::Restored`] before work that needs the topology).
 //!
 //! Never recovered: your own close, a refused login or vhost, a protocol
 //! violation, or a failure of the very first connect. With

@@ -686,3 +686,50 @@ fn transaction_mode_is_restored_before_the_user_can_publish() {
         h.events
     );
 }
+
+#[test]
+fn work_queued_during_a_reconnection_handshake_goes_ahead_of_the_restore() {
+    // What the docs say (README "Recovery", the guide's connection-loss
+    // chapter): work queued while a reconnection's handshake runs is sent
+    // once the connection is open, ahead of the restore, so work that
+    // needs the topology waits for `Restored`.
+    let mut h = Harness::new(Recovery::default());
+    h.declare(user(1), QueueDeclare::named("q").into());
+    let (ch, _) = h.expect("queue.declare");
+    h.server(ch, declare_ok("q"));
+    h.take_sent();
+
+    h.lose();
+    h.advance().expect("a reconnection");
+    // During the handshake: queued in the fresh connection.
+    h.conn.publish(
+        user(2),
+        "",
+        "q",
+        false,
+        false,
+        &crate::codec::BasicProperties::default(),
+        b"early",
+    );
+    h.drain();
+    assert!(h.take_sent().is_empty(), "sent before the handshake");
+    h.handshake();
+    assert!(matches!(h.events.last(), Some(Event::Reconnected)));
+    let sent = h.take_sent();
+    let names: Vec<(u16, &str)> = sent.iter().map(|(c, m)| (*c, m.name())).collect();
+    let at = |name: &str| {
+        names
+            .iter()
+            .position(|n| n.1 == name)
+            .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+    };
+    assert!(at("basic.publish") < at("queue.declare"), "{names:?}");
+    let qch = names[at("queue.declare")].0;
+    assert!(!h.events.iter().any(|e| matches!(e, Event::Restored)));
+    h.server(qch, declare_ok("q"));
+    assert!(
+        matches!(h.events.last(), Some(Event::Restored)),
+        "{:?}",
+        h.events
+    );
+}
