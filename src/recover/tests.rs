@@ -157,6 +157,15 @@ impl Harness {
         self.sent.retain(|(ch, _)| *ch != 0);
     }
 
+    /// The last event reported is `Restored`.
+    fn assert_restored_last(&self) {
+        assert!(
+            matches!(self.events.last(), Some(Event::Restored)),
+            "{:?}",
+            self.events
+        );
+    }
+
     fn take_sent(&mut self) -> Vec<(u16, Method)> {
         std::mem::take(&mut self.sent)
     }
@@ -325,11 +334,7 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
     };
     assert_eq!(restored(&h), 0, "the binding is not answered yet");
     h.server(bch, Method::QueueBindOk(QueueBindOk {}));
-    assert!(
-        matches!(h.events.last(), Some(Event::Restored)),
-        "{:?}",
-        h.events
-    );
+    h.assert_restored_last();
     h.server(cch, Method::BasicQosOk(BasicQosOk {}));
     h.server(cch, Method::BasicQosOk(BasicQosOk {}));
     h.server(
@@ -680,11 +685,7 @@ fn transaction_mode_is_restored_before_the_user_can_publish() {
     h.server(names[select].0, Method::TxSelectOk(TxSelectOk {}));
     assert!(!h.events.iter().any(|e| matches!(e, Event::Restored)));
     h.server(qch, declare_ok("q"));
-    assert!(
-        matches!(h.events.last(), Some(Event::Restored)),
-        "{:?}",
-        h.events
-    );
+    h.assert_restored_last();
 }
 
 #[test]
@@ -727,9 +728,5 @@ fn work_queued_during_a_reconnection_handshake_goes_ahead_of_the_restore() {
     let qch = names[at("queue.declare")].0;
     assert!(!h.events.iter().any(|e| matches!(e, Event::Restored)));
     h.server(qch, declare_ok("q"));
-    assert!(
-        matches!(h.events.last(), Some(Event::Restored)),
-        "{:?}",
-        h.events
-    );
+    h.assert_restored_last();
 }
