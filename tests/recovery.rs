@@ -260,6 +260,27 @@ fn a_blackholed_connection_is_detected_and_failed_over() {
     c.close().wait_timeout(&mut c, W).expect("close");
 }
 
+/// A client named `name` that recovers, has declared the queue `q` and
+/// selected transaction mode.
+fn tx_client(name: &str, q: &str) -> Client {
+    let mut c = Client::with_options(
+        &common::amqp_url(),
+        Options::default()
+            .connection_name(name)
+            .confirms(puka::Confirms::Off)
+            .recovery(Some(
+                Recovery::default().initial_backoff(Duration::from_millis(50)),
+            )),
+    )
+    .expect("client");
+    c.handshake().wait_timeout(&mut c, W).expect("connect");
+    c.queue_declare(QueueDeclare::named(q))
+        .wait_timeout(&mut c, W)
+        .expect("queue");
+    c.tx_select().wait_timeout(&mut c, W).expect("tx_select");
+    c
+}
+
 /// Transaction mode is restored: after recovery a publish can still be
 /// rolled back.
 #[test]
@@ -268,21 +289,7 @@ fn transaction_mode_is_restored() {
     let name = common::unique("rec-tx");
     let q = common::unique("rec-tx-q");
     let _g = Cleanup::new().queue(&q);
-    let mut c = Client::with_options(
-        &common::amqp_url(),
-        Options::default()
-            .connection_name(&name)
-            .confirms(puka::Confirms::Off)
-            .recovery(Some(
-                Recovery::default().initial_backoff(Duration::from_millis(50)),
-            )),
-    )
-    .expect("client");
-    c.handshake().wait_timeout(&mut c, W).expect("connect");
-    c.queue_declare(QueueDeclare::named(&q))
-        .wait_timeout(&mut c, W)
-        .expect("queue");
-    c.tx_select().wait_timeout(&mut c, W).expect("tx_select");
+    let mut c = tx_client(&name, &q);
     let pid = connection_pid(&name);
     common::rabbitmqctl(&["close_connection", &pid, "tx recovery test"]);
     let mut seen = Vec::new();
@@ -310,5 +317,61 @@ fn transaction_mode_is_restored() {
         .wait_timeout(&mut c, W)
         .expect("get")
         .is_none());
+    c.close().wait_timeout(&mut c, W).expect("close");
+}
+
+/// A publish made while the reconnection's handshake runs (from the
+/// `Reconnecting` callback: the fresh connection is not open yet) is in the
+/// restored transaction: the rollback undoes it. (It used to go out ahead
+/// of the restored `tx.select`, applied at once.)
+#[test]
+fn a_publish_made_while_reconnecting_is_in_the_restored_transaction() {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+    common::require_broker();
+    let name = common::unique("rec-tx-early");
+    let q = common::unique("rec-tx-early-q");
+    let _g = Cleanup::new().queue(&q);
+    let mut c = tx_client(&name, &q);
+    let early = Rc::new(Cell::new(None));
+    let restored = Rc::new(Cell::new(false));
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    {
+        let (early, restored, seen, q) = (early.clone(), restored.clone(), seen.clone(), q.clone());
+        c.set_connection_callback(move |c, ev| {
+            seen.borrow_mut().push(format!("{ev:?}"));
+            match ev {
+                ConnectionEvent::Reconnecting { .. } if early.get().is_none() => {
+                    assert!(!c.is_open(), "the handshake is under way");
+                    early.set(Some(c.basic_publish("", &q, b"made while reconnecting")));
+                }
+                ConnectionEvent::Restored => restored.set(true),
+                _ => {}
+            }
+        });
+    }
+    let pid = connection_pid(&name);
+    common::rabbitmqctl(&["close_connection", &pid, "tx recovery test"]);
+    let deadline = Instant::now() + W;
+    while !restored.get() {
+        assert!(
+            Instant::now() < deadline,
+            "not restored within {W:?}; saw {:?}",
+            seen.borrow()
+        );
+        c.run_loop(Some(Duration::from_millis(50)))
+            .expect("run_loop");
+    }
+    let early = early.get().expect("published on Reconnecting");
+    early.wait_timeout(&mut c, W).expect("the early publish");
+    c.tx_rollback().wait_timeout(&mut c, W).expect("rollback");
+    let left = c
+        .queue_declare(QueueDeclare::named(&q).passive())
+        .wait_timeout(&mut c, W)
+        .expect("passive declare");
+    assert_eq!(
+        left.message_count, 0,
+        "the publish made while reconnecting was applied outside the transaction"
+    );
     c.close().wait_timeout(&mut c, W).expect("close");
 }

@@ -390,6 +390,7 @@ impl Run<'_> {
         if let Some(r) = self.rec.handle_timeout(self.now, &mut self.conn) {
             let config = self.conn.config().clone();
             self.conn = Connection::new(config, r.handshake, self.now);
+            self.rec.handle_transport(&mut self.conn);
             self.out.clear();
             self.asked.clear();
             let how = self.byte();

@@ -186,6 +186,9 @@ impl Client {
         };
         in_span!(self);
         self.next_transport(reconnect.handshake, now);
+        if let Some(r) = self.recovery.as_mut() {
+            r.handle_transport(&mut self.conn);
+        }
         if self.conn.is_closed() {
             self.after_io();
         }

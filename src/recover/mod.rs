@@ -24,6 +24,7 @@
 //!   timer          -> handle_timeout(now, conn) at poll_timeout(); a
 //!                     Reconnect means: a fresh Connection completing its
 //!                     `handshake` tag, on a transport to the next address
+//!   that Connection-> handle_transport(conn), before anything else on it
 //!   always         -> poll_event() until None
 //! ```
 
@@ -359,6 +360,11 @@ impl Recoverer {
         now: Instant,
     ) -> Option<Result<Outcome, Error>> {
         if let Phase::Connecting { handshake, .. } = self.phase {
+            if handshake != tag && self.restore.take(tag).is_some() {
+                // Transaction mode, queued with the handshake, failed with
+                // the connection: the next attempt restores it anew.
+                return None;
+            }
             if handshake == tag {
                 // A failed handshake: the connection's end follows and
                 // schedules the next attempt.
@@ -469,6 +475,16 @@ impl Recoverer {
         Some(Reconnect { attempt, handshake })
     }
 
+    /// A reconnection's fresh [`Connection`] (the one a [`Reconnect`] asked
+    /// for), before anything else is done on it: transaction mode, if it
+    /// was selected, is queued as its first channel work, so that work
+    /// queued during the handshake stays transactional.
+    pub fn handle_transport(&mut self, conn: &mut Connection) {
+        if matches!(self.phase, Phase::Connecting { .. }) {
+            self.start_early_restore(conn);
+        }
+    }
+
     /// Recovery gave up (or was not possible): the tags of the consumers
     /// kept alive for it, which end now; they leave the record.
     pub fn take_consumers(&mut self) -> Vec<Tag> {
@@ -483,6 +499,9 @@ impl Recoverer {
         let waiting = matches!(self.phase, Phase::Waiting { .. });
         if self.is_recovering() {
             self.phase = Phase::Starting;
+            // What was queued with a reconnection's handshake ends with
+            // the connection: no failure to restore.
+            self.restore.clear();
         }
         waiting
     }

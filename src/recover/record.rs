@@ -51,11 +51,12 @@ pub(super) enum Entity {
 
 impl Entity {
     /// Restore order: exchanges, queues and transaction mode, then what
-    /// refers to them. Transaction mode goes first of all, as the new
-    /// connection's first operation: `Reconnected` reaches the user as the
-    /// restore starts, and a publish or `tx_rollback` made then must find
-    /// its channel transactional already (its `tx.select` is ahead of them
-    /// on the publish channel), not be applied at once or refused with 406.
+    /// refers to them. Transaction mode goes first of all, queued on the
+    /// new connection before its handshake (`Recoverer::handle_transport`):
+    /// a publish or `tx_rollback` made while it runs, or on `Reconnected`,
+    /// must find its channel transactional already (its `tx.select` is
+    /// ahead of them on the publish channel), not be applied at once or
+    /// refused with 406.
     pub(super) fn phase(&self) -> u8 {
         match self {
             Entity::Tx | Entity::Exchange(_) | Entity::Queue { .. } => 0,

@@ -29,6 +29,10 @@ struct Locked {
 /// How far a reconnection's restore has come.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 enum Stage {
+    /// The reconnection's handshake runs; transaction mode, if recorded,
+    /// is already queued on its connection (see
+    /// [`Recoverer::start_early_restore`]).
+    Handshake,
     /// Exchanges, queues and transaction mode, until all are answered.
     #[default]
     First,
@@ -85,14 +89,41 @@ impl Restore {
 }
 
 impl Recoverer {
-    /// Reconnected: restores exchanges and queues first; bindings and
-    /// consumers follow once those are answered.
-    pub(super) fn start_restore(&mut self, conn: &mut Connection) {
+    /// A reconnection's fresh connection, before its handshake: transaction
+    /// mode goes first of all, as the connection's first channel work. What
+    /// the user queues during the handshake is sent once it is open, behind
+    /// this `tx.select` on the publish channel: transactional, as before the
+    /// loss, not applied at once.
+    pub(super) fn start_early_restore(&mut self, conn: &mut Connection) {
         self.restore.clear();
         // No restore is in flight: slots left by removals go now.
         self.record.entities.retain(|e| !matches!(e, Entity::Gone));
+        self.restore.stage = Stage::Handshake;
+        let tx = self
+            .record
+            .entities
+            .iter()
+            .position(|e| matches!(e, Entity::Tx));
+        if let Some(i) = tx {
+            self.restore_entity(i, conn);
+        }
+    }
+
+    /// Reconnected: restores exchanges and queues first; bindings and
+    /// consumers follow once those are answered.
+    pub(super) fn start_restore(&mut self, conn: &mut Connection) {
+        let early = self.restore.stage == Stage::Handshake;
+        if !early {
+            // A caller that skipped `start_early_restore`: nothing is in
+            // flight, slots left by removals go now.
+            self.restore.clear();
+            self.record.entities.retain(|e| !matches!(e, Entity::Gone));
+        }
+        self.restore.stage = Stage::First;
         let mut first: Vec<usize> = (0..self.record.entities.len())
             .filter(|&i| self.record.entities[i].phase() == 0)
+            // Sent with the handshake already.
+            .filter(|&i| !(early && matches!(self.record.entities[i], Entity::Tx)))
             .collect();
         // Transaction mode before anything else (see `Entity::phase`).
         first.sort_by_key(|&i| !matches!(self.record.entities[i], Entity::Tx));

@@ -157,6 +157,27 @@ impl Harness {
         self.sent.retain(|(ch, _)| *ch != 0);
     }
 
+    /// Selects transaction mode as `tag` (recorded), answered.
+    fn select_tx(&mut self, tag: Tag) {
+        self.rec.note_tx_select(tag);
+        self.conn.tx_select(tag);
+        self.drain();
+        let (ch, _) = self.expect("tx.select");
+        self.server(ch, Method::TxSelectOk(TxSelectOk {}));
+    }
+
+    /// Publishes `body` to the queue `q` (through the default exchange).
+    fn publish(&mut self, tag: Tag, body: &'static [u8]) {
+        let props = crate::codec::BasicProperties::default();
+        self.conn.publish(tag, "", "q", false, false, &props, body);
+    }
+
+    /// No `RecoveryFailed` was reported.
+    fn assert_no_recovery_failed(&self) {
+        let failed = |e: &Event| matches!(e, Event::RecoveryFailed { .. });
+        assert!(!self.events.iter().any(failed), "{:?}", self.events);
+    }
+
     /// The last event reported is `Restored`.
     fn assert_restored_last(&self) {
         assert!(
@@ -197,6 +218,7 @@ impl Harness {
         if let Some(r) = r {
             let config = self.conn.config().clone();
             self.conn = Connection::new(config, r.handshake, self.now);
+            self.rec.handle_transport(&mut self.conn);
             self.out.clear();
             self.sent.clear();
         }
@@ -343,13 +365,7 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
             consumer_tag: "kept".into(),
         }),
     );
-    assert!(
-        !h.events
-            .iter()
-            .any(|e| matches!(e, Event::RecoveryFailed { .. })),
-        "{:?}",
-        h.events
-    );
+    h.assert_no_recovery_failed();
     assert!(!h.rec.is_recovering());
     assert_eq!(h.rec.poll_timeout(), None);
     assert_eq!(restored(&h), 1, "once: {:?}", h.events);
@@ -409,13 +425,7 @@ fn a_locked_queue_is_declared_again_before_its_consumer() {
         cch,
         Method::BasicConsumeOk(BasicConsumeOk { consumer_tag: ctag }),
     );
-    assert!(
-        !h.events
-            .iter()
-            .any(|e| matches!(e, Event::RecoveryFailed { .. })),
-        "{:?}",
-        h.events
-    );
+    h.assert_no_recovery_failed();
 }
 
 #[test]
@@ -635,11 +645,7 @@ fn transaction_mode_is_restored_before_the_user_can_publish() {
     h.declare(user(2), QueueDeclare::named("q").into());
     let (ch, _) = h.expect("queue.declare");
     h.server(ch, declare_ok("q"));
-    h.rec.note_tx_select(user(3));
-    h.conn.tx_select(user(3));
-    h.drain();
-    let (pch, _) = h.expect("tx.select");
-    h.server(pch, Method::TxSelectOk(TxSelectOk {}));
+    h.select_tx(user(3));
     let ok = |t: Tag| h.results.iter().any(|(u, r)| *u == t && r.is_ok());
     assert!(ok(user(2)) && ok(user(3)), "{:?}", h.results);
     h.take_sent();
@@ -649,15 +655,7 @@ fn transaction_mode_is_restored_before_the_user_can_publish() {
     h.handshake();
     assert!(matches!(h.events.last(), Some(Event::Reconnected)));
     // Before any restore answer: what the user does on Reconnected.
-    h.conn.publish(
-        user(4),
-        "",
-        "q",
-        false,
-        false,
-        &crate::codec::BasicProperties::default(),
-        b"rolled back",
-    );
+    h.publish(user(4), b"rolled back");
     h.conn.tx_rollback(user(5));
     h.drain();
     // The restore's tx.select went first, on the channel the publish and
@@ -703,15 +701,7 @@ fn work_queued_during_a_reconnection_handshake_goes_ahead_of_the_restore() {
     h.lose();
     h.advance().expect("a reconnection");
     // During the handshake: queued in the fresh connection.
-    h.conn.publish(
-        user(2),
-        "",
-        "q",
-        false,
-        false,
-        &crate::codec::BasicProperties::default(),
-        b"early",
-    );
+    h.publish(user(2), b"early");
     h.drain();
     assert!(h.take_sent().is_empty(), "sent before the handshake");
     h.handshake();
@@ -729,4 +719,44 @@ fn work_queued_during_a_reconnection_handshake_goes_ahead_of_the_restore() {
     assert!(!h.events.iter().any(|e| matches!(e, Event::Restored)));
     h.server(qch, declare_ok("q"));
     h.assert_restored_last();
+}
+
+#[test]
+fn a_publish_queued_during_a_reconnection_handshake_stays_transactional() {
+    // Transaction mode is restored as the fresh connection's first channel
+    // work, before the handshake: a publish queued meanwhile goes out
+    // behind its `tx.select` on the same channel. (It used to go out
+    // first, applied at once: a later `tx_rollback` did not undo it.)
+    let config = crate::protocol::Config {
+        confirms: crate::protocol::Confirms::Off,
+        ..Default::default()
+    };
+    let mut h = Harness::with_config(Recovery::default(), config);
+    h.select_tx(user(3));
+    h.take_sent();
+
+    // The first attempt's transport drops during its handshake: the
+    // `tx.select` queued with it fails with the connection, which is no
+    // failure to restore; the next attempt queues it again.
+    h.lose();
+    h.advance().expect("a reconnection");
+    h.lose();
+    assert!(h.closed.is_none(), "{:?}", h.closed);
+    h.advance().expect("a second attempt");
+    h.publish(user(4), b"in the transaction");
+    h.conn.tx_rollback(user(5));
+    h.handshake();
+    assert!(matches!(h.events.last(), Some(Event::Reconnected)));
+    let sent = h.take_sent();
+    let names: Vec<(u16, &str)> = sent.iter().map(|(c, m)| (*c, m.name())).collect();
+    assert_eq!(
+        names,
+        [(1, "tx.select"), (1, "basic.publish"), (1, "tx.rollback")],
+        "tx.select once, first"
+    );
+    h.server(1, Method::TxSelectOk(TxSelectOk {}));
+    h.assert_restored_last();
+    h.assert_no_recovery_failed();
+    let restored = h.events.iter().filter(|e| matches!(e, Event::Restored));
+    assert_eq!(restored.count(), 1, "{:?}", h.events);
 }
