@@ -137,7 +137,9 @@ pub enum Event {
     /// The restore finished: every recorded exchange, queue, binding,
     /// channel-wide qos and transaction mode was answered (what could not be
     /// restored was reported first, as [`Event::RecoveryFailed`]) and every
-    /// consumer's `basic.consume` was sent. Once per reconnection.
+    /// consumer's `basic.consume` was sent. Once per reconnection; not for
+    /// a restore cut off by another loss (nor `RecoveryFailed` for what
+    /// it had in flight).
     Restored,
     /// Something recorded could not be restored.
     RecoveryFailed {
@@ -379,7 +381,12 @@ impl Recoverer {
             }
         }
         if let Some(i) = self.restore.take(tag) {
-            self.restore_answered(i, result, conn, now);
+            match &result {
+                // Cut off by a loss, not refused: no `RecoveryFailed`, and
+                // no `Restored`; the next attempt restores anew.
+                Err(e) if conn.is_closed() && recoverable(e, self.phase) => {}
+                _ => self.restore_answered(i, result, conn, now),
+            }
             return None;
         }
         let in_flight = self.restore.in_flight();

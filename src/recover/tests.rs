@@ -64,6 +64,22 @@ impl Harness {
         h
     }
 
+    /// A harness whose client declared the queue `q` (answered).
+    fn with_queue_q() -> Harness {
+        let mut h = Harness::new(Recovery::default());
+        h.declare(user(1), QueueDeclare::named("q").into());
+        let (ch, _) = h.expect("queue.declare");
+        h.server(ch, declare_ok("q"));
+        h.take_sent();
+        h
+    }
+
+    /// How many `Restored` were reported.
+    fn restored_count(&self) -> usize {
+        let restored = |e: &&Event| matches!(e, Event::Restored);
+        self.events.iter().filter(restored).count()
+    }
+
     /// The bytes the client wrote, decoded into method frames.
     fn pump_out(&mut self) {
         let mut buf = Vec::new();
@@ -348,13 +364,7 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
         matches!(&c, Method::BasicConsume(c) if c.queue == "amq.gen-B" && c.consumer_tag == "kept"),
         "{c:?}"
     );
-    let restored = |h: &Harness| {
-        h.events
-            .iter()
-            .filter(|e| matches!(e, Event::Restored))
-            .count()
-    };
-    assert_eq!(restored(&h), 0, "the binding is not answered yet");
+    assert_eq!(h.restored_count(), 0, "the binding is not answered yet");
     h.server(bch, Method::QueueBindOk(QueueBindOk {}));
     h.assert_restored_last();
     h.server(cch, Method::BasicQosOk(BasicQosOk {}));
@@ -368,7 +378,7 @@ fn a_loss_is_restored_in_order_under_the_new_queue_name() {
     h.assert_no_recovery_failed();
     assert!(!h.rec.is_recovering());
     assert_eq!(h.rec.poll_timeout(), None);
-    assert_eq!(restored(&h), 1, "once: {:?}", h.events);
+    assert_eq!(h.restored_count(), 1, "once: {:?}", h.events);
 }
 
 #[test]
@@ -692,11 +702,7 @@ fn work_queued_during_a_reconnection_handshake_goes_ahead_of_the_restore() {
     // chapter): work queued while a reconnection's handshake runs is sent
     // once the connection is open, ahead of the restore, so work that
     // needs the topology waits for `Restored`.
-    let mut h = Harness::new(Recovery::default());
-    h.declare(user(1), QueueDeclare::named("q").into());
-    let (ch, _) = h.expect("queue.declare");
-    h.server(ch, declare_ok("q"));
-    h.take_sent();
+    let mut h = Harness::with_queue_q();
 
     h.lose();
     h.advance().expect("a reconnection");
@@ -757,6 +763,29 @@ fn a_publish_queued_during_a_reconnection_handshake_stays_transactional() {
     h.server(1, Method::TxSelectOk(TxSelectOk {}));
     h.assert_restored_last();
     h.assert_no_recovery_failed();
-    let restored = h.events.iter().filter(|e| matches!(e, Event::Restored));
-    assert_eq!(restored.count(), 1, "{:?}", h.events);
+    assert_eq!(h.restored_count(), 1, "{:?}", h.events);
+}
+
+#[test]
+fn a_loss_during_the_restore_is_neither_a_failure_nor_the_end_of_it() {
+    // A restore operation that fails because the connection was lost
+    // again was not refused: no `RecoveryFailed`, and no `Restored` for a
+    // restore that never finished. The next attempt restores it all, and
+    // `Restored` comes once, then.
+    let mut h = Harness::with_queue_q();
+    h.lose();
+    h.advance().expect("a reconnection");
+    h.handshake();
+    h.expect("queue.declare");
+    h.lose();
+    h.assert_no_recovery_failed();
+    assert_eq!(h.restored_count(), 0, "{:?}", h.events);
+    assert!(h.closed.is_none(), "{:?}", h.closed);
+    h.advance().expect("a second attempt");
+    h.handshake();
+    let (ch, _) = h.expect("queue.declare");
+    h.server(ch, declare_ok("q"));
+    h.assert_restored_last();
+    assert_eq!(h.restored_count(), 1, "{:?}", h.events);
+    h.assert_no_recovery_failed();
 }
