@@ -82,9 +82,10 @@ pub enum ConnectionEvent {
     /// be restored came first as [`ConnectionEvent::RecoveryFailed`]) and
     /// every consumer's `basic.consume` was sent. Once per reconnection,
     /// after `Reconnected`: operations that need the topology can wait for
-    /// it. A restore cut off by another loss reports neither this nor
-    /// `RecoveryFailed` for what was in flight: `Disconnected` follows, and
-    /// the next reconnection restores everything anew.
+    /// it. A restore cut off by another loss or by your close reports
+    /// neither this nor `RecoveryFailed` for what was in flight: after a
+    /// loss `Disconnected` follows, and the next reconnection restores
+    /// everything anew.
     Restored,
     /// Something recorded could not be restored; the broker's error.
     RecoveryFailed {

@@ -138,8 +138,8 @@ pub enum Event {
     /// channel-wide qos and transaction mode was answered (what could not be
     /// restored was reported first, as [`Event::RecoveryFailed`]) and every
     /// consumer's `basic.consume` was sent. Once per reconnection; not for
-    /// a restore cut off by another loss (nor `RecoveryFailed` for what
-    /// it had in flight).
+    /// a restore cut off by another loss or by [`Recoverer::stop`] (nor
+    /// `RecoveryFailed` for what it had in flight).
     Restored,
     /// Something recorded could not be restored.
     RecoveryFailed {
@@ -506,10 +506,11 @@ impl Recoverer {
         let waiting = matches!(self.phase, Phase::Waiting { .. });
         if self.is_recovering() {
             self.phase = Phase::Starting;
-            // What was queued with a reconnection's handshake ends with
-            // the connection: no failure to restore.
-            self.restore.clear();
         }
+        // A restore in flight ends with the close: what it sent fails with
+        // the close, which is no failure to restore (no `RecoveryFailed`),
+        // and it is not `Restored`.
+        self.restore.clear();
         waiting
     }
 }

@@ -74,6 +74,17 @@ impl Harness {
         h
     }
 
+    /// A harness reconnected after a loss, the restore's declare of the
+    /// queue `q` sent and not answered.
+    fn restoring_queue_q() -> Harness {
+        let mut h = Harness::with_queue_q();
+        h.lose();
+        h.advance().expect("a reconnection");
+        h.handshake();
+        h.expect("queue.declare");
+        h
+    }
+
     /// How many `Restored` were reported.
     fn restored_count(&self) -> usize {
         let restored = |e: &&Event| matches!(e, Event::Restored);
@@ -772,11 +783,7 @@ fn a_loss_during_the_restore_is_neither_a_failure_nor_the_end_of_it() {
     // again was not refused: no `RecoveryFailed`, and no `Restored` for a
     // restore that never finished. The next attempt restores it all, and
     // `Restored` comes once, then.
-    let mut h = Harness::with_queue_q();
-    h.lose();
-    h.advance().expect("a reconnection");
-    h.handshake();
-    h.expect("queue.declare");
+    let mut h = Harness::restoring_queue_q();
     h.lose();
     h.assert_no_recovery_failed();
     assert_eq!(h.restored_count(), 0, "{:?}", h.events);
@@ -788,4 +795,23 @@ fn a_loss_during_the_restore_is_neither_a_failure_nor_the_end_of_it() {
     h.assert_restored_last();
     assert_eq!(h.restored_count(), 1, "{:?}", h.events);
     h.assert_no_recovery_failed();
+}
+
+#[test]
+fn a_close_during_the_restore_is_neither_a_failure_nor_the_end_of_it() {
+    // The user closes at once while a restore operation is in flight: it
+    // fails with the close, which is no failure to restore, and the
+    // restore that never finished is not `Restored`.
+    let mut h = Harness::restoring_queue_q();
+    h.rec.stop();
+    h.conn.close_now(user(9), h.now, ms(1000));
+    h.drain();
+    h.server(0, Method::ConnectionCloseOk(ConnectionCloseOk {}));
+    assert!(
+        matches!(h.closed, Some(Error::ConnectionClosed)),
+        "{:?}",
+        h.closed
+    );
+    h.assert_no_recovery_failed();
+    assert_eq!(h.restored_count(), 0, "{:?}", h.events);
 }
