@@ -4,7 +4,8 @@
 //! and arbitrary server replies (well-formed answers, channel errors, raw
 //! bytes) during the restore. It must never panic, and recovery must never
 //! be stuck: while it is recovering with the connection gone, it has a
-//! deadline. With the first byte's top bit, the first connect holds its
+//! deadline. Its events must be true: `Restored` once per reconnection,
+//! and no lost or closed connection reported as a failure to restore. With the first byte's top bit, the first connect holds its
 //! queued work through failed handshakes (`OnHandshakeFailure::Hold`), as
 //! the client does: restarted on a "new socket" or released, as the input
 //! says.
@@ -40,6 +41,9 @@ struct Run<'a> {
     over: bool,
     /// Handshakes restarted after a held failure.
     restarts: u8,
+    /// A reconnection's restore is under way: `Reconnected` was reported,
+    /// `Restored` not yet.
+    restoring: bool,
 }
 
 impl Run<'_> {
@@ -131,13 +135,40 @@ impl Run<'_> {
                 _ => {}
             }
         }
-        while self.rec.poll_event().is_some() {}
+        while let Some(ev) = self.rec.poll_event() {
+            self.check_event(&ev);
+        }
         self.pump();
         if self.conn.is_closed() && self.rec.is_recovering() {
             assert!(
                 self.rec.poll_timeout().is_some(),
                 "recovering with no connection and no deadline: stuck"
             );
+        }
+    }
+
+    /// What recovery reports is true: `Restored` once per reconnection,
+    /// after its `Reconnected`; a lost or closed connection is no failure
+    /// to restore.
+    fn check_event(&mut self, ev: &puka::recover::Event) {
+        use puka::recover::Event as R;
+        match ev {
+            R::Reconnected => self.restoring = true,
+            R::Restored => {
+                assert!(self.restoring, "Restored without a restore under way");
+                self.restoring = false;
+            }
+            R::Disconnected(_) => self.restoring = false,
+            R::RecoveryFailed { error, .. } => assert!(
+                !matches!(
+                    error,
+                    puka::Error::ConnectionBroken(_)
+                        | puka::Error::HeartbeatTimeout(_)
+                        | puka::Error::ConnectionClosed
+                ),
+                "a lost or closed connection reported as a failure to restore: {error:?}"
+            ),
+            _ => {}
         }
     }
 
@@ -452,6 +483,7 @@ pub fn check_recovery(data: &[u8]) {
         consumers: Vec::new(),
         over: false,
         restarts: 0,
+        restoring: false,
     };
     run.drain();
     if hold {
