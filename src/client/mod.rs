@@ -85,7 +85,8 @@ pub enum ConnectionEvent {
     /// it. A restore cut off by another loss or by your close reports
     /// neither this nor `RecoveryFailed` for what was in flight: after a
     /// loss `Disconnected` follows, and the next reconnection restores
-    /// everything anew.
+    /// everything anew. One cut off by a broker's close that is not
+    /// recovered ends with `Closed`, without this.
     Restored,
     /// Something recorded could not be restored; the broker's error.
     RecoveryFailed {

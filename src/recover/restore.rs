@@ -134,7 +134,10 @@ impl Recoverer {
     }
 
     fn maybe_second_phase(&mut self, conn: &mut Connection) {
-        if self.restore.in_flight() {
+        // The connection ended (a broker's close that is not recovered)
+        // with the restore unfinished: it never is, so no second phase on
+        // it and no `Restored`.
+        if self.restore.in_flight() || conn.is_closed() {
             return;
         }
         if self.restore.stage == Stage::First {

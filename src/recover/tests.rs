@@ -815,3 +815,38 @@ fn a_close_during_the_restore_is_neither_a_failure_nor_the_end_of_it() {
     h.assert_no_recovery_failed();
     assert_eq!(h.restored_count(), 0, "{:?}", h.events);
 }
+
+#[test]
+fn a_broker_close_during_the_restore_is_not_restored() {
+    // The broker closes the connection (541, not recovered) while the
+    // restore's declare is in flight: that declare failed with the close
+    // (reported, with the broker's reason), but the restore never finished,
+    // so no second phase and no `Restored`; the connection is closed.
+    let mut h = Harness::restoring_queue_q();
+    h.server(
+        0,
+        Method::ConnectionClose(ConnectionClose {
+            reply_code: 541,
+            reply_text: "INTERNAL_ERROR".into(),
+            class_id: 0,
+            method_id: 0,
+        }),
+    );
+    assert!(
+        matches!(h.closed, Some(Error::InternalError(_))),
+        "{:?}",
+        h.closed
+    );
+    assert_eq!(h.restored_count(), 0, "{:?}", h.events);
+    assert!(
+        matches!(
+            h.events.last(),
+            Some(Event::RecoveryFailed {
+                error: Error::InternalError(_),
+                ..
+            })
+        ),
+        "{:?}",
+        h.events
+    );
+}
