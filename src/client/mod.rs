@@ -88,7 +88,9 @@ pub enum ConnectionEvent {
     /// everything anew. One cut off by a broker's close that is not
     /// recovered ends with `Closed`, without this.
     Restored,
-    /// Something recorded could not be restored; the broker's error.
+    /// Something recorded could not be restored; the broker's error. (A
+    /// consumer that could not be restored ends with the error on its own
+    /// promise instead.)
     RecoveryFailed {
         /// What it was, e.g. `queue "jobs"`.
         entity: String,

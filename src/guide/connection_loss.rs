@@ -56,7 +56,10 @@
 //!   cancelled is not revived; consumer tags stay the same, and so do their
 //!   prefetch windows (a channel-wide one, [`Qos::global`], is set again
 //!   before its consumer starts); whatever the
-//!   broker refuses comes as [`ConnectionEvent::RecoveryFailed`];
+//!   broker refuses comes as [`ConnectionEvent::RecoveryFailed`], except a
+//!   consumer's `basic.consume`: its refusal (say, 404 for a queue that is
+//!   gone) ends that consumer's promise with the error, and the consumer
+//!   is not restored again;
 //! - each consumer's promise goes on yielding deliveries; messages not
 //!   acked before the loss come again with `redelivered` set, and acking a
 //!   delivery from before the loss fails locally;

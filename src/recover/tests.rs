@@ -253,6 +253,18 @@ impl Harness {
         r
     }
 
+    /// Starts the consumer `tag` on `queue` (recorded).
+    fn consume(&mut self, tag: Tag, queue: &str, no_ack: bool, prefetch: u16) {
+        let queues = vec![ConsumeQueue {
+            queue: queue.into(),
+            ..Default::default()
+        }];
+        self.conn.consume(tag, queues.clone(), no_ack, prefetch);
+        self.rec
+            .note_consumer(&self.conn, tag, queues, no_ack, prefetch);
+        self.drain();
+    }
+
     fn declare(&mut self, tag: Tag, m: Method) {
         self.rec.note_rpc(tag, &m);
         self.conn.rpc(tag, m);
@@ -398,13 +410,7 @@ fn a_locked_queue_is_declared_again_before_its_consumer() {
     h.declare(user(2), QueueDeclare::named("excl").exclusive().into());
     let (ch, _) = h.expect("queue.declare");
     h.server(ch, declare_ok("excl"));
-    let queues = vec![ConsumeQueue {
-        queue: "excl".into(),
-        ..Default::default()
-    }];
-    h.conn.consume(user(3), queues.clone(), true, 0);
-    h.rec.note_consumer(&h.conn, user(3), queues, true, 0);
-    h.drain();
+    h.consume(user(3), "excl", true, 0);
     let (cch, c) = h.expect("basic.consume");
     let Method::BasicConsume(c) = c else {
         unreachable!()
@@ -849,4 +855,62 @@ fn a_broker_close_during_the_restore_is_not_restored() {
         "{:?}",
         h.events
     );
+}
+
+#[test]
+fn a_consumer_refused_at_the_restore_ends_its_promise_and_is_not_restored_again() {
+    // What the guide says: a refused `basic.consume` of the restore comes
+    // as the consumer's promise's error (not `RecoveryFailed`), and the
+    // consumer has ended: the next reconnection does not restore it.
+    let mut h = Harness::with_queue_q();
+    h.consume(user(5), "q", false, 10);
+    let (cch, _) = h.expect("basic.qos");
+    h.server(cch, Method::BasicQosOk(BasicQosOk {}));
+    let (_, c) = h.expect("basic.consume");
+    let Method::BasicConsume(c) = c else {
+        unreachable!()
+    };
+    let consumer_tag = c.consumer_tag.clone();
+    h.server(cch, Method::BasicConsumeOk(BasicConsumeOk { consumer_tag }));
+    h.take_sent();
+
+    h.lose();
+    h.advance().expect("a reconnection");
+    h.handshake();
+    let (ch, _) = h.expect("queue.declare");
+    h.server(ch, declare_ok("q"));
+    let (cch, _) = h.expect("basic.qos");
+    h.server(cch, Method::BasicQosOk(BasicQosOk {}));
+    h.expect("basic.consume");
+    h.server(
+        cch,
+        Method::ChannelClose(ChannelClose {
+            reply_code: 404,
+            reply_text: "NOT_FOUND - no queue 'q'".into(),
+            class_id: 60,
+            method_id: 20,
+        }),
+    );
+    assert!(
+        h.results
+            .iter()
+            .any(|(t, r)| *t == user(5) && matches!(r, Err(Error::NotFound(_)))),
+        "{:?}",
+        h.results
+    );
+    h.assert_no_recovery_failed();
+    assert_eq!(h.restored_count(), 1, "{:?}", h.events);
+    h.take_sent();
+
+    h.lose();
+    h.advance().expect("a second reconnection");
+    h.handshake();
+    let (ch, _) = h.expect("queue.declare");
+    h.server(ch, declare_ok("q"));
+    assert!(
+        h.sent.is_empty(),
+        "the ended consumer came back: {:?}",
+        h.sent
+    );
+    assert_eq!(h.restored_count(), 2, "{:?}", h.events);
 }
