@@ -5,10 +5,10 @@
 //! bytes) during the restore. It must never panic, and recovery must never
 //! be stuck: while it is recovering with the connection gone, it has a
 //! deadline. Its events must be true: `Restored` once per reconnection,
-//! and no lost or closed connection reported as a failure to restore. With the first byte's top bit, the first connect holds its
-//! queued work through failed handshakes (`OnHandshakeFailure::Hold`), as
-//! the client does: restarted on a "new socket" or released, as the input
-//! says.
+//! and no lost or closed connection reported as a failure to restore.
+//! With the first byte's top bit, the first connect holds its queued work
+//! through failed handshakes (`OnHandshakeFailure::Hold`), as the client
+//! does: restarted on a "new socket" or released, as the input says.
 
 use bytes::BytesMut;
 use puka::codec::frame::{self, Frame};

@@ -95,9 +95,7 @@ impl Recoverer {
     /// this `tx.select` on the publish channel: transactional, as before the
     /// loss, not applied at once.
     pub(super) fn start_early_restore(&mut self, conn: &mut Connection) {
-        self.restore.clear();
-        // No restore is in flight: slots left by removals go now.
-        self.record.entities.retain(|e| !matches!(e, Entity::Gone));
+        self.restart_restore();
         self.restore.stage = Stage::Handshake;
         let tx = self
             .record
@@ -114,10 +112,8 @@ impl Recoverer {
     pub(super) fn start_restore(&mut self, conn: &mut Connection) {
         let early = self.restore.stage == Stage::Handshake;
         if !early {
-            // A caller that skipped `start_early_restore`: nothing is in
-            // flight, slots left by removals go now.
-            self.restore.clear();
-            self.record.entities.retain(|e| !matches!(e, Entity::Gone));
+            // A caller that skipped `start_early_restore`.
+            self.restart_restore();
         }
         self.restore.stage = Stage::First;
         let mut first: Vec<usize> = (0..self.record.entities.len())
@@ -131,6 +127,13 @@ impl Recoverer {
             self.restore_entity(i, conn);
         }
         self.maybe_second_phase(conn);
+    }
+
+    /// No restore is in flight: a new one starts from the first stage, and
+    /// the slots left by removals go now.
+    fn restart_restore(&mut self) {
+        self.restore.clear();
+        self.record.entities.retain(|e| !matches!(e, Entity::Gone));
     }
 
     fn maybe_second_phase(&mut self, conn: &mut Connection) {
